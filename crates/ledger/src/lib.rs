@@ -15,6 +15,7 @@
 pub type Hash = [u8; 32];
 
 pub mod merkle;
+pub mod note;
 
 pub use merkle::{leaf_hash, node_hash, Frontier, MemTree, EMPTY_ROOT};
 
