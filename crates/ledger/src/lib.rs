@@ -14,6 +14,7 @@
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod note;
 
@@ -21,7 +22,6 @@ pub use merkle::{leaf_hash, node_hash, Frontier, MemTree, EMPTY_ROOT};
 
 /// Parses a strict unsigned decimal: ASCII digits only, no sign, no leading zeros (except "0"),
 /// must fit in a `u64`.
-#[allow(dead_code)]
 pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {
