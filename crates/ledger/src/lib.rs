@@ -15,6 +15,7 @@
 pub type Hash = [u8; 32];
 
 pub mod checkpoint;
+pub mod keys;
 pub mod merkle;
 pub mod note;
 
