@@ -1,1 +1,69 @@
-fn main() {}
+//! `sandtrail`: a kernel-level, tamper-evident audit trail for AI agent sandboxes.
+
+mod cli;
+mod output;
+mod timearg;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sandtrail records what an AI agent did in its sandbox into a signed, tamper-evident log,
+/// and answers questions about it.
+#[derive(Parser, Debug)]
+#[command(name = "sandtrail", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// State directory holding the store, keys and index.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDTRAIL_STATE_DIR",
+        default_value = "/var/lib/sandtrail"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Append events given as JSON lines (sandtrail.event/1) to the store.
+    ///
+    /// `seq` is assigned by the ledger (a seq in the input is replaced); a missing `host_id`
+    /// becomes this host's id. The first invalid line stops the ingest with an error naming
+    /// the line and the field; every line before it is committed and signed.
+    Ingest(cli::ingest::IngestArgs),
+    /// Generate a demo agent session, ingest it, print its timeline and verify the store.
+    Demo(cli::demo::DemoArgs),
+    /// List events, filtered.
+    Query(cli::query::QueryArgs),
+    /// List sessions, filtered: the incident questions (which sessions touched P, D, V, ended with R).
+    Sessions(cli::query::SessionsArgs),
+    /// Tell the story of one session: processes, files, network, packages, tools, limits, alerts.
+    Timeline(cli::timeline::TimelineArgs),
+    /// Verify the whole store, or an exported bundle with --bundle.
+    Verify(cli::verify::VerifyArgs),
+    /// Export one session as a self-contained bundle that verifies offline.
+    Export(cli::verify::ExportArgs),
+    /// Show or rotate the signing keys.
+    #[command(subcommand)]
+    Key(cli::key::KeyCommand),
+    /// Sign a checkpoint of the log now and print it.
+    Checkpoint,
+    /// List the signed checkpoints of the store.
+    Checkpoints(cli::key::CheckpointsArgs),
+    /// Print the JSON Schema of sandtrail.event/1.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sandtrail: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `sandtrail ingest`: JSON lines in, signed log out.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sandtrail_store::Layout;
+
+/// Arguments of `ingest`.
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// JSON-lines file to read, or `-` for standard input.
+    #[arg(default_value = "-")]
+    pub input: String,
+    /// Report invalid lines and go on, instead of stopping at the first one.
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+/// Run `ingest`.
+pub fn run(layout: &Layout, args: IngestArgs) -> Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if args.input == "-" {
+        Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
+    } else {
+        let f = File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    };
+    let mut writer = super::open_writer(layout)?;
+    let progress = io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let mut failure: Option<String> = None;
+    for (i, line) in reader.lines().enumerate() {
+        let lineno = i + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                failure = Some(format!("line {lineno}: cannot read input: {e}"));
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match sandtrail_event::parse_json_line(&line) {
+            Ok(ev) => {
+                writer.append(ev)?;
+                accepted += 1;
+            }
+            Err(e) => {
+                let msg = format!("line {lineno}: {e}");
+                if args.keep_going {
+                    eprintln!("sandtrail: skipped {msg}");
+                    rejected += 1;
+                } else {
+                    failure = Some(msg);
+                    break;
+                }
+            }
+        }
+        if progress && last_report.elapsed().as_secs() >= 1 {
+            last_report = Instant::now();
+            eprint!(
+                "\ringested {accepted} events ({:.0}/s)",
+                accepted as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if progress && accepted > 0 {
+        eprintln!();
+    }
+    // Whatever happened, everything accepted so far is made durable and signed.
+    let commit = writer.close().context("committing the ingested events")?;
+    let summary = format!(
+        "{accepted} events committed; the log holds {} records, root {}, covered by a signed checkpoint",
+        commit.size,
+        hex::encode(commit.root)
+    );
+    match failure {
+        Some(msg) => {
+            eprintln!("sandtrail: error: {msg}");
+            eprintln!("sandtrail: {summary}; nothing after the bad line was read");
+            Ok(ExitCode::from(1))
+        }
+        None => {
+            println!("{summary}");
+            if rejected > 0 {
+                eprintln!("sandtrail: {rejected} invalid lines were skipped");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

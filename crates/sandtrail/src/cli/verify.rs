@@ -1,0 +1,166 @@
+//! `sandtrail verify` and `sandtrail export`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use sandtrail_ledger::note::Verifier;
+use sandtrail_store::bundle::{export, verify_bundle, Bundle};
+use sandtrail_store::verify::{verify_store, Problem, VerifyOptions};
+use sandtrail_store::Layout;
+
+use super::file_or_literal;
+
+/// Arguments of `verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Check this exported bundle instead of the store (needs no store).
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// The epoch-0 verifier key you trust (the key itself, or a file holding it), as printed
+    /// by `sandtrail key show`. Without it the key stored next to the data is trusted.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A signed checkpoint saved earlier (e.g. shipped off the host); the store must still
+    /// hold everything it covers. Repeatable.
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The session to export.
+    pub session: String,
+    /// Where to write the bundle.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
+
+fn read_key(arg: &Option<String>) -> Result<Option<Verifier>> {
+    arg.as_deref()
+        .map(|k| {
+            let text = file_or_literal(k)?;
+            Verifier::from_vkey(text.trim()).map_err(|e| {
+                anyhow!("--key {k:?} is not a verifier key ({e}); `sandtrail key show` prints one")
+            })
+        })
+        .transpose()
+}
+
+fn print_problems(problems: &[Problem], warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in problems {
+        println!(
+            "  [{}] {}",
+            serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            p.message
+        );
+    }
+}
+
+/// Run `verify`.
+pub fn run_verify(layout: &Layout, a: VerifyArgs) -> Result<ExitCode> {
+    let anchor = read_key(&a.key)?;
+    if let Some(path) = &a.bundle {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading bundle {}", path.display()))?;
+        let bundle: Bundle = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a sandtrail bundle", path.display()))?;
+        let r = verify_bundle(&bundle, anchor);
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else if r.problems.is_empty() {
+            print_problems(&[], &r.warnings);
+            println!(
+                "OK: bundle {} proves {} events of session {} against a signed checkpoint of size {}",
+                path.display(),
+                r.events,
+                r.session_id,
+                r.checkpoint_size
+            );
+        } else {
+            println!(
+                "FAILED: bundle {} has {} problem(s):",
+                path.display(),
+                r.problems.len()
+            );
+            print_problems(&r.problems, &r.warnings);
+        }
+        return Ok(if r.problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let mut extra = Vec::new();
+    for p in &a.checkpoint {
+        let note = std::fs::read_to_string(p)
+            .with_context(|| format!("reading checkpoint {}", p.display()))?;
+        extra.push((format!("checkpoint from {}", p.display()), note));
+    }
+    let report = verify_store(
+        layout,
+        &VerifyOptions {
+            anchor,
+            extra_checkpoints: extra,
+        },
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.ok() {
+        print_problems(&[], &report.warnings);
+        println!(
+            "OK: {} records verified against {} signed checkpoints ({} key epoch{}); newest checkpoint covers {}; root {}",
+            report.records,
+            report.checkpoints,
+            report.epochs,
+            if report.epochs == 1 { "" } else { "s" },
+            report.covered,
+            report.root
+        );
+    } else {
+        println!(
+            "FAILED: {} problem(s) in {} ({} records read):",
+            report.problems.len(),
+            layout.root().display(),
+            report.records
+        );
+        print_problems(&report.problems, &report.warnings);
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Run `export`.
+pub fn run_export(layout: &Layout, a: ExportArgs) -> Result<ExitCode> {
+    let bundle = export(layout, &a.session)?;
+    let json = serde_json::to_vec_pretty(&bundle)?;
+    let tmp = a.output.with_extension("partial");
+    std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "wrote {}: {} events of session {}, proven against a signed checkpoint",
+        a.output.display(),
+        bundle.events.len(),
+        a.session
+    );
+    println!(
+        "check it anywhere with: sandtrail verify --bundle {} --key '{}'",
+        a.output.display(),
+        bundle.anchor
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! The SQLite schema of the index.
+//!
+//! The index is derived data: everything in it can be rebuilt from the segments. It holds
+//! one narrow row per event (session, time, seq, kind) and per-session aggregates that answer
+//! the incident questions directly: which sessions touched a path, a domain, a package, and
+//! how each session ended.
+
+/// Schema version stored in `meta`; a different version makes the store rebuild the index.
+pub const INDEX_VERSION: i64 = 1;
+
+/// DDL, applied idempotently.
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+    sid INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    tenant TEXT, user TEXT, template TEXT,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0,
+    terminated_ts INTEGER, reason TEXT, exit_code INTEGER, signal INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_reason ON sessions(reason);
+CREATE TABLE IF NOT EXISTS events(
+    sid INTEGER NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+    PRIMARY KEY(sid, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS session_paths(
+    path INTEGER NOT NULL, sid INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    PRIMARY KEY(path, sid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS domains(id INTEGER PRIMARY KEY, domain TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS session_domains(
+    domain INTEGER NOT NULL, sid INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    PRIMARY KEY(domain, sid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_packages(
+    name TEXT NOT NULL, version TEXT NOT NULL, manager TEXT NOT NULL, sid INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    PRIMARY KEY(name, version, manager, sid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks(
+    sid INTEGER NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    segment INTEGER NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL,
+    min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY(sid, first_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_segment ON blocks(segment);
+"#;

@@ -1,0 +1,301 @@
+//! Sealed segments: a full raw segment rewritten as independent zstd blocks, grouped by session.
+//!
+//! Layout: `STSEAL01` magic, the compressed blocks, a JSON footer ([`SealedFooter`]), the footer
+//! length as u32 LE and the magic again. Each block decompresses to `u32 LE length | leaf`
+//! records of ONE session (or of no session, for ledger events) in seq order, so a session's
+//! events are read without touching other sessions' data. Leaf hashes are not stored: every
+//! reader that needs them recomputes them from the leaf bytes, which is what verification
+//! must do anyway. Sealing writes a temporary file, fsyncs it and renames it into place; the
+//! raw segment is deleted only after that, so a crash at any point leaves one complete copy.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::frame::leaf_seq;
+use super::raw::RawSegment;
+use crate::layout::sync_dir;
+
+/// Magic bytes at both ends of a sealed segment.
+pub const SEALED_MAGIC: &[u8; 8] = b"STSEAL01";
+/// Uncompressed size a block is filled to before a new one starts.
+pub const BLOCK_TARGET: usize = 64 * 1024;
+
+/// Where one block is and what it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    /// Session of every record in the block (None: ledger events).
+    pub session: Option<String>,
+    /// Byte offset of the compressed block in the file.
+    pub offset: u64,
+    /// Compressed length.
+    pub len: u64,
+    /// Smallest seq in the block.
+    pub first_seq: u64,
+    /// Largest seq in the block.
+    pub last_seq: u64,
+    /// Earliest event time.
+    pub min_ts: u64,
+    /// Latest event time.
+    pub max_ts: u64,
+    /// Number of records.
+    pub count: u64,
+}
+
+/// The footer of a sealed segment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SealedFooter {
+    /// Seq of the first record of the segment.
+    pub first_seq: u64,
+    /// Number of records in the segment.
+    pub count: u64,
+    /// Merkle frontier after the segment's last record (base64 of `Frontier::to_bytes`), so
+    /// a writer can resume without rereading history.
+    pub frontier: String,
+    /// The blocks.
+    pub blocks: Vec<BlockMeta>,
+}
+
+/// Why sealing or reading a sealed segment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The file is not a well-formed sealed segment.
+    #[error("{path}: damaged sealed segment: {why}")]
+    Damaged {
+        /// File.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> SealError + '_ {
+    move |source| SealError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, why: impl Into<String>) -> SealError {
+    SealError::Damaged {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
+}
+
+struct Pending {
+    session: Option<String>,
+    raw: Vec<u8>,
+    first_seq: u64,
+    last_seq: u64,
+    min_ts: u64,
+    max_ts: u64,
+    count: u64,
+}
+
+/// Rewrite the raw segment at `raw_path` as a sealed segment at `sealed_path`.
+///
+/// Every record must be intact (hash checked); `frontier` is the Merkle frontier after the
+/// segment's last record. The raw file is left in place for the caller to delete.
+pub fn seal(
+    raw_path: &Path,
+    sealed_path: &Path,
+    frontier: &[u8],
+    level: i32,
+) -> Result<SealedFooter, SealError> {
+    let raw = RawSegment::read(raw_path).map_err(|e| damaged(raw_path, e.to_string()))?;
+    // Group records by session, keeping sessions in order of first appearance.
+    let mut order: Vec<Option<String>> = Vec::new();
+    let mut groups: HashMap<Option<String>, Vec<(u64, u64, &[u8])>> = HashMap::new();
+    let mut count = 0u64;
+    for item in raw.frames(true) {
+        let (at, frame) =
+            item.map_err(|(at, fault)| damaged(raw_path, format!("record at byte {at}: {fault}")))?;
+        let ev = sandtrail_event::decode_leaf(frame.leaf)
+            .map_err(|e| damaged(raw_path, format!("record at byte {at}: {e}")))?;
+        let expect = raw.first_seq + count;
+        if ev.seq != expect {
+            return Err(damaged(
+                raw_path,
+                format!(
+                    "record at byte {at} has seq {} where {expect} was expected",
+                    ev.seq
+                ),
+            ));
+        }
+        count += 1;
+        let group = groups.entry(ev.session_id.clone()).or_insert_with(|| {
+            order.push(ev.session_id.clone());
+            Vec::new()
+        });
+        group.push((ev.seq, ev.ts_ns, frame.leaf));
+    }
+
+    let tmp = sealed_path.with_extension("sealed.tmp");
+    let mut out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    out.write_all(SEALED_MAGIC).map_err(io_err(&tmp))?;
+    let mut offset = SEALED_MAGIC.len() as u64;
+    let mut blocks = Vec::new();
+    let mut emit = |p: Pending, out: &mut File| -> Result<(), SealError> {
+        let z = zstd::bulk::compress(&p.raw, level).map_err(io_err(&tmp))?;
+        out.write_all(&z).map_err(io_err(&tmp))?;
+        blocks.push(BlockMeta {
+            session: p.session,
+            offset,
+            len: z.len() as u64,
+            first_seq: p.first_seq,
+            last_seq: p.last_seq,
+            min_ts: p.min_ts,
+            max_ts: p.max_ts,
+            count: p.count,
+        });
+        offset += z.len() as u64;
+        Ok(())
+    };
+    for session in order {
+        let records = groups.remove(&session).unwrap_or_default();
+        let mut cur: Option<Pending> = None;
+        for (seq, ts, leaf) in records {
+            let p = cur.get_or_insert_with(|| Pending {
+                session: session.clone(),
+                raw: Vec::with_capacity(BLOCK_TARGET + 4096),
+                first_seq: seq,
+                last_seq: seq,
+                min_ts: ts,
+                max_ts: ts,
+                count: 0,
+            });
+            p.raw.extend_from_slice(&(leaf.len() as u32).to_le_bytes());
+            p.raw.extend_from_slice(leaf);
+            p.last_seq = seq;
+            p.min_ts = p.min_ts.min(ts);
+            p.max_ts = p.max_ts.max(ts);
+            p.count += 1;
+            if p.raw.len() >= BLOCK_TARGET {
+                emit(cur.take().expect("pending"), &mut out)?;
+            }
+        }
+        if let Some(p) = cur.take() {
+            emit(p, &mut out)?;
+        }
+    }
+    use base64::Engine as _;
+    let footer = SealedFooter {
+        first_seq: raw.first_seq,
+        count,
+        frontier: base64::engine::general_purpose::STANDARD.encode(frontier),
+        blocks,
+    };
+    let json = serde_json::to_vec(&footer).expect("footer serialises");
+    out.write_all(&json).map_err(io_err(&tmp))?;
+    out.write_all(&(json.len() as u32).to_le_bytes())
+        .map_err(io_err(&tmp))?;
+    out.write_all(SEALED_MAGIC).map_err(io_err(&tmp))?;
+    out.sync_all().map_err(io_err(&tmp))?;
+    drop(out);
+    fs::rename(&tmp, sealed_path).map_err(io_err(sealed_path))?;
+    sync_dir(sealed_path.parent().unwrap_or(Path::new("."))).map_err(io_err(sealed_path))?;
+    Ok(footer)
+}
+
+/// An open sealed segment.
+pub struct SealedSegment {
+    file: File,
+    path: std::path::PathBuf,
+    /// Its footer.
+    pub footer: SealedFooter,
+}
+
+impl SealedSegment {
+    /// Open a sealed segment and read its footer.
+    pub fn open(path: &Path) -> Result<Self, SealError> {
+        let mut file = File::open(path).map_err(io_err(path))?;
+        let size = file.metadata().map_err(io_err(path))?.len();
+        if size < 20 {
+            return Err(damaged(path, "file is too short"));
+        }
+        let mut magic = [0u8; 8];
+        file.read_exact(&mut magic).map_err(io_err(path))?;
+        let mut tail = [0u8; 12];
+        file.seek(SeekFrom::End(-12)).map_err(io_err(path))?;
+        file.read_exact(&mut tail).map_err(io_err(path))?;
+        if &magic != SEALED_MAGIC || &tail[4..] != SEALED_MAGIC {
+            return Err(damaged(
+                path,
+                "magic bytes missing (truncated or not a sealed segment)",
+            ));
+        }
+        let flen = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+        if flen + 20 > size {
+            return Err(damaged(path, "footer length is larger than the file"));
+        }
+        let mut json = vec![0u8; flen as usize];
+        file.read_exact_at(&mut json, size - 12 - flen)
+            .map_err(io_err(path))?;
+        let footer: SealedFooter = serde_json::from_slice(&json)
+            .map_err(|e| damaged(path, format!("footer is not valid: {e}")))?;
+        Ok(SealedSegment {
+            file,
+            path: path.to_path_buf(),
+            footer,
+        })
+    }
+
+    /// Decompress one block and return its leaves with their seqs (from the leaf bytes).
+    pub fn read_block(&self, b: &BlockMeta) -> Result<Vec<(u64, Vec<u8>)>, SealError> {
+        let mut z = vec![0u8; b.len as usize];
+        self.file
+            .read_exact_at(&mut z, b.offset)
+            .map_err(io_err(&self.path))?;
+        let raw = zstd::stream::decode_all(&z[..])
+            .map_err(|e| damaged(&self.path, format!("block at byte {}: {e}", b.offset)))?;
+        let mut out = Vec::with_capacity(b.count as usize);
+        let mut pos = 0;
+        while pos < raw.len() {
+            if pos + 4 > raw.len() {
+                return Err(damaged(
+                    &self.path,
+                    format!("block at byte {} is cut short", b.offset),
+                ));
+            }
+            let n = u32::from_le_bytes(raw[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            pos += 4;
+            let leaf = raw.get(pos..pos + n).ok_or_else(|| {
+                damaged(
+                    &self.path,
+                    format!("block at byte {} is cut short", b.offset),
+                )
+            })?;
+            let seq = leaf_seq(leaf).ok_or_else(|| {
+                damaged(
+                    &self.path,
+                    format!(
+                        "block at byte {} holds a record that is not a canonical leaf",
+                        b.offset
+                    ),
+                )
+            })?;
+            out.push((seq, leaf.to_vec()));
+            pos += n;
+        }
+        Ok(out)
+    }
+}
