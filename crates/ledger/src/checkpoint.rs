@@ -71,7 +71,12 @@ impl Checkpoint {
 
     /// The note text: origin, decimal size, base64 root, extension lines, each ending in `\n`.
     pub fn to_body(&self) -> String {
-        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        let mut s = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        );
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');
@@ -199,7 +204,8 @@ mod tests {
 
     #[test]
     fn spec_example_parses() {
-        let body = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        let body =
+            "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
         let cp = Checkpoint::parse(body).unwrap();
         assert_eq!(cp.size, 20852163);
         assert!(cp.extensions.is_empty());
@@ -213,21 +219,24 @@ mod tests {
         let short = B64.encode([0u8; 31]);
         let cases = [
             format!("o\n1\n{root}"),
-            format!("o\n1\n"),
+            "o\n1\n".to_string(),
             format!("\n1\n{root}\n"),
             format!("o\n01\n{root}\n"),
             format!("o\n+1\n{root}\n"),
             format!("o\n-1\n{root}\n"),
             format!("o\n18446744073709551616\n{root}\n"),
             format!("o\n1\n{short}\n"),
-            format!("o\n1\n!!!\n"),
+            "o\n1\n!!!\n".to_string(),
             format!("o\n1\n{root}\n\n"),
             format!("o\n1\n{root}\ntime 1\n\n"),
             format!("o\r\n1\n{root}\n"),
         ];
         for c in cases {
             assert!(
-                matches!(Checkpoint::parse(&c), Err(CheckpointError::Malformed { .. })),
+                matches!(
+                    Checkpoint::parse(&c),
+                    Err(CheckpointError::Malformed { .. })
+                ),
                 "{c:?}"
             );
         }

@@ -111,7 +111,9 @@ pub enum KeyError {
         reason: String,
     },
     /// Another process rotated the key since this store was opened.
-    #[error("key store is at epoch {found} on disk but this handle is at epoch {expected}; reopen it")]
+    #[error(
+        "key store is at epoch {found} on disk but this handle is at epoch {expected}; reopen it"
+    )]
     StaleKeyStore {
         /// Epoch this handle holds the key for.
         expected: u64,
@@ -189,6 +191,17 @@ pub enum KeyError {
         /// The earlier epoch that used the same key.
         earlier: u64,
     },
+    /// A rotation names a key whose 4-byte key ID equals an earlier epoch's (all keys share the
+    /// origin as name, so signatures by the two keys could not be told apart).
+    #[error(
+        "rotation to epoch {epoch} names a key whose key ID collides with the epoch {earlier} key"
+    )]
+    KeyIdCollision {
+        /// The epoch the rotation starts.
+        epoch: u64,
+        /// The earlier epoch whose key has the same key ID.
+        earlier: u64,
+    },
     /// A checkpoint was signed by an epoch key outside that key's range of tree sizes.
     #[error("checkpoint of size {size} is signed by the epoch {epoch} key, valid only for sizes {from}..={}", to.map_or("".to_string(), |t| t.to_string()))]
     KeyNotValidForSize {
@@ -261,8 +274,7 @@ impl Rotation {
         let next = next
             .strip_prefix("next ")
             .ok_or_else(|| bad(format!("expected \"next <verifier key>\", got {next:?}")))?;
-        let next =
-            Verifier::from_vkey(next).map_err(|e| bad(format!("next key: {e}")))?;
+        let next = Verifier::from_vkey(next).map_err(|e| bad(format!("next key: {e}")))?;
         if next.name() != origin {
             return Err(bad(format!(
                 "next key is named {:?}, not after the origin {origin:?}",
@@ -374,7 +386,9 @@ impl KeyChain {
     /// (signatures by any other key are ignored), [`KeyError::OriginMismatch`],
     /// [`KeyError::WrongEpoch`] unless it starts epoch `self.epoch() + 1`,
     /// [`KeyError::TreeSizeDecreased`] if its tree size is below the previous rotation's (equal
-    /// is allowed: two rotations with no entries in between), or [`KeyError::KeyReused`].
+    /// is allowed: two rotations with no entries in between), [`KeyError::KeyReused`] or
+    /// [`KeyError::KeyIdCollision`] (every key of a chain has a distinct key ID, so a note names
+    /// its signing epoch unambiguously).
     pub fn push_rotation(&mut self, signed: &str) -> Result<&Rotation, KeyError> {
         let previous = self.current();
         let epoch = self.epoch() + 1;
@@ -415,6 +429,9 @@ impl KeyChain {
         if let Some(earlier) = self.epoch_of(&rotation.next) {
             return Err(KeyError::KeyReused { epoch, earlier });
         }
+        if let Some(earlier) = self.epoch_of_key_id(rotation.next.key_id()) {
+            return Err(KeyError::KeyIdCollision { epoch, earlier });
+        }
         self.keys.push(rotation.next.clone());
         self.rotations.push((rotation, signed.to_string()));
         Ok(&self.rotations.last().expect("just pushed").0)
@@ -453,6 +470,14 @@ impl KeyChain {
     /// The epoch of a key in this chain, if it is one.
     pub fn epoch_of(&self, key: &Verifier) -> Option<u64> {
         self.keys.iter().position(|k| k == key).map(|e| e as u64)
+    }
+
+    /// The epoch whose key has this key ID, if any.
+    pub fn epoch_of_key_id(&self, key_id: [u8; 4]) -> Option<u64> {
+        self.keys
+            .iter()
+            .position(|k| k.key_id() == key_id)
+            .map(|e| e as u64)
     }
 
     /// The first tree size the key of `epoch` may sign (0 for the anchor).
@@ -629,6 +654,28 @@ fn check_private(path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Whether every entry of `dir` is a file this module may create.
+fn only_key_store_files(dir: &Path) -> Result<bool, KeyError> {
+    const OURS: [&str; 7] = [
+        ANCHOR_FILE,
+        SIGNER_FILE,
+        EPOCH_FILE,
+        ROTATIONS_FILE,
+        LOCK_FILE,
+        NEXT_FILE,
+        OLD_FILE,
+    ];
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let name = e.map_err(io_err(dir))?.file_name();
+        let name = name.to_string_lossy();
+        let base = name.strip_suffix(".tmp").unwrap_or(&name);
+        if !OURS.contains(&base) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Takes the store's advisory lock (exclusive to write, shared to read). `None` when reading a
 /// store whose lock file does not exist.
 fn lock(dir: &Path, exclusive: bool) -> Result<Option<File>, KeyError> {
@@ -679,6 +726,7 @@ fn install_next(dir: &Path, new_epoch: u64) -> Result<(), KeyError> {
     let signer = dir.join(SIGNER_FILE);
     let next = dir.join(NEXT_FILE);
     let old = dir.join(OLD_FILE);
+    fs::set_permissions(&next, Permissions::from_mode(0o600)).map_err(io_err(&next))?;
     if exists(dir, OLD_FILE)? {
         if same_file(&old, &signer)? {
             fs::remove_file(&old).map_err(io_err(&old))?;
@@ -735,8 +783,14 @@ impl KeyStore {
             });
         }
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Restrict a directory that holds no key store yet, unless it holds files of others
+        // (then its permissions are checked instead of changed).
         if !exists(dir, ANCHOR_FILE)? {
-            fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            if only_key_store_files(dir)? {
+                fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            } else {
+                check_private(dir)?;
+            }
         }
         let _lock = lock(dir, true)?;
         if exists(dir, ANCHOR_FILE)? {
@@ -750,11 +804,19 @@ impl KeyStore {
             }
         }
         let signer = Signer::generate(origin)?;
-        write_atomic(dir, SIGNER_FILE, format!("{}\n", signer.to_skey()).as_bytes())?;
+        write_atomic(
+            dir,
+            SIGNER_FILE,
+            format!("{}\n", signer.to_skey()).as_bytes(),
+        )?;
         write_atomic(dir, ROTATIONS_FILE, b"")?;
         write_atomic(dir, EPOCH_FILE, b"0\n")?;
         let anchor = signer.verifier();
-        write_atomic(dir, ANCHOR_FILE, format!("{}\n", anchor.to_vkey()).as_bytes())?;
+        write_atomic(
+            dir,
+            ANCHOR_FILE,
+            format!("{}\n", anchor.to_vkey()).as_bytes(),
+        )?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             anchor,
@@ -932,7 +994,13 @@ impl KeyStore {
                 got: tree_size,
             });
         }
-        let next = Signer::generate(self.origin())?;
+        // Key IDs are 4 bytes: draw again in the rare case of a collision within the chain.
+        let next = loop {
+            let candidate = Signer::generate(self.origin())?;
+            if chain.epoch_of_key_id(candidate.key_id()).is_none() {
+                break candidate;
+            }
+        };
         let rotation = Rotation {
             origin: self.origin().to_string(),
             epoch: self.epoch + 1,
@@ -1003,7 +1071,10 @@ mod tests {
             format!("{body}extra\n"),
         ] {
             assert!(
-                matches!(Rotation::parse(&bad), Err(KeyError::MalformedRotation { .. })),
+                matches!(
+                    Rotation::parse(&bad),
+                    Err(KeyError::MalformedRotation { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -1086,7 +1157,10 @@ mod tests {
             "a\n\n\u{2014} x y",
         ] {
             assert!(
-                matches!(split_notes(bad), Err(KeyError::MalformedRotationsFile { .. })),
+                matches!(
+                    split_notes(bad),
+                    Err(KeyError::MalformedRotationsFile { .. })
+                ),
                 "{bad:?}"
             );
         }

@@ -40,7 +40,17 @@ mod tests {
         assert_eq!(parse_decimal("0"), Some(0));
         assert_eq!(parse_decimal("42"), Some(42));
         assert_eq!(parse_decimal("18446744073709551615"), Some(u64::MAX));
-        for bad in ["", "00", "01", "+1", "-1", " 1", "1 ", "1e3", "18446744073709551616"] {
+        for bad in [
+            "",
+            "00",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1e3",
+            "18446744073709551616",
+        ] {
             assert_eq!(parse_decimal(bad), None, "{bad:?}");
         }
     }

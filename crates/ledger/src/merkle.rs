@@ -34,7 +34,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// Converts a byte slice into a [`Hash`], rejecting any length other than 32.
+/// Converts a byte slice into a [`crate::Hash`], rejecting any length other than 32.
 pub fn hash_from_slice(b: &[u8]) -> Result<Hash, ProofError> {
     b.try_into()
         .map_err(|_| ProofError::BadHashLength { len: b.len() })
@@ -134,7 +134,11 @@ pub enum ProofError {
         root2: Hash,
     },
     /// The root given for an empty tree is not [`EMPTY_ROOT`].
-    #[error("root of the empty tree must be {}, got {}", hex::encode(EMPTY_ROOT), hex::encode(root))]
+    #[error(
+        "root of the empty tree must be {}, got {}",
+        hex::encode(EMPTY_ROOT),
+        hex::encode(root)
+    )]
     EmptyTreeRoot {
         /// The root that was given.
         root: Hash,
@@ -559,10 +563,7 @@ pub fn verify_inclusion(
             got: proof.len(),
         });
     }
-    let computed = chain_border_right(
-        chain_inner(*leaf, &proof[..inner], index),
-        &proof[inner..],
-    );
+    let computed = chain_border_right(chain_inner(*leaf, &proof[..inner], index), &proof[inner..]);
     if computed != *root {
         return Err(ProofError::InclusionRootMismatch {
             index,
