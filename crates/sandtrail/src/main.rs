@@ -30,9 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Append events given as JSON lines (sandtrail.event/1) to the store.
     ///
-    /// `seq` is assigned by the ledger (a seq in the input is replaced); a missing `host_id`
-    /// becomes this host's id. The first invalid line stops the ingest with an error naming
-    /// the line and the field; every line before it is committed and signed.
+    /// `seq` is assigned by the ledger (a seq in the input is replaced); `ledger.*` events are
+    /// refused (only the ledger writes them). The first invalid line stops the ingest with an
+    /// error naming the line and the field; every line before it is committed and signed.
     Ingest(cli::ingest::IngestArgs),
     /// Generate a demo agent session, ingest it, print its timeline and verify the store.
     Demo(cli::demo::DemoArgs),

@@ -46,7 +46,20 @@ pub fn run(layout: &Layout, args: IngestArgs) -> Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        match sandtrail_event::parse_json_line(&line) {
+        let parsed = sandtrail_event::parse_json_line(&line).and_then(|ev| {
+            if ev.kind.as_str().starts_with("ledger.") {
+                Err(sandtrail_event::EventError::Invalid {
+                    path: "kind".into(),
+                    msg: format!(
+                        "{:?} events are written only by the ledger itself and cannot be ingested",
+                        ev.kind.as_str()
+                    ),
+                })
+            } else {
+                Ok(ev)
+            }
+        });
+        match parsed {
             Ok(ev) => {
                 writer.append(ev)?;
                 accepted += 1;
