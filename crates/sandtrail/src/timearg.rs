@@ -49,8 +49,8 @@ mod tests {
             parse_time("2026-06-29T10:04:00.123456789Z").unwrap(),
             1782727440123456789
         );
-        let now = sandtrail_store::now_ns();
         let t = parse_time("2h").unwrap();
+        let now = sandtrail_store::now_ns();
         assert!(now - t >= 7_200_000_000_000 && now - t < 7_260_000_000_000);
         let err = parse_time("yesterday").unwrap_err();
         assert!(

@@ -81,27 +81,57 @@ pub fn incident_lines() -> String {
     let b = "ses_b";
     let c = "ses_c";
     let create = |s: &str, t: u64| {
-        ev("session.create", s, t, json!({"source": "sandbox", "session": {"tenant_id": "acme", "template": "py"}}))
+        ev(
+            "session.create",
+            s,
+            t,
+            json!({"source": "sandbox", "session": {"tenant_id": "acme", "template": "py"}}),
+        )
     };
     let term = |s: &str, t: u64, reason: &str, code: i32| {
-        ev("session.terminate", s, t, json!({"source": "sandbox", "session": {"reason": reason, "exit_code": code}}))
+        ev(
+            "session.terminate",
+            s,
+            t,
+            json!({"source": "sandbox", "session": {"reason": reason, "exit_code": code}}),
+        )
     };
     let open = |s: &str, t: u64, path: &str, access: &str| {
-        ev("file.open", s, t, json!({"process": proc_(10, "/bin/cat"), "file": {"path": path, "access": access}}))
+        ev(
+            "file.open",
+            s,
+            t,
+            json!({"process": proc_(10, "/bin/cat"), "file": {"path": path, "access": access}}),
+        )
     };
     let dns = |s: &str, t: u64, name: &str| {
-        ev("dns.query", s, t, json!({"source": "dns", "process": proc_(11, "/usr/bin/curl"),
-            "dns": {"name": name, "type": "A", "rcode": "NOERROR", "answers": [{"type": "A", "data": "192.0.2.7", "ttl": 60}]}}))
+        ev(
+            "dns.query",
+            s,
+            t,
+            json!({"source": "dns", "process": proc_(11, "/usr/bin/curl"),
+            "dns": {"name": name, "type": "A", "rcode": "NOERROR", "answers": [{"type": "A", "data": "192.0.2.7", "ttl": 60}]}}),
+        )
     };
     let connect = |s: &str, t: u64, domain: &str| {
-        ev("net.connect", s, t, json!({"process": proc_(11, "/usr/bin/curl"),
-            "net": {"protocol": "tcp", "dst": {"ip": "192.0.2.7", "port": 443, "domain": domain}, "result": "ok"}}))
+        ev(
+            "net.connect",
+            s,
+            t,
+            json!({"process": proc_(11, "/usr/bin/curl"),
+            "net": {"protocol": "tcp", "dst": {"ip": "192.0.2.7", "port": 443, "domain": domain}, "result": "ok"}}),
+        )
     };
     let install = |s: &str, t: u64, version: &str| {
-        ev("package.install", s, t, json!({"process": proc_(12, "/usr/bin/pip"),
+        ev(
+            "package.install",
+            s,
+            t,
+            json!({"process": proc_(12, "/usr/bin/pip"),
             "package": {"manager": "pip", "name": "requests", "requested": version, "version": version,
                         "source": {"url": "https://registry.example/simple/requests/", "kind": "registry"},
-                        "hash": {"algo": "sha256", "value": "00ff"}}}))
+                        "hash": {"algo": "sha256", "value": "00ff"}}}),
+        )
     };
     let lines = [
         create(a, 0),

@@ -50,7 +50,10 @@ fn kill_dash_nine_at_any_moment_loses_nothing_checkpointed() {
         // differs per round (so the kill lands in appends, fsyncs, checkpoints, seals...).
         let start = Instant::now();
         while !state.join("RUNNING").exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "writer never opened the store");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "writer never opened the store"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(30 + 97 * round));
@@ -63,7 +66,9 @@ fn kill_dash_nine_at_any_moment_loses_nothing_checkpointed() {
         let o = run(&state, &["ingest"], "");
         assert!(o.status.success(), "round {round}: {}", err(&o));
         assert!(
-            err(&o).starts_with("sandtrail: recovered: previous writer stopped without closing the store"),
+            err(&o).starts_with(
+                "sandtrail: recovered: previous writer stopped without closing the store"
+            ),
             "round {round}: {}",
             err(&o)
         );
@@ -77,6 +82,10 @@ fn kill_dash_nine_at_any_moment_loses_nothing_checkpointed() {
         );
     }
     // One ledger.recovered event per crash.
-    let o = run(&state, &["query", "--kind", "ledger.recovered", "--format", "jsonl"], "");
+    let o = run(
+        &state,
+        &["query", "--kind", "ledger.recovered", "--format", "jsonl"],
+        "",
+    );
     assert_eq!(out(&o).lines().count(), rounds as usize, "{}", out(&o));
 }

@@ -53,11 +53,20 @@ fn torn_tail_is_cut_and_reported_in_the_log() {
 
     let found = recovered_events(&layout);
     assert_eq!(found.len(), 1);
-    let rec = found[0].ledger.as_ref().unwrap().recovered.as_ref().unwrap();
+    let rec = found[0]
+        .ledger
+        .as_ref()
+        .unwrap()
+        .recovered
+        .as_ref()
+        .unwrap();
     assert_eq!(rec.truncated_bytes, 11);
     assert_eq!(rec.torn_records, 1);
     assert_eq!(rec.last_good_seq, Some(n - 1));
-    assert_eq!(found[0].seq, n, "the recovery event follows the last intact record");
+    assert_eq!(
+        found[0].seq, n,
+        "the recovery event follows the last intact record"
+    );
     let r = verify_store(&layout, &VerifyOptions::default()).unwrap();
     assert!(r.ok(), "{:#?}", r.problems);
     assert_eq!(r.records, n + 1);
@@ -118,7 +127,9 @@ fn interrupted_seal_is_redone_from_the_raw_segment() {
     assert_eq!(w.recovery().partial_seals_removed, vec![0]);
     w.close().unwrap();
     assert!(!sealed.exists());
-    assert!(verify_store(&layout, &VerifyOptions::default()).unwrap().ok());
+    assert!(verify_store(&layout, &VerifyOptions::default())
+        .unwrap()
+        .ok());
 }
 
 #[test]
@@ -155,7 +166,10 @@ fn second_writer_is_refused() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("two writers"),
     };
-    assert!(err.starts_with("another sandtrail writer is using"), "{err}");
+    assert!(
+        err.starts_with("another sandtrail writer is using"),
+        "{err}"
+    );
     w.close().unwrap();
 }
 

@@ -44,11 +44,7 @@ fn untouched_store_verifies() {
     assert!(r.ok(), "{:#?}", r.problems);
     assert_eq!(r.records, n as u64);
     assert_eq!(r.covered, n as u64);
-    assert!(
-        r.checkpoints >= (n / 25) as usize,
-        "{} checkpoints",
-        r.checkpoints
-    );
+    assert!(r.checkpoints >= n / 25, "{} checkpoints", r.checkpoints);
     assert_eq!(r.epochs, 1);
 }
 

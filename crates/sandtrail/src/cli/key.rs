@@ -82,13 +82,13 @@ pub fn run_checkpoints(layout: &Layout, a: CheckpointsArgs) -> Result<ExitCode> 
     for (i, note) in log.notes.iter().enumerate() {
         match chain.verify_checkpoint(note) {
             Ok((cp, epoch)) => println!(
-                "{:>6} {:>10}  {:<30} {}",
+                "{:>6} {:>10}  {:<30} epoch {epoch} key {}",
                 i + 1,
                 cp.size,
                 cp.time_ns()
                     .map(sandtrail_event::format_ts)
                     .unwrap_or_else(|| "-".into()),
-                format!("epoch {epoch} key {}", chain.keys()[epoch as usize].label())
+                chain.keys()[epoch as usize].label()
             ),
             Err(e) => println!("{:>6} INVALID: {e}", i + 1),
         }

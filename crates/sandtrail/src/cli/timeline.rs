@@ -87,7 +87,7 @@ pub fn render(session: &str, evs: &[Event]) -> String {
 fn summarize(evs: &[Event]) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut written = BTreeSet::new();
-    let mut sensitive_reads = BTreeSet::new();
+    let mut reads = BTreeSet::new();
     let mut domains = BTreeSet::new();
     let mut packages = BTreeSet::new();
     let mut tools: BTreeMap<String, usize> = BTreeMap::new();
@@ -96,16 +96,10 @@ fn summarize(evs: &[Event]) -> String {
     for e in evs {
         *counts.entry(e.kind.as_str()).or_default() += 1;
         if let Some(f) = &e.file {
-            match f.access {
-                Some(sandtrail_event::Access::Read) => {
-                    if e.kind == Kind::FileOpen && f.count.is_none() {
-                        sensitive_reads.insert(f.path.clone());
-                    }
-                }
-                _ if e.kind != Kind::FileOpen || f.access.is_some() => {
-                    written.insert(f.path.clone());
-                }
-                _ => {}
+            if e.kind == Kind::FileOpen && f.access == Some(sandtrail_event::Access::Read) {
+                reads.insert(f.path.clone());
+            } else {
+                written.insert(f.path.clone());
             }
         }
         domains.extend(e.domains().map(str::to_string));
@@ -143,10 +137,7 @@ fn summarize(evs: &[Event]) -> String {
         counts.get("process.exec").unwrap_or(&0)
     ));
     out.push_str(&format!("  files changed     : {}\n", list(&written)));
-    out.push_str(&format!(
-        "  sensitive reads   : {}\n",
-        list(&sensitive_reads)
-    ));
+    out.push_str(&format!("  files read        : {}\n", list(&reads)));
     out.push_str(&format!("  domains           : {}\n", list(&domains)));
     out.push_str(&format!(
         "  network           : out {} / in {}\n",

@@ -95,6 +95,9 @@ fn damaged(path: &Path, why: impl Into<String>) -> SealError {
     }
 }
 
+/// A record to seal: seq, time, leaf.
+type Record<'a> = (u64, u64, &'a [u8]);
+
 struct Pending {
     session: Option<String>,
     raw: Vec<u8>,
@@ -118,7 +121,7 @@ pub fn seal(
     let raw = RawSegment::read(raw_path).map_err(|e| damaged(raw_path, e.to_string()))?;
     // Group records by session, keeping sessions in order of first appearance.
     let mut order: Vec<Option<String>> = Vec::new();
-    let mut groups: HashMap<Option<String>, Vec<(u64, u64, &[u8])>> = HashMap::new();
+    let mut groups: HashMap<Option<String>, Vec<Record<'_>>> = HashMap::new();
     let mut count = 0u64;
     for item in raw.frames(true) {
         let (at, frame) =
