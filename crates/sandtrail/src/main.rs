@@ -46,6 +46,9 @@ pub enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Export one session as a self-contained bundle that verifies offline.
     Export(cli::verify::ExportArgs),
+    /// Prove that the newest checkpoint extends an older one you kept (an RFC 9162
+    /// consistency proof, checked offline by `verify --consistency`).
+    Consistency(cli::verify::ConsistencyArgs),
     /// Show or rotate the signing keys.
     #[command(subcommand)]
     Key(cli::key::KeyCommand),

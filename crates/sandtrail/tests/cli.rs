@@ -409,3 +409,78 @@ fn verify_against_a_saved_checkpoint_from_the_cli() {
         out(&o)
     );
 }
+
+#[test]
+fn consistency_proof_shows_the_log_only_grew() {
+    let d = ingest_incidents();
+    let keep = tempfile::tempdir().unwrap();
+    let old = keep.path().join("old.note");
+    std::fs::write(&old, out(&run(d.path(), &["checkpoints", "--last"], ""))).unwrap();
+    let key = out(&run(d.path(), &["key", "show"], ""))
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    // More activity, and a key rotation in between.
+    run(d.path(), &["ingest"], &incident_lines());
+    run(d.path(), &["key", "rotate"], "");
+    run(d.path(), &["ingest"], &incident_lines());
+    let proof = keep.path().join("proof.json");
+    let o = run(
+        d.path(),
+        &[
+            "consistency",
+            old.to_str().unwrap(),
+            "-o",
+            proof.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let nostore = keep.path().join("none");
+    let o = run(
+        &nostore,
+        &[
+            "verify",
+            "--consistency",
+            proof.to_str().unwrap(),
+            "--key",
+            &key,
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o).trim(),
+        "OK: the signed log of size 43 extends the signed log of size 14: nothing the older checkpoint covered was changed or removed"
+    );
+    // A proof whose hashes were altered fails.
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
+    p["proof"][0] = Value::String("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into());
+    std::fs::write(&proof, serde_json::to_vec(&p).unwrap()).unwrap();
+    let o = run(
+        &nostore,
+        &[
+            "verify",
+            "--consistency",
+            proof.to_str().unwrap(),
+            "--key",
+            &key,
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).starts_with("FAILED: the log of size 43 does not extend the log of size 14: "),
+        "{}",
+        out(&o)
+    );
+    // Without --key there is nothing to trust.
+    let o = run(
+        &nostore,
+        &["verify", "--consistency", proof.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("--consistency needs --key"), "{}", err(&o));
+}

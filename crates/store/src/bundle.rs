@@ -9,17 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use sandtrail_event::{decode_leaf, Event};
 use sandtrail_ledger::keys::KeyChain;
+use sandtrail_ledger::leaf_hash;
 use sandtrail_ledger::merkle::{hash_from_slice, verify_inclusion};
 use sandtrail_ledger::note::Verifier;
-use sandtrail_ledger::{leaf_hash, MemTree};
 
 use crate::index::Index;
 use crate::layout::Layout;
-use crate::reader::segment_leaves;
 use crate::segment::frame::leaf_seq;
-use crate::segment::{self};
 use crate::verify::{Problem, ProblemKind};
-use crate::{checkpoints, now_ns, StoreError};
+use crate::{now_ns, StoreError};
 
 /// Format tag of bundles.
 pub const BUNDLE_FORMAT: &str = "sandtrail.bundle/1";
@@ -68,54 +66,23 @@ pub fn export(layout: &Layout, session_id: &str) -> Result<Bundle, StoreError> {
         ))
     })?;
     let anchor = crate::keyfiles::read_anchor(&layout.keys())?;
-    let rotations = crate::keyfiles::read_rotation_notes(&layout.keys())?;
-    let mut chain = KeyChain::new(anchor.clone());
-    for r in &rotations {
-        chain
-            .push_rotation(r)
-            .map_err(|e| StoreError::Key(format!("the store's key chain is broken: {e}")))?;
-    }
-    let log = checkpoints::read(&layout.checkpoints())?;
-    let note = log
-        .notes
-        .last()
-        .ok_or_else(|| StoreError::Corrupt("the store has no checkpoint yet".into()))?
-        .clone();
-    let (cp, _) = chain
-        .verify_checkpoint(&note)
-        .map_err(|e| StoreError::Corrupt(format!("the newest checkpoint does not verify: {e}")))?;
-
+    let (chain, cp, note) = crate::proofs::newest_checkpoint(layout)?;
+    let rotations: Vec<String> = chain.rotations().iter().map(|(_, n)| n.clone()).collect();
     let wanted: HashSet<u64> = index
         .session_events(sid, None, None)?
         .into_iter()
         .map(|(seq, _)| seq)
         .filter(|&s| s < cp.size)
         .collect();
-    let mut tree = MemTree::new();
     let mut leaves: Vec<(u64, Vec<u8>)> = Vec::with_capacity(wanted.len());
-    'outer: for files in segment::list(layout)
-        .map_err(StoreError::io("listing segments"))?
-        .values()
-    {
-        for (seq, leaf) in segment_leaves(files)? {
-            if tree.size() >= cp.size {
-                break 'outer;
-            }
-            if seq != tree.size() {
-                return Err(StoreError::Corrupt(format!(
-                    "record seq {seq} found where seq {} belongs",
-                    tree.size()
-                )));
-            }
-            tree.push(leaf_hash(&leaf));
-            if wanted.contains(&seq) {
-                leaves.push((seq, leaf));
-            }
+    let tree = crate::proofs::build_tree(layout, cp.size, |seq, leaf| {
+        if wanted.contains(&seq) {
+            leaves.push((seq, leaf.to_vec()));
         }
-    }
-    if tree.size() < cp.size || tree.root() != cp.root {
+    })?;
+    if tree.root() != cp.root {
         return Err(StoreError::Corrupt(format!(
-            "the records do not match the newest checkpoint (size {})",
+            "the records do not match the newest checkpoint (size {}); run `sandtrail verify`",
             cp.size
         )));
     }

@@ -13,6 +13,7 @@ pub mod checkpoints;
 pub mod index;
 pub mod keyfiles;
 pub mod layout;
+pub mod proofs;
 pub mod query;
 pub mod reader;
 pub mod recovery;

@@ -25,6 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Timeline(a) => timeline::run(&layout, a),
         Command::Verify(a) => verify::run_verify(&layout, a),
         Command::Export(a) => verify::run_export(&layout, a),
+        Command::Consistency(a) => verify::run_consistency(&layout, a),
         Command::Key(k) => key::run_key(&layout, k),
         Command::Checkpoint => key::run_checkpoint(&layout),
         Command::Checkpoints(a) => key::run_checkpoints(&layout, a),

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use sandtrail_ledger::note::Verifier;
 use sandtrail_store::bundle::{export, verify_bundle, Bundle};
+use sandtrail_store::proofs::{prove_consistency, verify_consistency_proof, ConsistencyProof};
 use sandtrail_store::verify::{verify_store, Problem, VerifyOptions};
 use sandtrail_store::Layout;
 
@@ -26,9 +27,23 @@ pub struct VerifyArgs {
     /// hold everything it covers. Repeatable.
     #[arg(long)]
     pub checkpoint: Vec<PathBuf>,
+    /// Check this consistency proof (from `sandtrail consistency`) instead of the store;
+    /// needs --key.
+    #[arg(long, conflicts_with = "bundle")]
+    pub consistency: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `consistency`.
+#[derive(Args, Debug)]
+pub struct ConsistencyArgs {
+    /// A signed checkpoint of this store you kept earlier (e.g. `sandtrail checkpoints --last`).
+    pub old: PathBuf,
+    /// Where to write the proof.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
 }
 
 /// Arguments of `export`.
@@ -71,6 +86,25 @@ fn print_problems(problems: &[Problem], warnings: &[String]) {
 /// Run `verify`.
 pub fn run_verify(layout: &Layout, a: VerifyArgs) -> Result<ExitCode> {
     let anchor = read_key(&a.key)?;
+    if let Some(path) = &a.consistency {
+        let anchor = anchor.ok_or_else(|| {
+            anyhow!("--consistency needs --key: the epoch-0 verifier key you trust (`sandtrail key show` on the host prints it)")
+        })?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let proof: ConsistencyProof = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a sandtrail consistency proof", path.display()))?;
+        return Ok(match verify_consistency_proof(&proof, &anchor) {
+            Ok((old, new)) => {
+                println!("OK: the signed log of size {new} extends the signed log of size {old}: nothing the older checkpoint covered was changed or removed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("FAILED: {e}");
+                ExitCode::from(1)
+            }
+        });
+    }
     if let Some(path) = &a.bundle {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading bundle {}", path.display()))?;
@@ -161,6 +195,23 @@ pub fn run_export(layout: &Layout, a: ExportArgs) -> Result<ExitCode> {
         "check it anywhere with: sandtrail verify --bundle {} --key '{}'",
         a.output.display(),
         bundle.anchor
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `consistency`.
+pub fn run_consistency(layout: &Layout, a: ConsistencyArgs) -> Result<ExitCode> {
+    let old = std::fs::read_to_string(&a.old)
+        .with_context(|| format!("reading checkpoint {}", a.old.display()))?;
+    let proof = prove_consistency(layout, &old)?;
+    let json = serde_json::to_vec_pretty(&proof)?;
+    let tmp = a.output.with_extension("partial");
+    std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "wrote {}; check it with: sandtrail verify --consistency {} --key <epoch-0 key>",
+        a.output.display(),
+        a.output.display()
     );
     Ok(ExitCode::SUCCESS)
 }
