@@ -239,17 +239,7 @@ fn export_verifies_offline_and_tampering_is_caught() {
         "",
     );
     assert!(o.status.success(), "{}", err(&o));
-    let o = run(d.path(), &["key", "show"], "");
-    let key = out(&o)
-        .lines()
-        .next()
-        .unwrap()
-        .strip_prefix("epoch 0: ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let key = anchor_key(d.path());
     // A machine with no store at all.
     let elsewhere = tempfile::tempdir().unwrap();
     let nostore = elsewhere.path().join("none");
@@ -318,11 +308,7 @@ fn export_verifies_offline_and_tampering_is_caught() {
     // The right bundle against somebody else's key.
     let other = tempfile::tempdir().unwrap();
     run(other.path(), &["ingest"], &incident_lines());
-    let other_key = out(&run(other.path(), &["key", "show"], ""))
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string();
+    let other_key = anchor_key(other.path());
     let o = run(
         &nostore,
         &[
@@ -346,11 +332,7 @@ fn export_verifies_offline_and_tampering_is_caught() {
 #[test]
 fn rotation_keeps_old_data_verifiable_from_the_first_key() {
     let d = ingest_incidents();
-    let key0 = out(&run(d.path(), &["key", "show"], ""))
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string();
+    let key0 = anchor_key(d.path());
     let skey0 = std::fs::read_to_string(d.path().join("keys/signer.skey")).unwrap();
     let o = run(d.path(), &["key", "rotate"], "");
     assert!(o.status.success(), "{}", err(&o));
@@ -416,11 +398,7 @@ fn consistency_proof_shows_the_log_only_grew() {
     let keep = tempfile::tempdir().unwrap();
     let old = keep.path().join("old.note");
     std::fs::write(&old, out(&run(d.path(), &["checkpoints", "--last"], ""))).unwrap();
-    let key = out(&run(d.path(), &["key", "show"], ""))
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .to_string();
+    let key = anchor_key(d.path());
     // More activity, and a key rotation in between.
     run(d.path(), &["ingest"], &incident_lines());
     run(d.path(), &["key", "rotate"], "");

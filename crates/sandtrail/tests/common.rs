@@ -151,3 +151,16 @@ pub fn incident_lines() -> String {
     ];
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
+
+/// The epoch-0 verifier key of the store in `dir`, from `sandtrail key show`.
+pub fn anchor_key(dir: &Path) -> String {
+    let o = run(dir, &["key", "show"], "");
+    assert!(o.status.success(), "{}", err(&o));
+    let shown = out(&o);
+    let first = shown.lines().next().expect("key show prints epoch 0");
+    first
+        .strip_prefix("epoch 0: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected key show output: {shown}"))
+        .to_string()
+}
