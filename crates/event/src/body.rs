@@ -126,24 +126,25 @@ vocab! {
 }
 
 vocab! {
-    /// The value of `session.reason`: a [`TerminateReason`] for `session.terminate`, a
-    /// [`PauseReason`] for `session.pause` / `session.resume`. Build it with `.into()` from either.
+    /// The value of `session.reason`: a terminate reason for session.terminate, a pause
+    /// reason for session.pause / session.resume. In Rust, build it with `.into()` from a
+    /// `TerminateReason` or a `PauseReason`.
     SessionReason {
-        /// See [`TerminateReason::Exit`].
+        /// The agent's command exited by itself (terminate).
         Exit => "exit",
         /// Terminate or pause timeout.
         Timeout => "timeout",
-        /// See [`TerminateReason::Oom`].
+        /// The kernel OOM killer ended it (terminate).
         Oom => "oom",
         /// Terminate or pause through the API.
         Api => "api",
-        /// See [`TerminateReason::PolicyViolation`].
+        /// Stopped because a policy rule was violated (terminate).
         PolicyViolation => "policy_violation",
-        /// See [`TerminateReason::Signal`].
+        /// Killed by an unexpected signal (terminate).
         Signal => "signal",
-        /// See [`TerminateReason::InternalError`].
+        /// sandtrail itself failed (terminate).
         InternalError => "internal_error",
-        /// See [`PauseReason::Autopause`].
+        /// The platform paused an idle session (pause).
         Autopause => "autopause",
     }
 }
@@ -440,7 +441,7 @@ pub struct SessionInfo {
 pub struct ExecInfo {
     /// Path of the executed file as resolved (absolute when known).
     pub path: String,
-    /// Full argument list, argv[0] first.
+    /// Full argument list, `argv[0]` first.
     pub argv: Vec<String>,
     /// True when argv was cut short (too many or too long arguments).
     #[serde(default, skip_serializing_if = "is_false")]

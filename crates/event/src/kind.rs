@@ -7,7 +7,7 @@ macro_rules! kinds {
     ($( $(#[doc = $doc:literal])* $variant:ident = $id:literal => $name:literal, )*) => {
         /// What happened. Serialised as the dotted name (`"process.exec"`).
         ///
-        /// Every kind has a stable small [`id`](Kind::id) for indexes: ids are the declaration
+        /// Every kind has a stable small id (`Kind::id`) for indexes: ids are the declaration
         /// order starting at 0 and are never reordered or reused; new kinds are appended.
         #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
         #[repr(u8)]

@@ -36,9 +36,12 @@ pub const SCHEMA: &str = "sandtrail.event/1";
 /// First byte of every leaf: the version of the canonical leaf encoding.
 pub const LEAF_VERSION: u8 = 1;
 
-/// One audit event. Field order here is the canonical order of the leaf encoding: never
-/// reorder fields; add new optional fields at the end of a struct with a new [`LEAF_VERSION`]
-/// only if old readers must reject them.
+/// One audit event (schema `sandtrail.event/1`).
+///
+/// Field order here is the canonical order of the leaf encoding: never reorder or rename
+/// fields. Adding an optional field that is skipped when empty keeps every existing leaf
+/// byte-identical (old readers reject only the events that use it); any other change needs a
+/// new [`LEAF_VERSION`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
@@ -213,7 +216,7 @@ impl Event {
 /// The canonical leaf encoding: `[LEAF_VERSION]` followed by the compact JSON of the event in
 /// struct field order. The same event always gives the same bytes.
 pub fn encode_leaf(e: &Event) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(768);
     encode_leaf_into(e, &mut buf);
     buf
 }
