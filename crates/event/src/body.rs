@@ -14,7 +14,7 @@ pub(crate) fn is_false(b: &bool) -> bool {
 macro_rules! vocab {
     ($(#[doc = $tdoc:literal])* $name:ident { $( $(#[doc = $doc:literal])* $variant:ident => $wire:literal, )* }) => {
         $(#[doc = $tdoc])*
-        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
         pub enum $name {
             $( $(#[doc = $doc])* #[serde(rename = $wire)] $variant, )*
         }
@@ -39,6 +39,21 @@ macro_rules! vocab {
                 f.write_str(self.as_str())
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::EventError;
+
+            /// Parses the wire name; the error lists the valid ones.
+            fn from_str(s: &str) -> Result<$name, crate::EventError> {
+                $name::from_name(s).ok_or_else(|| {
+                    let valid: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    crate::EventError::invalid(
+                        stringify!($name),
+                        format!("unknown value {s:?}; use one of {}", valid.join(", ")),
+                    )
+                })
+            }
+        }
     };
 }
 
@@ -54,7 +69,7 @@ macro_rules! vocab_default {
 }
 
 vocab! {
-    /// How bad an event is, for triage and alert routing.
+    /// How bad an event is, for triage and alert routing (ordered: info < low < ... < critical).
     Severity {
         /// Routine activity.
         Info => "info",

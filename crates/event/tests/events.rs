@@ -285,6 +285,12 @@ fn accessors() {
         Some(PauseReason::Autopause)
     );
     assert_eq!(SessionReason::Autopause.as_terminate(), None);
+    assert_eq!("oom".parse::<TerminateReason>(), Ok(TerminateReason::Oom));
+    assert_eq!(
+        "oomm".parse::<TerminateReason>().unwrap_err().to_string(),
+        r#"TerminateReason: unknown value "oomm"; use one of exit, timeout, oom, api, policy_violation, signal, internal_error"#
+    );
+    assert!(Severity::High > Severity::Medium && Severity::Info < Severity::Low);
     assert_eq!(signal_name(9), Some("SIGKILL"));
     assert_eq!(signal_name(0), None);
 }
