@@ -26,7 +26,7 @@ pub fn build_tree(
         .map_err(StoreError::io("listing segments"))?
         .values()
     {
-        for (seq, leaf) in segment_leaves(files)? {
+        for (seq, leaf) in segment_leaves(files)?.iter() {
             if tree.size() >= size {
                 break 'outer;
             }
@@ -36,8 +36,8 @@ pub fn build_tree(
                     tree.size()
                 )));
             }
-            tree.push(leaf_hash(&leaf));
-            visit(seq, &leaf);
+            tree.push(leaf_hash(leaf));
+            visit(seq, leaf);
         }
     }
     if tree.size() < size {

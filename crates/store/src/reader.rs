@@ -9,16 +9,36 @@ use crate::index::Index;
 use crate::layout::Layout;
 use crate::segment::frame::leaf_seq;
 use crate::segment::raw::RawSegment;
-use crate::segment::sealed::{BlockMeta, SealedSegment};
+use crate::segment::sealed::{BlockReader, SealedSegment, SegmentLeaves};
 use crate::segment::{self, SegmentFiles};
 use crate::StoreError;
 
+/// The records of one segment, held in memory, iterated in seq order without copies.
+pub enum SegmentData {
+    /// A raw segment and (seq, start, end) of each leaf.
+    Raw(RawSegment, Vec<(u64, usize, usize)>),
+    /// A sealed segment's decompressed blocks.
+    Sealed(SegmentLeaves),
+}
+
+impl SegmentData {
+    /// (seq, leaf) in seq order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (u64, &[u8])> + '_> {
+        match self {
+            SegmentData::Raw(seg, idx) => {
+                Box::new(idx.iter().map(|&(seq, a, b)| (seq, &seg.bytes[a..b])))
+            }
+            SegmentData::Sealed(leaves) => Box::new(leaves.iter()),
+        }
+    }
+}
+
 /// All leaves of one segment, ordered by seq; raw records are hash-checked.
-pub fn segment_leaves(files: &SegmentFiles) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+pub fn segment_leaves(files: &SegmentFiles) -> Result<SegmentData, StoreError> {
     if let Some(raw) = &files.raw {
         match RawSegment::read(raw) {
             Ok(seg) => {
-                let mut out = Vec::new();
+                let mut idx = Vec::new();
                 for item in seg.frames(true) {
                     let (at, frame) = item.map_err(|(at, fault)| {
                         StoreError::Corrupt(format!("{} at byte {at}: {fault}", raw.display()))
@@ -29,9 +49,10 @@ pub fn segment_leaves(files: &SegmentFiles) -> Result<Vec<(u64, Vec<u8>)>, Store
                             raw.display()
                         ))
                     })?;
-                    out.push((seq, frame.leaf.to_vec()));
+                    let start = at + crate::segment::frame::FRAME_HEADER;
+                    idx.push((seq, start, start + frame.leaf.len()));
                 }
-                return Ok(out);
+                return Ok(SegmentData::Raw(seg, idx));
             }
             // Sealed and removed between listing and reading: fall through to the sealed copy.
             Err(crate::segment::raw::RawError::Io { source, .. })
@@ -44,15 +65,10 @@ pub fn segment_leaves(files: &SegmentFiles) -> Result<Vec<(u64, Vec<u8>)>, Store
         .as_ref()
         .ok_or_else(|| StoreError::Corrupt("segment has neither raw nor sealed file".into()))?;
     let seg = SealedSegment::open(path).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut out = Vec::with_capacity(seg.footer.count as usize);
-    for b in &seg.footer.blocks {
-        out.extend(
-            seg.read_block(b)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
-    }
-    out.sort_by_key(|(seq, _)| *seq);
-    Ok(out)
+    Ok(SegmentData::Sealed(
+        seg.leaves()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    ))
 }
 
 /// Fetch the events with the given seqs (sorted ascending) of the session with index id `sid`.
@@ -71,61 +87,53 @@ pub fn fetch_session(
             per_segment.entry(first).or_default().push(seq);
         }
     }
+    let mut blocks = BlockReader::new().map_err(StoreError::io("starting zstd"))?;
     for (first, wanted) in per_segment {
         let files = &segments[&first];
-        let leaves = match (&files.raw, &files.sealed) {
-            (Some(_), _) => pick(segment_leaves(files)?, &wanted),
+        let mut leaves = Vec::with_capacity(wanted.len());
+        match (&files.raw, &files.sealed) {
+            (Some(_), _) => pick(segment_leaves(files)?.iter(), &wanted, &mut leaves)?,
             (None, Some(path)) => {
-                let seg =
-                    SealedSegment::open(path).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // Only this session's blocks are read; the footer is not needed.
+                let file = std::fs::File::open(path)
+                    .map_err(StoreError::io(format!("opening {}", path.display())))?;
                 let lo = wanted[0];
                 let hi = *wanted.last().expect("non-empty");
-                let mut got = Vec::new();
                 for b in index.blocks(sid, lo, hi)? {
                     if b.segment != first {
                         continue;
                     }
-                    let meta = BlockMeta {
-                        session: None,
-                        offset: b.offset,
-                        len: b.len,
-                        first_seq: b.first_seq,
-                        last_seq: b.last_seq,
-                        min_ts: 0,
-                        max_ts: 0,
-                        count: b.count,
-                    };
-                    got.extend(
-                        seg.read_block(&meta)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    );
+                    let block = blocks
+                        .read(&file, path, b.offset, b.len)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    pick(block.leaves(), &wanted, &mut leaves)?;
                 }
-                got.sort_by_key(|(s, _)| *s);
-                pick(got, &wanted)
             }
-            (None, None) => Vec::new(),
-        };
-        for leaf in leaves {
-            out.push(decode_leaf(&leaf)?);
+            (None, None) => {}
         }
+        out.extend(leaves);
     }
+    out.sort_by_key(|e| e.seq);
     Ok(out)
 }
 
-/// Keep the leaves whose seq is in `wanted` (both sorted).
-fn pick(leaves: Vec<(u64, Vec<u8>)>, wanted: &[u64]) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(wanted.len());
+/// Decode the leaves whose seq is in `wanted` (both ascending) into `out`.
+fn pick<'a>(
+    leaves: impl Iterator<Item = (u64, &'a [u8])>,
+    wanted: &[u64],
+    out: &mut Vec<Event>,
+) -> Result<(), StoreError> {
     let mut w = wanted.iter().peekable();
     for (seq, leaf) in leaves {
         while w.peek().is_some_and(|&&x| x < seq) {
             w.next();
         }
         if w.peek() == Some(&&seq) {
-            out.push(leaf);
+            out.push(decode_leaf(leaf)?);
             w.next();
         }
     }
-    out
+    Ok(())
 }
 
 /// Visit every event of the store in seq order, starting at `from_seq`.
@@ -141,9 +149,9 @@ pub fn for_each_event(
             continue;
         }
         let _ = first;
-        for (seq, leaf) in segment_leaves(files)? {
+        for (seq, leaf) in segment_leaves(files)?.iter() {
             if seq >= from_seq {
-                f(decode_leaf(&leaf)?)?;
+                f(decode_leaf(leaf)?)?;
             }
         }
     }

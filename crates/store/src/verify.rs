@@ -348,16 +348,15 @@ pub fn verify_store(layout: &Layout, opts: &VerifyOptions) -> Result<VerifyRepor
                     continue;
                 }
             };
-            let mut leaves = Vec::with_capacity(seg.footer.count as usize);
-            for b in &seg.footer.blocks {
-                match seg.read_block(b) {
-                    Ok(v) => leaves.extend(v),
-                    Err(e) => report.problem(ProblemKind::Damaged, e.to_string()),
+            let leaves = match seg.leaves() {
+                Ok(l) => l,
+                Err(e) => {
+                    report.problem(ProblemKind::Damaged, e.to_string());
+                    continue;
                 }
-            }
-            leaves.sort_by_key(|(s, _)| *s);
+            };
             let name = path.display().to_string();
-            for (seq, leaf) in &leaves {
+            for (seq, leaf) in leaves.iter() {
                 check_record(&mut report, &mut frontier, leaf, None, &|| {
                     format!("{name}, sealed, seq {seq}")
                 });

@@ -52,7 +52,7 @@ impl Default for StoreConfig {
             checkpoint_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(30),
             segment_bytes: 16 << 20,
-            zstd_level: 9,
+            zstd_level: 3,
             epoch_interval: Some(Duration::from_secs(24 * 3600)),
             host_id: crate::recovery::default_host_id(),
         }
@@ -78,7 +78,7 @@ enum Msg {
 }
 
 pub(crate) enum IndexMsg {
-    Batch(Vec<Event>),
+    Batches(Vec<Vec<Event>>),
     Sealed(SealedFooter, SyncSender<Result<(), String>>),
     Sync(SyncSender<Result<(), String>>),
 }
@@ -106,10 +106,10 @@ pub struct Writer {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     report: RecoveryReport,
-    batch: Vec<Event>,
     origin: String,
 }
 
+/// Events per message when [`Writer::append_all`] splits a stream.
 const SEND_BATCH: usize = 1024;
 
 impl Writer {
@@ -161,7 +161,7 @@ impl Writer {
             last_cp_at: Instant::now(),
             last_commit: Instant::now(),
             unsynced: false,
-            pending: Vec::with_capacity(4096),
+            pending: Vec::new(),
             index_tx: Some(index_tx),
             seal_tx: Some(seal_tx),
             leaf: Vec::with_capacity(4096),
@@ -189,7 +189,6 @@ impl Writer {
             tx: Some(tx),
             thread: Some(thread),
             report,
-            batch: Vec::with_capacity(SEND_BATCH),
             origin,
         })
     }
@@ -212,40 +211,43 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone("the ledger thread exited".into()))
     }
 
-    fn send_batch(&mut self) -> Result<(), StoreError> {
-        if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(SEND_BATCH));
-            self.send(Msg::Events(batch))?;
-        }
-        Ok(())
-    }
-
-    /// Append one event. Its `seq` is assigned by the ledger. Durability is reported by
-    /// [`Writer::flush`]; events are buffered in small batches before they reach the ledger thread.
+    /// Append one event; the ledger assigns its `seq`. It reaches the ledger thread at once:
+    /// it is durable within the commit interval and signed within the checkpoint interval,
+    /// whether or not more events follow. [`Writer::flush`] reports durability.
     pub fn append(&mut self, event: Event) -> Result<(), StoreError> {
-        self.batch.push(event);
-        if self.batch.len() >= SEND_BATCH {
-            self.send_batch()?;
-        }
-        Ok(())
+        self.send(Msg::Events(vec![event]))
     }
 
-    /// Append many events.
+    /// Append a batch of events in order (cheaper per event than [`Writer::append`]).
+    pub fn append_batch(&mut self, events: Vec<Event>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.send(Msg::Events(events))
+    }
+
+    /// Append every event of a stream, in batches.
     pub fn append_all(
         &mut self,
         events: impl IntoIterator<Item = Event>,
     ) -> Result<(), StoreError> {
+        let mut batch = Vec::with_capacity(SEND_BATCH);
         for e in events {
-            self.append(e)?;
+            batch.push(e);
+            if batch.len() == SEND_BATCH {
+                self.append_batch(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(SEND_BATCH),
+                ))?;
+            }
         }
-        Ok(())
+        self.append_batch(batch)
     }
 
     fn request<T>(
         &mut self,
         make: impl FnOnce(SyncSender<Result<T, String>>) -> Msg,
     ) -> Result<T, StoreError> {
-        self.send_batch()?;
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(make(tx))?;
         rx.recv()
@@ -298,7 +300,8 @@ struct Core {
     last_cp_at: Instant,
     last_commit: Instant,
     unsynced: bool,
-    pending: Vec<Event>,
+    /// Appended batches not yet handed to the indexer (events are never copied).
+    pending: Vec<Vec<Event>>,
     index_tx: Option<Sender<IndexMsg>>,
     seal_tx: Option<Sender<SealJob>>,
     leaf: Vec<u8>,
@@ -323,10 +326,8 @@ impl Core {
             };
             match msg {
                 Some(Msg::Events(events)) => {
-                    for e in events {
-                        if let Err(err) = self.append(e) {
-                            record_error(&self.errors, err);
-                        }
+                    if let Err(err) = self.append_batch(events) {
+                        record_error(&self.errors, err);
                     }
                 }
                 Some(Msg::Flush(reply)) => {
@@ -383,26 +384,37 @@ impl Core {
         })
     }
 
-    fn append(&mut self, mut ev: Event) -> Result<(), StoreError> {
+    fn append(&mut self, ev: Event) -> Result<(), StoreError> {
+        self.append_batch(vec![ev])
+    }
+
+    /// Sequence, encode, hash and frame each event of the batch in place, then keep the
+    /// batch for the indexer. A batch that fills the segment is split at the roll-over.
+    fn append_batch(&mut self, mut batch: Vec<Event>) -> Result<(), StoreError> {
         if let Some(e) = take_error(&self.errors) {
             return Err(StoreError::WriterGone(e));
         }
-        ev.seq = self.frontier.size();
-        self.leaf.clear();
-        encode_leaf_into(&ev, &mut self.leaf);
-        let hash = leaf_hash(&self.leaf);
-        self.active.append(&hash, &self.leaf);
-        self.frontier.append(hash);
-        self.pending.push(ev);
-        self.unsynced = true;
-        if self.pending.len() >= 65536 {
-            self.active
-                .flush()
-                .map_err(StoreError::io("writing the active segment"))?;
+        let mut i = 0;
+        while i < batch.len() {
+            let ev = &mut batch[i];
+            ev.seq = self.frontier.size();
+            self.leaf.clear();
+            encode_leaf_into(ev, &mut self.leaf);
+            let hash = leaf_hash(&self.leaf);
+            self.active.append(&hash, &self.leaf);
+            self.frontier.append(hash);
+            self.unsynced = true;
+            i += 1;
+            if self.active.len() >= self.cfg.segment_bytes {
+                let rest = batch.split_off(i);
+                self.pending.push(std::mem::replace(&mut batch, rest));
+                i = 0;
+                self.commit()?;
+                self.roll()?;
+            }
         }
-        if self.active.len() >= self.cfg.segment_bytes {
-            self.commit()?;
-            self.roll()?;
+        if !batch.is_empty() {
+            self.pending.push(batch);
         }
         Ok(())
     }
@@ -417,9 +429,9 @@ impl Core {
         }
         self.last_commit = Instant::now();
         if !self.pending.is_empty() {
-            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(4096));
+            let batches = std::mem::take(&mut self.pending);
             if let Some(tx) = &self.index_tx {
-                let _ = tx.send(IndexMsg::Batch(batch));
+                let _ = tx.send(IndexMsg::Batches(batches));
             }
         }
         Ok(())
@@ -550,8 +562,8 @@ fn index_loop(
     }
     for msg in rx {
         match msg {
-            IndexMsg::Batch(events) => {
-                if let Err(e) = indexer.apply(&events) {
+            IndexMsg::Batches(batches) => {
+                if let Err(e) = indexer.apply(batches.iter().flatten()) {
                     record_error(&errors, e);
                 }
             }

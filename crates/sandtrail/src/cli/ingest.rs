@@ -1,13 +1,16 @@
 //! `sandtrail ingest`: JSON lines in, signed log out.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use sandtrail_store::Layout;
+
+/// Events per batch handed to the ledger.
+const BATCH: usize = 1024;
 
 /// Arguments of `ingest`.
 #[derive(Args, Debug)]
@@ -22,27 +25,37 @@ pub struct IngestArgs {
 
 /// Run `ingest`.
 pub fn run(layout: &Layout, args: IngestArgs) -> Result<ExitCode> {
-    let reader: Box<dyn BufRead> = if args.input == "-" {
-        Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
+    let source: Box<dyn Read> = if args.input == "-" {
+        Box::new(io::stdin().lock())
     } else {
-        let f = File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
-        Box::new(BufReader::with_capacity(1 << 20, f))
+        Box::new(File::open(&args.input).with_context(|| format!("opening {}", args.input))?)
     };
+    let mut reader = BufReader::with_capacity(1 << 20, source);
     let mut writer = super::open_writer(layout)?;
     let progress = io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let mut failure: Option<String> = None;
-    for (i, line) in reader.lines().enumerate() {
-        let lineno = i + 1;
-        let line = match line {
-            Ok(l) => l,
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut line = String::new();
+    let mut lineno = 0usize;
+    loop {
+        // Hand what we have to the ledger before a read that may block, so a producer that
+        // pauses never leaves its events waiting here.
+        if !batch.is_empty() && (batch.len() >= BATCH || reader.buffer().is_empty()) {
+            writer.append_batch(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))?;
+        }
+        line.clear();
+        lineno += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 failure = Some(format!("line {lineno}: cannot read input: {e}"));
                 break;
             }
-        };
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -61,7 +74,7 @@ pub fn run(layout: &Layout, args: IngestArgs) -> Result<ExitCode> {
         });
         match parsed {
             Ok(ev) => {
-                writer.append(ev)?;
+                batch.push(ev);
                 accepted += 1;
             }
             Err(e) => {
@@ -83,6 +96,7 @@ pub fn run(layout: &Layout, args: IngestArgs) -> Result<ExitCode> {
             );
         }
     }
+    writer.append_batch(batch)?;
     if progress && accepted > 0 {
         eprintln!();
     }

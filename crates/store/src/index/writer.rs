@@ -102,11 +102,16 @@ impl Indexer {
         self.indexed
     }
 
-    /// Index a group of consecutive events starting at seq `indexed_size()`.
-    pub fn apply(&mut self, events: &[Event]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    /// Index consecutive events starting at seq `indexed_size()`, in one transaction.
+    pub fn apply<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<(), StoreError> {
+        let mut events = events.into_iter().peekable();
+        if events.peek().is_none() {
             return Ok(());
         }
+        let mut last = self.indexed;
         let tx = self.conn.transaction()?;
         {
             let mut ins_event = tx.prepare_cached(
@@ -118,6 +123,7 @@ impl Indexer {
             )?;
             let mut touch: HashMap<i64, (u64, u64, i64)> = HashMap::new();
             for ev in events {
+                last = ev.seq + 1;
                 let sid = match &ev.session_id {
                     None => NO_SESSION,
                     Some(id) => match self.sids.get(id) {
@@ -153,7 +159,6 @@ impl Indexer {
                 upd.execute(params![sid, seq as i64, ts as i64, n])?;
             }
         }
-        let last = events.last().expect("non-empty").seq + 1;
         tx.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES('indexed_size', ?1)",
             [last as i64],
