@@ -35,6 +35,9 @@ pub struct StoreConfig {
     pub checkpoint_interval: Duration,
     /// With no new records, a checkpoint is still signed this often (proof of liveness).
     pub heartbeat_interval: Duration,
+    /// Committed events are indexed at most this long after they are committed (they are
+    /// indexed in groups: see `IndexBuffer`).
+    pub index_interval: Duration,
     /// A raw segment is sealed once it grows past this many bytes.
     pub segment_bytes: u64,
     /// zstd level for sealed segments.
@@ -51,6 +54,7 @@ impl Default for StoreConfig {
             commit_interval: Duration::from_millis(20),
             checkpoint_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(30),
+            index_interval: Duration::from_millis(100),
             segment_bytes: 16 << 20,
             zstd_level: 3,
             epoch_interval: Some(Duration::from_secs(24 * 3600)),
@@ -109,6 +113,9 @@ pub struct Writer {
     origin: String,
 }
 
+/// Buffered events that make the index thread write without waiting for `index_interval`.
+const INDEX_MAX_BUFFERED: usize = 65536;
+
 /// Events per message when [`Writer::append_all`] splits a stream.
 const SEND_BATCH: usize = 1024;
 
@@ -126,9 +133,10 @@ impl Writer {
             let errors = errors.clone();
             let indexer = rec.indexer;
             let size = rec.frontier.size();
+            let interval = cfg.index_interval;
             std::thread::Builder::new()
                 .name("sandtrail-index".into())
-                .spawn(move || index_loop(layout, indexer, size, index_rx, errors))
+                .spawn(move || index_loop(layout, indexer, size, interval, index_rx, errors))
                 .map_err(StoreError::io("starting the index thread"))?
         };
         let (seal_tx, seal_rx) = mpsc::channel::<SealJob>();
@@ -550,35 +558,80 @@ impl Core {
     }
 }
 
+/// Committed batches waiting to be indexed together: with many sessions interleaved, each
+/// SQLite transaction rewrites one page per session it touches, so fewer, larger transactions
+/// cut the write volume many times over.
+#[derive(Default)]
+struct IndexBuffer {
+    batches: Vec<Vec<Event>>,
+    count: usize,
+    oldest: Option<Instant>,
+}
+
+impl IndexBuffer {
+    fn push(&mut self, batches: Vec<Vec<Event>>) {
+        self.count += batches.iter().map(Vec::len).sum::<usize>();
+        self.batches.extend(batches);
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    fn apply(&mut self, indexer: &mut Indexer, errors: &ErrorSlot) {
+        if !self.batches.is_empty() {
+            if let Err(e) = indexer.apply(self.batches.iter().flatten()) {
+                record_error(errors, e);
+            }
+        }
+        *self = IndexBuffer::default();
+    }
+}
+
 fn index_loop(
     layout: Layout,
     mut indexer: Indexer,
     size: u64,
+    interval: Duration,
     rx: Receiver<IndexMsg>,
     errors: ErrorSlot,
 ) {
     if let Err(e) = recovery::catch_up_index(&layout, &mut indexer, size) {
         record_error(&errors, e);
     }
-    for msg in rx {
+    let mut buf = IndexBuffer::default();
+    loop {
+        let msg = match buf.oldest {
+            Some(t) => match rx.recv_timeout(interval.saturating_sub(t.elapsed())) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
         match msg {
-            IndexMsg::Batches(batches) => {
-                if let Err(e) = indexer.apply(batches.iter().flatten()) {
-                    record_error(&errors, e);
+            Some(IndexMsg::Batches(batches)) => {
+                buf.push(batches);
+                if buf.count >= INDEX_MAX_BUFFERED {
+                    buf.apply(&mut indexer, &errors);
                 }
             }
-            IndexMsg::Sealed(footer, reply) => {
+            Some(IndexMsg::Sealed(footer, reply)) => {
+                buf.apply(&mut indexer, &errors);
                 let _ = reply.send(indexer.apply_sealed(&footer).map_err(|e| e.to_string()));
             }
-            IndexMsg::Sync(reply) => {
+            Some(IndexMsg::Sync(reply)) => {
+                buf.apply(&mut indexer, &errors);
                 let r = match take_error(&errors) {
                     Some(e) => Err(e),
                     None => Ok(()),
                 };
                 let _ = reply.send(r);
             }
+            None => buf.apply(&mut indexer, &errors),
         }
     }
+    buf.apply(&mut indexer, &errors);
     let _ = crate::layout::tighten_tree(layout.root());
 }
 
