@@ -116,6 +116,9 @@ pub struct Writer {
 /// Buffered events that make the index thread write without waiting for `index_interval`.
 const INDEX_MAX_BUFFERED: usize = 65536;
 
+/// Commit groups that may wait for the index thread before the ledger waits too.
+const INDEX_QUEUE: usize = 16;
+
 /// Events per message when [`Writer::append_all`] splits a stream.
 const SEND_BATCH: usize = 1024;
 
@@ -127,7 +130,9 @@ impl Writer {
         let origin = rec.keys.origin().to_string();
         let errors: ErrorSlot = Arc::new(Mutex::new(None));
 
-        let (index_tx, index_rx) = mpsc::channel::<IndexMsg>();
+        // Bounded: if indexing falls behind, the ledger (and so the producers) wait instead of
+        // memory growing without limit.
+        let (index_tx, index_rx) = mpsc::sync_channel::<IndexMsg>(INDEX_QUEUE);
         let index_thread = {
             let layout = layout.clone();
             let errors = errors.clone();
@@ -310,7 +315,7 @@ struct Core {
     unsynced: bool,
     /// Appended batches not yet handed to the indexer (events are never copied).
     pending: Vec<Vec<Event>>,
-    index_tx: Option<Sender<IndexMsg>>,
+    index_tx: Option<SyncSender<IndexMsg>>,
     seal_tx: Option<Sender<SealJob>>,
     leaf: Vec<u8>,
     epoch_started_ns: u64,
@@ -639,7 +644,7 @@ fn seal_loop(
     layout: Layout,
     level: i32,
     rx: Receiver<SealJob>,
-    index_tx: Sender<IndexMsg>,
+    index_tx: SyncSender<IndexMsg>,
     errors: ErrorSlot,
 ) {
     for job in rx {
