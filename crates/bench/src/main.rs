@@ -1,1 +1,204 @@
-fn main() {}
+//! `sandtrail-bench`: programs that print sandtrail's performance figures against the design's
+//! bars (see `docs/benchmarks.md`). Run them from a release build:
+//!
+//! ```text
+//! cargo run --release -p sandtrail-bench -- ingest --events 2000000 --sessions 1000
+//! cargo run --release -p sandtrail-bench -- lag --rate 50000 --secs 10
+//! cargo run --release -p sandtrail-bench -- build --events 10000000 --sessions 1000 --dir D
+//! cargo run --release -p sandtrail-bench -- verify --dir D
+//! cargo run --release -p sandtrail-bench -- query --dir D
+//! cargo run --release -p sandtrail-bench -- size --dir D
+//! ```
+
+mod build;
+mod ingest;
+mod query;
+mod size;
+mod util;
+mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sandtrail-bench",
+    about = "Benchmarks that print sandtrail's figures against the design's bars"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest throughput: append N pre-generated events through the Writer and flush
+    /// (durable group commit, signed checkpoint, index caught up); CPU time by thread.
+    Ingest {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        sessions: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Store directory (deleted first, and afterwards unless --keep).
+        #[arg(long, default_value = "/work/bench-state/ingest")]
+        dir: PathBuf,
+        #[arg(long)]
+        keep: bool,
+        /// Raw segment size before sealing, MiB (default: the store's default, 16).
+        #[arg(long, default_value_t = 16)]
+        segment_mb: u64,
+        /// Append one event per call (Writer::append) instead of Writer::append_all.
+        #[arg(long)]
+        single: bool,
+    },
+    /// Latency at a steady append rate: append -> signed checkpoint, append -> queryable.
+    Lag {
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        sessions: u32,
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        /// Sample one event in this many.
+        #[arg(long, default_value_t = 50)]
+        sample_every: u64,
+        /// Seconds to wait after the last append before the final flush.
+        #[arg(long, default_value_t = 3.0)]
+        drain_secs: f64,
+        #[arg(long, default_value = "/work/bench-state/lag")]
+        dir: PathBuf,
+    },
+    /// The index writer alone (Indexer::apply) with one transaction per BATCH events.
+    Index {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        sessions: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,25000,100000")]
+        batches: Vec<usize>,
+        #[arg(long, default_value = "/work/bench-state/index")]
+        dir: PathBuf,
+    },
+    /// Build a store of N generated events (once; `query`, `size` and `verify` reuse it).
+    Build {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        sessions: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "/work/bench-state/store-10m")]
+        dir: PathBuf,
+        /// Rebuild even if the directory already holds a store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verification throughput of `verify_store` over a whole store, with a phase breakdown.
+    Verify {
+        #[arg(long, default_value = "/work/bench-state/store-10m")]
+        dir: PathBuf,
+        /// Build a store of this many events in DIR first (when DIR holds none).
+        #[arg(long)]
+        events: Option<u64>,
+        #[arg(long, default_value_t = 2)]
+        runs: u32,
+        /// Drop the page cache before the first run (needs root).
+        #[arg(long)]
+        cold: bool,
+    },
+    /// The five incident questions on a store (build it with `build`).
+    Query {
+        #[arg(long, default_value = "/work/bench-state/store-10m")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        repeat: u32,
+        /// Drop the page cache before each question's first run (needs root).
+        #[arg(long)]
+        cold: bool,
+    },
+    /// Bytes per event on disk, by file kind, plus what-if recompression of a few segments.
+    Size {
+        #[arg(long, default_value = "/work/bench-state/store-10m")]
+        dir: PathBuf,
+        /// Sealed segments to recompress in other layouts (0: skip).
+        #[arg(long, default_value_t = 4)]
+        what_if: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Ingest {
+            events,
+            sessions,
+            seed,
+            dir,
+            keep,
+            segment_mb,
+            single,
+        } => ingest::ingest(&ingest::IngestParams {
+            events,
+            sessions,
+            seed,
+            dir,
+            keep,
+            segment_mb,
+            single,
+        }),
+        Cmd::Lag {
+            rate,
+            secs,
+            sessions,
+            seed,
+            sample_every,
+            drain_secs,
+            dir,
+        } => ingest::lag(&ingest::LagParams {
+            rate,
+            secs,
+            sessions,
+            seed,
+            dir,
+            sample_every: sample_every.max(1),
+            drain: Duration::from_secs_f64(drain_secs),
+        }),
+        Cmd::Index {
+            events,
+            sessions,
+            seed,
+            batches,
+            dir,
+        } => ingest::index_what_if(events, sessions, seed, &dir, &batches),
+        Cmd::Build {
+            events,
+            sessions,
+            seed,
+            dir,
+            force,
+        } => build::build(&dir, events, sessions, seed, force),
+        Cmd::Verify {
+            dir,
+            events,
+            runs,
+            cold,
+        } => {
+            if let Some(n) = events {
+                if !dir.join("store.json").exists() {
+                    build::build(&dir, n, 1000, 1, false)?;
+                }
+            }
+            verify::verify(&dir, runs.max(1), cold)
+        }
+        Cmd::Query { dir, repeat, cold } => query::query(&dir, repeat.max(1), cold),
+        Cmd::Size { dir, what_if } => size::size(&dir, what_if),
+    }
+}
