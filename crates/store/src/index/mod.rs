@@ -1,6 +1,7 @@
 //! The query index (SQLite, WAL mode): derived from the segments, rebuilt when missing.
 
 pub mod query;
+pub mod run;
 pub mod schema;
 pub mod writer;
 

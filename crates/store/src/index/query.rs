@@ -5,6 +5,7 @@ use std::path::Path;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
+use super::run::unpack;
 use crate::StoreError;
 
 /// Filters of `sandtrail sessions`; all given filters must hold.
@@ -121,11 +122,14 @@ impl Index {
             let dir = p.strip_suffix("/*").or_else(|| p.strip_suffix('/'));
             match dir {
                 Some(dir) => {
+                    // Everything below DIR sorts between "DIR/" and "DIR0" ('0' follows '/'):
+                    // a range the UNIQUE index on paths.path serves.
                     sql.push_str(
                         " AND s.sid IN (SELECT sp.sid FROM session_paths sp JOIN paths p ON \
-                         p.id = sp.path WHERE p.path LIKE ? ESCAPE '\\')",
+                         p.id = sp.path WHERE p.path >= ? AND p.path < ?)",
                     );
-                    args.push(format!("{}/%", like_escape(dir)).into());
+                    args.push(format!("{dir}/").into());
+                    args.push(format!("{dir}0").into());
                 }
                 None => {
                     sql.push_str(
@@ -216,16 +220,41 @@ impl Index {
         until: Option<u64>,
     ) -> Result<Vec<(u64, u8)>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, kind FROM events WHERE sid = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts, seq",
+            "SELECT first_seq, n, packed FROM runs WHERE sid = ?1 AND max_ts >= ?2 AND min_ts <= ?3",
         )?;
-        let lo = since.unwrap_or(0) as i64;
-        let hi = until
-            .map(|t| t.min(i64::MAX as u64) as i64)
-            .unwrap_or(i64::MAX);
-        let rows = st.query_map(rusqlite::params![sid, lo, hi], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u8))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let lo = since.unwrap_or(0);
+        let hi = until.unwrap_or(u64::MAX);
+        let rows = st.query_map(
+            rusqlite::params![
+                sid,
+                lo.min(i64::MAX as u64) as i64,
+                hi.min(i64::MAX as u64) as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )?;
+        let mut out: Vec<(u64, u64, u8)> = Vec::new();
+        for row in rows {
+            let (first, n, packed) = row?;
+            let events = unpack(first, n, &packed).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "index run of session {sid} at seq {first} is damaged; delete index.sqlite to rebuild it"
+                ))
+            })?;
+            out.extend(
+                events
+                    .into_iter()
+                    .filter(|&(_, _, ts)| ts >= lo && ts <= hi)
+                    .map(|(seq, kind, ts)| (ts, seq, kind)),
+            );
+        }
+        out.sort_unstable();
+        Ok(out.into_iter().map(|(_, seq, kind)| (seq, kind)).collect())
     }
 
     /// Sealed blocks of a session that may hold seqs in `[first, last]`.

@@ -1,11 +1,12 @@
 //! Writing the index: one transaction per committed group of events.
 
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sandtrail_event::{Event, Kind};
 
+use super::run::RunBuilder;
 use super::schema::{INDEX_VERSION, SCHEMA};
 use crate::segment::sealed::SealedFooter;
 use crate::StoreError;
@@ -112,16 +113,13 @@ impl Indexer {
             return Ok(());
         }
         let mut last = self.indexed;
+        let mut runs: HashMap<i64, RunBuilder> = HashMap::default();
         let tx = self.conn.transaction()?;
         {
-            let mut ins_event = tx.prepare_cached(
-                "INSERT OR REPLACE INTO events(sid, ts, seq, kind) VALUES(?1, ?2, ?3, ?4)",
-            )?;
             let mut ins_session = tx.prepare_cached(
                 "INSERT INTO sessions(sid, session_id, first_seq, last_seq, first_ts, last_ts) \
                  VALUES(?1, ?2, ?3, ?3, ?4, ?4)",
             )?;
-            let mut touch: HashMap<i64, (u64, u64, i64)> = HashMap::new();
             for ev in events {
                 last = ev.seq + 1;
                 let sid = match &ev.session_id {
@@ -142,21 +140,40 @@ impl Indexer {
                         }
                     },
                 };
-                ins_event.execute(params![sid, ev.ts_ns as i64, ev.seq as i64, ev.kind.id()])?;
+                runs.entry(sid)
+                    .or_default()
+                    .push(ev.seq, ev.kind.id(), ev.ts_ns);
                 if sid != NO_SESSION {
-                    let t = touch.entry(sid).or_insert((ev.seq, ev.ts_ns, 0));
-                    t.0 = t.0.max(ev.seq);
-                    t.1 = t.1.max(ev.ts_ns);
-                    t.2 += 1;
                     index_details(&tx, &mut self.seen, sid, ev)?;
                 }
             }
+            let mut ins_run = tx.prepare_cached(
+                "INSERT INTO runs(sid, first_seq, min_ts, max_ts, n, packed) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
             let mut upd = tx.prepare_cached(
                 "UPDATE sessions SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3), \
-                 events = events + ?4 WHERE sid = ?1",
+                 first_ts = min(first_ts, ?4), events = events + ?5 WHERE sid = ?1",
             )?;
-            for (sid, (seq, ts, n)) in touch {
-                upd.execute(params![sid, seq as i64, ts as i64, n])?;
+            for (&sid, run) in &runs {
+                let (first, last_seq, min_ts, max_ts, packed) = run.parts();
+                ins_run.execute(params![
+                    sid,
+                    first as i64,
+                    min_ts as i64,
+                    max_ts as i64,
+                    run.len() as i64,
+                    packed
+                ])?;
+                if sid != NO_SESSION {
+                    upd.execute(params![
+                        sid,
+                        last_seq as i64,
+                        max_ts as i64,
+                        min_ts as i64,
+                        run.len() as i64
+                    ])?;
+                }
             }
         }
         tx.execute(
