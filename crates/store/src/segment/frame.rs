@@ -103,6 +103,56 @@ pub fn leaf_seq(leaf: &[u8]) -> Option<u64> {
     (digits > 0 && rest.get(digits) == Some(&b',')).then_some(n)
 }
 
+/// The fields a sealer needs, read from a canonical leaf's fixed prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafHeader<'a> {
+    /// Leaf index.
+    pub seq: u64,
+    /// Event time, unix ns.
+    pub ts_ns: u64,
+    /// Session id, if the event has one.
+    pub session_id: Option<&'a str>,
+}
+
+/// Read seq, time and session of a canonical leaf without decoding the rest: the canonical
+/// encoding begins `{"schema":..,"seq":N,"ts":"..","ts_ns":N` and then `,"session_id":".."`
+/// when there is a session. Returns `None` for anything else (including a session id with
+/// JSON escapes), and the caller decodes the leaf fully.
+pub fn leaf_header(leaf: &[u8]) -> Option<LeafHeader<'_>> {
+    fn number(b: &[u8]) -> Option<(u64, &[u8])> {
+        let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 20 {
+            return None;
+        }
+        let n = std::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
+        Some((n, &b[digits..]))
+    }
+    fn string(b: &[u8]) -> Option<(&str, &[u8])> {
+        let b = b.strip_prefix(b"\"")?;
+        let end = b.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if b[end] != b'"' {
+            return None;
+        }
+        Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
+    }
+    let seq = leaf_seq(leaf)?;
+    let rest = &leaf[leaf.iter().position(|&c| c == b',')? + 1..]; // after "schema":..
+    let rest = &rest[rest.iter().position(|&c| c == b',')? + 1..]; // after "seq":N
+    let rest = rest.strip_prefix(b"\"ts\":")?;
+    let (_, rest) = string(rest)?;
+    let rest = rest.strip_prefix(b",\"ts_ns\":")?;
+    let (ts_ns, rest) = number(rest)?;
+    let session_id = match rest.strip_prefix(b",\"session_id\":") {
+        Some(r) => Some(string(r)?.0),
+        None => None,
+    };
+    Some(LeafHeader {
+        seq,
+        ts_ns,
+        session_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +184,36 @@ mod tests {
             read_frame(&[0; 40], true).unwrap_err(),
             FrameFault::BadLength(0)
         );
+    }
+
+    #[test]
+    fn leaf_header_matches_full_decode() {
+        use sandtrail_event::{encode_leaf, Event, Kind, Source};
+        let mut with = Event::new(
+            Kind::AuditLoss,
+            Source::Kernel,
+            Some("ses_a".into()),
+            "h",
+            1_782_727_440_123_456_789,
+        );
+        with.seq = 77;
+        let leaf = encode_leaf(&with);
+        assert_eq!(
+            leaf_header(&leaf),
+            Some(LeafHeader {
+                seq: 77,
+                ts_ns: 1_782_727_440_123_456_789,
+                session_id: Some("ses_a")
+            })
+        );
+        let mut without = with.clone();
+        without.session_id = None;
+        let leaf = encode_leaf(&without);
+        assert_eq!(leaf_header(&leaf).unwrap().session_id, None);
+        // A session id with an escape is left to the full decoder.
+        let mut odd = with.clone();
+        odd.session_id = Some("ses_\"quoted\"".into());
+        assert_eq!(leaf_header(&encode_leaf(&odd)), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::frame::leaf_seq;
+use super::frame::{leaf_header, leaf_seq};
 use super::raw::RawSegment;
 use crate::layout::sync_dir;
 
@@ -127,24 +127,30 @@ pub fn seal(
     for item in raw.frames(true) {
         let (at, frame) =
             item.map_err(|(at, fault)| damaged(raw_path, format!("record at byte {at}: {fault}")))?;
-        let ev = sandtrail_event::decode_leaf(frame.leaf)
-            .map_err(|e| damaged(raw_path, format!("record at byte {at}: {e}")))?;
+        let (seq, ts, session) = match leaf_header(frame.leaf) {
+            Some(h) => (h.seq, h.ts_ns, h.session_id.map(str::to_string)),
+            None => {
+                let ev = sandtrail_event::decode_leaf(frame.leaf)
+                    .map_err(|e| damaged(raw_path, format!("record at byte {at}: {e}")))?;
+                (ev.seq, ev.ts_ns, ev.session_id)
+            }
+        };
         let expect = raw.first_seq + count;
-        if ev.seq != expect {
+        if seq != expect {
             return Err(damaged(
                 raw_path,
-                format!(
-                    "record at byte {at} has seq {} where {expect} was expected",
-                    ev.seq
-                ),
+                format!("record at byte {at} has seq {seq} where {expect} was expected"),
             ));
         }
         count += 1;
-        let group = groups.entry(ev.session_id.clone()).or_insert_with(|| {
-            order.push(ev.session_id.clone());
-            Vec::new()
-        });
-        group.push((ev.seq, ev.ts_ns, frame.leaf));
+        let group = match groups.get_mut(&session) {
+            Some(g) => g,
+            None => {
+                order.push(session.clone());
+                groups.entry(session).or_default()
+            }
+        };
+        group.push((seq, ts, frame.leaf));
     }
 
     let tmp = sealed_path.with_extension("sealed.tmp");
