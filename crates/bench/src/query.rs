@@ -306,7 +306,7 @@ fn q1_breakdown(layout: &Layout, x: &str, t1: u64, t2: u64) -> Result<()> {
         ms(t_sid)
     );
     println!(
-        "    seqs of the window from the events table       {}",
+        "    seqs of the window from the runs table         {}",
         ms(t_events)
     );
     println!(
