@@ -518,22 +518,7 @@ impl Demo<'_> {
             e.process = Some(pr);
             e.net = Some(net);
             let blocked = result == NetResult::Blocked;
-            e.policy = Some(PolicyInfo {
-                decision: if blocked {
-                    Decision::Deny
-                } else {
-                    Decision::Allow
-                },
-                rule: Some(
-                    if blocked {
-                        "egress-default-deny"
-                    } else {
-                        "egress-allowlist"
-                    }
-                    .into(),
-                ),
-                what: None,
-            });
+            e.policy = Some(egress_policy(blocked));
             if blocked {
                 e.severity = Severity::Medium;
             }
@@ -1581,22 +1566,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     s.blocked += 1;
                     e.severity = Severity::Medium;
                 }
-                e.policy = Some(PolicyInfo {
-                    decision: if blocked {
-                        Decision::Deny
-                    } else {
-                        Decision::Allow
-                    },
-                    rule: Some(
-                        if blocked {
-                            "egress-default-deny"
-                        } else {
-                            "egress-allowlist"
-                        }
-                        .into(),
-                    ),
-                    what: None,
-                });
+                e.policy = Some(egress_policy(blocked));
             }
             e.process = Some(actor.as_ref());
             e.net = Some(net);
@@ -1816,4 +1786,24 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
         other => unreachable!("{other} is not in MIX"),
     }
     e
+}
+
+/// The egress policy decision the generator attaches to connections.
+fn egress_policy(blocked: bool) -> PolicyInfo {
+    PolicyInfo {
+        decision: if blocked {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        rule: Some(
+            if blocked {
+                "egress-default-deny"
+            } else {
+                "egress-allowlist"
+            }
+            .into(),
+        ),
+        what: None,
+    }
 }
