@@ -42,7 +42,11 @@ pub enum Command {
     Sessions(cli::query::SessionsArgs),
     /// Tell the story of one session: processes, files, network, packages, tools, limits, alerts.
     Timeline(cli::timeline::TimelineArgs),
-    /// Verify the whole store, or an exported bundle with --bundle.
+    /// Verify the whole store, an exported bundle (--bundle) or a consistency proof (--consistency).
+    ///
+    /// Exit status: 0 when everything verifies, 1 when tampering or damage is found (each
+    /// finding names the record or checkpoint and what it means), 2 when the command itself
+    /// fails (bad arguments, unreadable files).
     Verify(cli::verify::VerifyArgs),
     /// Export one session as a self-contained bundle that verifies offline.
     Export(cli::verify::ExportArgs),
