@@ -1,6 +1,34 @@
 //! Rendering events and sessions for people: one-line summaries, tables, sizes.
 
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use sandtrail_event::{Event, Kind};
+
+/// A progress reporter for long work: on a terminal, rewrites one stderr line at most twice a
+/// second (`LABEL N records`); elsewhere it stays silent. Call [`finish_progress`] after.
+pub fn progress(label: &'static str) -> impl Fn(u64) + Send + Sync {
+    let tty = std::io::stderr().is_terminal();
+    let last = Mutex::new(Instant::now());
+    move |n| {
+        if !tty {
+            return;
+        }
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed().as_millis() >= 500 {
+            *last = Instant::now();
+            eprint!("\r{label} {n} records");
+        }
+    }
+}
+
+/// End a progress line (on a terminal).
+pub fn finish_progress() {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+}
 
 /// Human size with binary units.
 pub fn bytes(n: u64) -> String {

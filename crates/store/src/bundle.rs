@@ -57,7 +57,12 @@ pub struct BundleEvent {
 }
 
 /// Export `session_id` from the store, proving every event against the newest checkpoint.
-pub fn export(layout: &Layout, session_id: &str) -> Result<Bundle, StoreError> {
+/// `progress` is told how many records of the log have been hashed so far.
+pub fn export(
+    layout: &Layout,
+    session_id: &str,
+    progress: &dyn Fn(u64),
+) -> Result<Bundle, StoreError> {
     let info = crate::recovery::read_info(layout)?;
     let index = Index::open(&layout.index())?;
     let sid = index.sid(session_id)?.ok_or_else(|| {
@@ -76,6 +81,9 @@ pub fn export(layout: &Layout, session_id: &str) -> Result<Bundle, StoreError> {
         .collect();
     let mut leaves: Vec<(u64, Vec<u8>)> = Vec::with_capacity(wanted.len());
     let tree = crate::proofs::build_tree(layout, cp.size, |seq, leaf| {
+        if seq % 65536 == 0 {
+            progress(seq);
+        }
         if wanted.contains(&seq) {
             leaves.push((seq, leaf.to_vec()));
         }

@@ -28,6 +28,18 @@ pub struct VerifyOptions {
     pub anchor: Option<Verifier>,
     /// Extra signed checkpoints (e.g. shipped off the host earlier), each with a label.
     pub extra_checkpoints: Vec<(String, String)>,
+    /// Told the number of records checked so far, after each segment.
+    pub progress: Option<Progress>,
+}
+
+/// A callback told how many records have been processed so far.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// Category of a finding.
@@ -290,6 +302,9 @@ pub fn verify_store(layout: &Layout, opts: &VerifyOptions) -> Result<VerifyRepor
         }
     };
     for (i, (&first, files)) in segments.iter().enumerate() {
+        if let Some(p) = &opts.progress {
+            (p.0)(frontier.size());
+        }
         let last_segment = i + 1 == nseg;
         if let Some(path) = &files.raw {
             let seg = match RawSegment::read(path) {
@@ -362,6 +377,9 @@ pub fn verify_store(layout: &Layout, opts: &VerifyOptions) -> Result<VerifyRepor
                 });
             }
         }
+    }
+    if let Some(p) = &opts.progress {
+        (p.0)(frontier.size());
     }
     report.records = frontier.size();
     report.root = hex::encode(frontier.root());

@@ -224,8 +224,8 @@ fn truncated_tail_with_checkpoints_removed_is_caught_by_a_saved_checkpoint() {
     let r = verify_store(
         &layout,
         &VerifyOptions {
-            anchor: None,
             extra_checkpoints: vec![("checkpoint from offsite".into(), saved)],
+            ..Default::default()
         },
     )
     .unwrap();

@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use sandtrail_ledger::note::Verifier;
 use sandtrail_store::bundle::{export, verify_bundle, Bundle};
 use sandtrail_store::proofs::{prove_consistency, verify_consistency_proof, ConsistencyProof};
-use sandtrail_store::verify::{verify_store, Problem, VerifyOptions};
+use sandtrail_store::verify::{verify_store, Problem, Progress, VerifyOptions};
+
+use crate::output::{finish_progress, progress};
 use sandtrail_store::Layout;
 
 use super::file_or_literal;
@@ -147,8 +150,10 @@ pub fn run_verify(layout: &Layout, a: VerifyArgs) -> Result<ExitCode> {
         &VerifyOptions {
             anchor,
             extra_checkpoints: extra,
+            progress: Some(Progress(Arc::new(progress("verified")))),
         },
     )?;
+    finish_progress();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.ok() {
@@ -180,7 +185,8 @@ pub fn run_verify(layout: &Layout, a: VerifyArgs) -> Result<ExitCode> {
 
 /// Run `export`.
 pub fn run_export(layout: &Layout, a: ExportArgs) -> Result<ExitCode> {
-    let bundle = export(layout, &a.session)?;
+    let bundle = export(layout, &a.session, &progress("hashed"))?;
+    finish_progress();
     let json = serde_json::to_vec_pretty(&bundle)?;
     let tmp = a.output.with_extension("partial");
     std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
