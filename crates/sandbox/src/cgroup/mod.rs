@@ -1,0 +1,1 @@
+//! cgroups: see the crate docs. (being written)

@@ -1,0 +1,1 @@
+//! Process isolation: see the crate docs. (being written)
