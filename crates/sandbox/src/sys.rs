@@ -283,22 +283,29 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> SysResult<()>
     check(ret).map(drop)
 }
 
-/// `setgroups(2)`.
+// The id-changing calls below are made with `syscall(2)`, never through glibc's wrappers:
+// glibc's setgroups/setresgid/setresuid broadcast the change to every thread it believes the
+// process has and wait for each to acknowledge. The sandbox child comes from a raw clone of a
+// multi-threaded parent, so glibc still lists threads that do not exist in the child, and the
+// wrapper waits forever (seen as sessions hanging before exec under load). The raw syscalls
+// change the calling thread only, which is all the single-threaded child has.
+
+/// `setgroups(2)` (raw syscall; see above).
 pub fn setgroups(groups: &[libc::gid_t]) -> SysResult<()> {
-    // SAFETY: the pointer/length pair describes a valid slice of gids.
-    check_int(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }).map(drop)
+    // SAFETY: the pointer/length pair describes a valid slice of gids that outlives the call.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
 }
 
-/// `setresgid(2)` with all three ids equal.
+/// `setresgid(2)` with all three ids equal (raw syscall; see above).
 pub fn setresgid(gid: libc::gid_t) -> SysResult<()> {
-    // SAFETY: no pointers.
-    check_int(unsafe { libc::setresgid(gid, gid, gid) }).map(drop)
+    // SAFETY: no pointers; plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
 }
 
-/// `setresuid(2)` with all three ids equal.
+/// `setresuid(2)` with all three ids equal (raw syscall; see above).
 pub fn setresuid(uid: libc::uid_t) -> SysResult<()> {
-    // SAFETY: no pointers.
-    check_int(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+    // SAFETY: no pointers; plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
 }
 
 /// One classic-BPF instruction, laid out as the kernel's `struct sock_filter`.
