@@ -168,6 +168,9 @@ impl Exit {
     }
 }
 
+/// The uid and gid the command runs as without `as_root` (nobody).
+pub const SANDBOX_UID: u32 = child::NOBODY;
+
 /// What to run and how to isolate it.
 #[derive(Clone, Debug)]
 pub struct SandboxSpec {
