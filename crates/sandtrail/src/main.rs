@@ -2,6 +2,7 @@
 
 mod cli;
 mod output;
+mod session;
 mod timearg;
 
 use std::path::PathBuf;
@@ -34,6 +35,20 @@ pub enum Command {
     /// refused (only the ledger writes them). The first invalid line stops the ingest with an
     /// error naming the line and the field; every line before it is committed and signed.
     Ingest(cli::ingest::IngestArgs),
+    /// Run COMMAND as one audited agent session in a sandbox; exit with its status (128+N
+    /// when killed by signal N).
+    ///
+    /// The session gets new pid, mount, network, uts, ipc and cgroup namespaces, the host's
+    /// root read-only under a private writable overlay, a private /tmp, no view of the
+    /// sandtrail state directory, seccomp, no_new_privs and (unless --as-root) an unprivileged
+    /// uid. Its lifecycle and every limit hit are recorded in the store. Needs root.
+    Run(cli::run::RunArgs),
+    /// Pause (freeze) a running session.
+    Pause(cli::run::ControlArgs),
+    /// Resume a paused session.
+    Resume(cli::run::ControlArgs),
+    /// Stop a running session (terminate reason `api`).
+    Stop(cli::run::ControlArgs),
     /// Generate a demo agent session, ingest it, print its timeline and verify the store.
     Demo(cli::demo::DemoArgs),
     /// List events, filtered.

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod ingest;
 pub mod key;
 pub mod query;
+pub mod run;
 pub mod timeline;
 pub mod verify;
 
@@ -20,6 +21,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(a) => ingest::run(&layout, a),
         Command::Demo(a) => demo::run(&layout, a),
+        Command::Run(a) => run::run(&layout, a),
+        Command::Pause(a) => run::control_cmd(&layout, a, crate::session::control::Command::Pause),
+        Command::Resume(a) => {
+            run::control_cmd(&layout, a, crate::session::control::Command::Resume)
+        }
+        Command::Stop(a) => run::control_cmd(&layout, a, crate::session::control::Command::Stop),
         Command::Query(a) => query::run_query(&layout, a),
         Command::Sessions(a) => query::run_sessions(&layout, a),
         Command::Timeline(a) => timeline::run(&layout, a),

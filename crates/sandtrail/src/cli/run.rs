@@ -1,0 +1,239 @@
+//! `sandtrail run`, and `sandtrail pause|resume|stop` for a running session.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use sandtrail_sandbox::Limits;
+use sandtrail_store::Layout;
+
+use crate::output::{bytes, duration};
+use crate::session::control::{self, Command};
+use crate::session::events::Identity;
+use crate::session::{self, Keep, RunOptions};
+
+/// Arguments of `run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Session id (default: a fresh `ses_...`).
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// Tenant the session belongs to.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// User on whose behalf it runs (default: $SUDO_USER, else $USER).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Template or image name, recorded in session.create.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Memory limit, e.g. 64M, 2G (the agent is OOM-killed above it).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Wall-clock limit, e.g. 30s, 10m, 1h (terminate reason `timeout`).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Host directory bind-mounted read-write at /workspace.
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
+    /// Run as root inside the sandbox (still no_new_privs, seccomp, dangerous capabilities dropped).
+    #[arg(long)]
+    pub as_root: bool,
+    /// Keep the session's filesystem changes in STATE/sessions/ID/upper.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub keep: bool,
+    /// Archive the filesystem changes to STATE/snapshots/ID.tar.zst (sha256 in the cleanup event).
+    #[arg(long)]
+    pub snapshot: bool,
+    /// No network at all inside (not even loopback).
+    #[arg(long)]
+    pub no_network: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Session to control.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// The session id.
+    pub session: String,
+}
+
+/// Parse `64M`, `2G`, `512K`, `1048576` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((0, _)) => return Err(format!("{s:?} is not a size: write e.g. 64M or 2G")),
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1u64,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?}: use K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: write e.g. 64M or 2G"))?;
+    if n <= 0.0 {
+        return Err(format!("size {s:?} must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parse `500ms`, `30s`, `10m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let n: f64 = t[..split]
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write e.g. 30s, 10m or 1h"))?;
+    let secs = match &t[split..] {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    if secs <= 0.0 {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Run `run`.
+pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
+    if let Some(c) = a.cpus {
+        if c.is_nan() || c <= 0.0 {
+            bail!("--cpus {c} must be positive, e.g. 0.5 for half a CPU");
+        }
+    }
+    if a.pids == Some(0) {
+        bail!("--pids 0 would not even allow the command itself; give at least 1");
+    }
+    let identity = Identity {
+        session_id: a.session_id.unwrap_or_else(session::new_session_id),
+        tenant: a.tenant,
+        user: a
+            .user
+            .or_else(|| std::env::var("SUDO_USER").ok())
+            .or_else(|| std::env::var("USER").ok()),
+        template: a.template,
+    };
+    if !identity
+        .session_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || identity.session_id.is_empty()
+    {
+        bail!(
+            "--session-id {:?} may only hold letters, digits, '_' and '-'",
+            identity.session_id
+        );
+    }
+    let opts = RunOptions {
+        identity,
+        argv: a.command,
+        limits: Limits {
+            memory_bytes: a.memory,
+            cpus: a.cpus,
+            pids: a.pids,
+        },
+        timeout: a.timeout,
+        workspace: a.workspace,
+        as_root: a.as_root,
+        network: !a.no_network,
+        keep: if a.snapshot {
+            Keep::Snapshot
+        } else if a.keep {
+            Keep::Preserve
+        } else {
+            Keep::Delete
+        },
+    };
+    let mut writer = super::open_writer(layout)?;
+    eprintln!("sandtrail: session {} starting", opts.identity.session_id);
+    let outcome = session::run(layout, &mut writer, opts);
+    let commit = writer.close()?;
+    let outcome = outcome?;
+    let u = &outcome.usage;
+    eprintln!(
+        "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s); log size {} (signed)",
+        outcome.session_id,
+        outcome.reason.as_str(),
+        match outcome.exit {
+            sandtrail_sandbox::isolate::Exit::Code(c) => format!("exit code {c}"),
+            sandtrail_sandbox::isolate::Exit::Signal { signal, .. } => format!(
+                "killed by {}",
+                sandtrail_event::signal_name(signal).unwrap_or("a signal")
+            ),
+        },
+        duration(u.duration_ns.unwrap_or(0)),
+        duration(u.cpu_ns.unwrap_or(0)),
+        bytes(u.peak_memory_bytes.unwrap_or(0)),
+        outcome.limit_hits,
+        commit.size
+    );
+    if let Some(s) = &outcome.snapshot {
+        eprintln!(
+            "sandtrail: snapshot {} ({}, sha256 {})",
+            s.path,
+            bytes(s.bytes),
+            s.sha256
+        );
+    }
+    eprintln!("sandtrail: see `sandtrail timeline {}`", outcome.session_id);
+    Ok(ExitCode::from(outcome.exit_status().clamp(0, 255) as u8))
+}
+
+/// Run `pause`, `resume` or `stop`.
+pub fn control_cmd(layout: &Layout, a: ControlArgs, cmd: Command) -> Result<ExitCode> {
+    control::request(layout.root(), &a.session, cmd).map_err(|e| anyhow!("{e:#}"))?;
+    println!("{}: ok", a.session);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(
+            parse_size("12Q").unwrap_err(),
+            "unknown size unit in \"12Q\": use K, M, G or T"
+        );
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("is not a duration"));
+    }
+}

@@ -1,0 +1,433 @@
+//! `sandtrail run` for real (root, CI): namespaces, cgroups and limits of this machine's kernel.
+//! Without root the tests say loudly that they were skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!(
+            "\n*** SKIPPED: sandtrail run tests need root (namespaces, mounts, cgroups) ***\n"
+        );
+    }
+    root
+}
+
+fn events_of(dir: &Path, session: &str) -> Vec<Value> {
+    let o = run(
+        dir,
+        &["query", "--session", session, "--format", "jsonl"],
+        "",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn kinds(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn one<'a>(evs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<_> = evs.iter().filter(|e| e["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind} in {:#?}", kinds(evs));
+    found[0]
+}
+
+fn sandtrail_run(dir: &Path, id: &str, opts: &[&str], cmd: &[&str]) -> Output {
+    let mut args = vec!["run", "--session-id", id];
+    args.extend_from_slice(opts);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    run(dir, &args, "")
+}
+
+fn verify_ok(dir: &Path) {
+    let o = run(dir, &["verify"], "");
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+}
+
+#[test]
+fn exit_code_and_lifecycle() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(d.path(), "ses_exit3", &[], &["sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(
+        err(&o).contains("session ses_exit3 ended: reason exit, exit code 3"),
+        "{}",
+        err(&o)
+    );
+    let evs = events_of(d.path(), "ses_exit3");
+    assert_eq!(
+        kinds(&evs),
+        [
+            "session.create",
+            "session.start",
+            "session.terminate",
+            "session.cleanup"
+        ]
+    );
+    let t = one(&evs, "session.terminate");
+    assert_eq!(t["session"]["reason"], "exit");
+    assert_eq!(t["session"]["exit_code"], 3);
+    assert!(t["session"]["usage"]["duration_ns"].as_u64().unwrap() > 0);
+    assert_eq!(
+        one(&evs, "session.cleanup")["session"]["fs_state"],
+        "deleted"
+    );
+    assert_eq!(
+        one(&evs, "session.start")["session"]["host_id"]
+            .as_str()
+            .map(|s| !s.is_empty()),
+        Some(true)
+    );
+    verify_ok(d.path());
+    // Nothing left on the host.
+    assert!(!d.path().join("sessions/ses_exit3").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ses_exit3"), "{mounts}");
+}
+
+#[test]
+fn killed_by_signal_reports_128_plus_n() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(d.path(), "ses_sig", &[], &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", err(&o));
+    let t = one(&events_of(d.path(), "ses_sig"), "session.terminate").clone();
+    assert_eq!(t["session"]["reason"], "signal");
+    assert_eq!(t["session"]["signal"], 15);
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported_as_oom() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_oom",
+        &["--memory", "64M", "--timeout", "60s"],
+        &[
+            "python3",
+            "-c",
+            "b = []\nwhile True: b.append(bytearray(1 << 20))",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_oom");
+    let hit = one(&evs, "limit.hit");
+    assert_eq!(hit["limit"]["type"], "memory_oom");
+    assert_eq!(hit["limit"]["limit"], 64u64 << 20);
+    assert_eq!(hit["limit"]["action"], "kill");
+    assert!(
+        hit["limit"]["measured"].as_u64().unwrap() > 32 << 20,
+        "{hit}"
+    );
+    let t = one(&evs, "session.terminate");
+    assert_eq!(t["session"]["reason"], "oom");
+    assert_eq!(t["session"]["signal"], 9);
+    verify_ok(d.path());
+}
+
+#[test]
+fn timeout_ends_with_reason_timeout() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let o = sandtrail_run(d.path(), "ses_slow", &["--timeout", "2s"], &["sleep", "60"]);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_slow");
+    let hit = one(&evs, "limit.hit");
+    assert_eq!(hit["limit"]["type"], "timeout");
+    assert_eq!(hit["limit"]["limit"], 2000);
+    assert!(hit["limit"]["measured"].as_u64().unwrap() >= 2000);
+    assert_eq!(
+        one(&evs, "session.terminate")["session"]["reason"],
+        "timeout"
+    );
+}
+
+#[test]
+fn cpu_throttling_is_reported_per_window() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    sandtrail_run(
+        d.path(),
+        "ses_cpu",
+        &["--cpus", "0.2", "--timeout", "3500ms"],
+        &["sh", "-c", "while :; do :; done"],
+    );
+    let evs = events_of(d.path(), "ses_cpu");
+    let hits: Vec<_> = evs
+        .iter()
+        .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "cpu_throttle")
+        .collect();
+    assert!(
+        (2..=4).contains(&hits.len()),
+        "one event per 1 s window over ~3.5 s: {hits:#?}"
+    );
+    for h in hits {
+        assert_eq!(h["limit"]["limit"], 200, "0.2 CPU = 200 millicpus");
+        assert_eq!(h["limit"]["action"], "throttle");
+        assert!(h["limit"]["periods"].as_u64().unwrap() > 0);
+        assert!(h["limit"]["measured"].as_u64().unwrap() <= 260, "{h}");
+    }
+}
+
+#[test]
+fn fork_loop_hits_the_pids_limit() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    sandtrail_run(
+        d.path(),
+        "ses_pids",
+        &["--pids", "32", "--timeout", "20s"],
+        &["sh", "-c", "for i in $(seq 64); do sleep 2 & done; wait"],
+    );
+    let evs = events_of(d.path(), "ses_pids");
+    let hit = evs
+        .iter()
+        .find(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "pids")
+        .unwrap_or_else(|| panic!("no pids event in {:#?}", kinds(&evs)));
+    assert_eq!(hit["limit"]["limit"], 32);
+    assert_eq!(hit["limit"]["action"], "deny");
+    assert!(hit["limit"]["periods"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn pause_and_resume_from_another_process() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    // The sandbox user (nobody) must be able to write the workspace.
+    std::os::unix::fs::chown(ws.path(), Some(65534), Some(65534)).unwrap();
+    let counter = ws.path().join("count");
+    let state = d.path().to_path_buf();
+    let wsp = ws.path().to_str().unwrap().to_string();
+    let runner = std::thread::spawn(move || {
+        sandtrail_run(
+            &state,
+            "ses_pause",
+            &["--workspace", &wsp, "--timeout", "60s"],
+            &["sh", "-c", "i=0; while [ $i -lt 30 ]; do echo $i >> /workspace/count; i=$((i+1)); sleep 0.1; done"],
+        )
+    });
+    let lines = || {
+        std::fs::read_to_string(&counter)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while lines() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the session never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run(d.path(), &["pause", "ses_pause"], "");
+    assert!(o.status.success(), "{}", err(&o));
+    let frozen_at = lines();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(lines(), frozen_at, "a paused session made progress");
+    let o = run(d.path(), &["resume", "ses_pause"], "");
+    assert!(o.status.success(), "{}", err(&o));
+    let o = runner.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(lines(), 30);
+    let evs = events_of(d.path(), "ses_pause");
+    let p = one(&evs, "session.pause");
+    assert_eq!(p["session"]["reason"], "api");
+    assert_eq!(p["session"]["actor"], "root");
+    assert_eq!(one(&evs, "session.resume")["session"]["actor"], "root");
+    // A session that is gone cannot be paused.
+    let o = run(d.path(), &["pause", "ses_pause"], "");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("no running session \"ses_pause\" here"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn snapshot_digest_is_in_the_cleanup_event() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_snap",
+        &["--snapshot", "--as-root"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /root/work && echo hello > /root/work/x && rm -f /etc/motd",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_snap");
+    let c = one(&evs, "session.cleanup");
+    assert_eq!(c["session"]["fs_state"], "snapshot");
+    let snap = &c["session"]["snapshot"];
+    let path = snap["path"].as_str().unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(snap["bytes"].as_u64().unwrap(), bytes.len() as u64);
+    use sha2::Digest;
+    assert_eq!(
+        snap["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    // The change set is in the archive; the host is untouched.
+    let tar = zstd::decode_all(&bytes[..]).unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("root/work/x")),
+        "{names:?}"
+    );
+    assert!(!Path::new("/root/work/x").exists());
+}
+
+#[test]
+fn bad_options_fail_clearly_and_leave_nothing() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = run(
+        d.path(),
+        &["run", "--workspace", "/nonexistent/ws", "--", "true"],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("workspace /nonexistent/ws does not exist"),
+        "{}",
+        err(&o)
+    );
+    let o = run(d.path(), &["run", "--memory", "lots", "--", "true"], "");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("\"lots\" is not a size"), "{}", err(&o));
+    let ws = tempfile::tempdir().unwrap();
+    let o = run(
+        d.path(),
+        &[
+            "run",
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--",
+            "true",
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("is not writable by the sandbox's user (uid 65534)"),
+        "{}",
+        err(&o)
+    );
+    let o = sandtrail_run(d.path(), "ses_nocmd", &[], &["/no/such/program"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!d.path().join("sessions/ses_nocmd").exists());
+}
+
+#[test]
+fn the_agent_cannot_reach_the_audit() {
+    if !can_run() {
+        return;
+    }
+    // Outside /tmp, which is private in the sandbox anyway: the mask itself is what is tested.
+    let d = tempfile::tempdir_in("/var/tmp").unwrap();
+    let state = d.path().display().to_string();
+    // As root inside: every escape attempt must fail; the script exits with how many worked.
+    let script = format!(
+        r#"n=0
+test -e {state}/store.json && {{ echo "state dir visible"; n=$((n+1)); }}
+test -e {state}/keys/signer.skey && {{ echo "signing key visible"; n=$((n+1)); }}
+kill -9 {ppid} 2>/dev/null && {{ echo "killed the collector"; n=$((n+1)); }}
+python3 -c 'import ctypes,sys; l=ctypes.CDLL(None,use_errno=True); sys.exit(0 if l.syscall(321,0,0,0)>=0 else (1 if ctypes.get_errno()==1 else 2))' && {{ echo "bpf() allowed"; n=$((n+1)); }}
+python3 -c 'import ctypes,sys; l=ctypes.CDLL(None,use_errno=True); sys.exit(0 if l.syscall(425,1,0)>=0 else (1 if ctypes.get_errno()==1 else 2))' && {{ echo "io_uring allowed"; n=$((n+1)); }}
+for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/unified/cgroup.procs /sys/fs/cgroup/memory/cgroup.procs; do echo $$ > $f 2>/dev/null && {{ echo "moved cgroup via $f"; n=$((n+1)); }}; done
+mount -t tmpfs x /mnt 2>/dev/null && {{ echo "mounted"; n=$((n+1)); }}
+exit $n"#,
+        ppid = std::process::id()
+    );
+    let o = sandtrail_run(
+        d.path(),
+        "ses_escape",
+        &["--as-root"],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "escapes that worked:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    verify_ok(d.path());
+}
+
+#[test]
+fn stop_from_another_process_ends_with_reason_api() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().to_path_buf();
+    let runner = std::thread::spawn(move || {
+        sandtrail_run(&state, "ses_stop", &["--timeout", "60s"], &["sleep", "60"])
+    });
+    let sock = d.path().join("run/ses_stop.sock");
+    let start = Instant::now();
+    let mut o = run(d.path(), &["stop", "ses_stop"], "");
+    while !o.status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never stoppable: {}",
+            err(&o)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        if sock.exists() {
+            o = run(d.path(), &["stop", "ses_stop"], "");
+        }
+    }
+    let o = runner.join().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let t = one(&events_of(d.path(), "ses_stop"), "session.terminate").clone();
+    assert_eq!(t["session"]["reason"], "api");
+    assert_eq!(t["session"]["actor"], "root");
+}
