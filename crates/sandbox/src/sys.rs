@@ -105,6 +105,16 @@ pub fn umount2(target: &CStr, flags: libc::c_int) -> SysResult<()> {
     check_int(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
 }
 
+/// `statvfs(3)` of the filesystem holding `path`: (total, free) bytes, in fragment units.
+pub fn statvfs(path: &CStr) -> SysResult<(u64, u64)> {
+    // SAFETY: an all-zero `statvfs` is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is a valid NUL-terminated string and st a valid, writable statvfs buffer.
+    check_int(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * frsize, st.f_bfree as u64 * frsize))
+}
+
 /// `pivot_root(2)`.
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
     // SAFETY: both arguments are valid NUL-terminated strings.

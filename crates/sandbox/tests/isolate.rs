@@ -50,6 +50,7 @@ impl Session {
             as_root,
             network: false,
             tmp_bytes: None,
+            disk_bytes: None,
         }
     }
 
@@ -392,4 +393,73 @@ fn cleanup_removes_everything_and_is_idempotent() {
     assert!(!s.dir.exists());
     assert!(mounted_under(&s.dir).is_empty());
     isolate::cleanup(&s.dir, false).unwrap();
+}
+
+#[test]
+fn disk_quota_limits_the_writable_layer() {
+    if !is_root() {
+        return;
+    }
+    let s = Session::new();
+    let name = format!("sandtrail-quota-{}", std::process::id());
+    let mut spec = s.spec(
+        true,
+        &format!(
+            "exec >/workspace/out 2>&1; dd if=/dev/zero of=/{name} bs=1M count=20; echo dd=$?; \
+             rm /etc/hostname; \
+             test -e /etc/hostname; echo hostname=$?"
+        ),
+    );
+    spec.disk_bytes = Some(8 << 20);
+    let mut sb = isolate::spawn(&spec, &mut |_| Ok(())).unwrap();
+    let upper = sb.root_dir().to_path_buf();
+    assert_eq!(upper, isolate::upper_dir(&s.dir));
+    assert!(
+        upper.starts_with(s.dir.join("layer")),
+        "{}",
+        upper.display()
+    );
+    assert_eq!(sb.wait().unwrap(), Exit::Code(0));
+    let out = std::fs::read_to_string(s.ws.join("out")).unwrap();
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("dd=1"), "{out}");
+    assert!(
+        out.contains("hostname=1"),
+        "a whiteout hides a lower file: {out}"
+    );
+    // The layer is mounted on the host until cleanup, full.
+    let (used, limit) = isolate::disk_usage(&s.dir).expect("a quota layer");
+    assert_eq!(limit, 8 << 20);
+    assert!(used >= 7 << 20, "used {used}");
+    let written = std::fs::metadata(upper.join(&name)).unwrap().len();
+    assert!(written <= 8 << 20, "{written} bytes written past the quota");
+    assert!(
+        !Path::new("/").join(&name).exists(),
+        "the host's / was written"
+    );
+    // Keep copies the change set out of the layer, then unmounts it.
+    isolate::cleanup(&s.dir, true).unwrap();
+    assert!(mounted_under(&s.dir).is_empty());
+    assert!(isolate::disk_usage(&s.dir).is_none());
+    assert_eq!(isolate::upper_dir(&s.dir), s.dir.join("upper"));
+    assert_eq!(
+        std::fs::metadata(s.dir.join("upper").join(&name))
+            .unwrap()
+            .len(),
+        written
+    );
+    isolate::cleanup(&s.dir, false).unwrap();
+    assert!(!s.dir.exists());
+}
+
+#[test]
+fn no_disk_quota_no_layer() {
+    if !is_root() {
+        return;
+    }
+    let s = Session::new();
+    assert_eq!(s.run(&s.spec(true, "echo x > /f")), Exit::Code(0));
+    assert!(isolate::disk_usage(&s.dir).is_none());
+    assert_eq!(isolate::upper_dir(&s.dir), s.dir.join("upper"));
+    assert!(!s.dir.join("layer").exists());
 }

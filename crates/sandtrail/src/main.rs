@@ -41,7 +41,9 @@ pub enum Command {
     /// The session gets new pid, mount, network, uts, ipc and cgroup namespaces, the host's
     /// root read-only under a private writable overlay, a private /tmp, no view of the
     /// sandtrail state directory, seccomp, no_new_privs and (unless --as-root) an unprivileged
-    /// uid. Its lifecycle and every limit hit are recorded in the store. Needs root.
+    /// uid. Limits: --memory, --cpus, --pids, --timeout, and --disk (a quota on the
+    /// writable overlay). Its lifecycle and every limit hit (memory_oom, cpu_throttle, pids,
+    /// disk_quota, timeout) are recorded in the store. Needs root.
     Run(cli::run::RunArgs),
     /// Pause (freeze) a running session.
     Pause(cli::run::ControlArgs),

@@ -221,6 +221,81 @@ fn fork_loop_hits_the_pids_limit() {
 }
 
 #[test]
+fn a_writer_under_a_disk_quota_hits_it_once() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_disk",
+        &["--disk", "32M", "--timeout", "30s", "--as-root"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/fill bs=1M count=64; exit 0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_disk");
+    let hits: Vec<_> = evs
+        .iter()
+        .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "disk_quota")
+        .collect();
+    assert_eq!(hits.len(), 1, "{:#?}", kinds(&evs));
+    let l = &hits[0]["limit"];
+    assert_eq!(l["limit"], 33_554_432);
+    assert!(l["measured"].as_u64().unwrap() >= 31 << 20, "{l}");
+    assert_eq!(l["unit"], "bytes");
+    assert_eq!(l["action"], "deny");
+    assert_eq!(
+        one(&evs, "session.create")["session"]["resources"]["disk_bytes"],
+        33_554_432
+    );
+    assert_eq!(
+        one(&evs, "session.start")["session"]["limits"]["disk_bytes"],
+        33_554_432
+    );
+    assert_eq!(one(&evs, "session.terminate")["session"]["reason"], "exit");
+    verify_ok(d.path());
+    assert!(!d.path().join("sessions/ses_disk").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ses_disk"), "{mounts}");
+
+    // Without --disk: no quota, no event, nothing in the resources.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_nodisk",
+        &["--as-root"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/fill bs=1M count=8 && test -s /fill",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_nodisk");
+    assert!(!evs.iter().any(|e| e["kind"] == "limit.hit"), "{evs:#?}");
+    assert!(one(&evs, "session.create")["session"]["resources"]
+        .get("disk_bytes")
+        .is_none_or(Value::is_null));
+
+    // --keep with --disk: the change set outlives the quota's tmpfs.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_diskkeep",
+        &["--disk", "8M", "--keep", "--as-root"],
+        &["sh", "-c", "echo kept > /kept-file"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let kept = d.path().join("sessions/ses_diskkeep/upper/kept-file");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept\n");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ses_diskkeep"), "{mounts}");
+    verify_ok(d.path());
+}
+
+#[test]
 fn pause_and_resume_from_another_process() {
     if !can_run() {
         return;

@@ -199,6 +199,15 @@ pub struct SandboxSpec {
     pub network: bool,
     /// Size of the private `/tmp` (default 256 MiB).
     pub tmp_bytes: Option<u64>,
+    /// Disk quota of the writable layer, in bytes (`None`: only the session dir's filesystem
+    /// limits it). When set, [`spawn`] mounts a tmpfs of exactly this size (mode 0700) on the
+    /// host at `session_dir/layer` and puts the overlay's `upper/` and `work/` in it, so writes
+    /// to the sandbox's root beyond the quota fail with `ENOSPC`. [`disk_usage`] reads how full
+    /// it is; [`cleanup`] unmounts it. Note: tmpfs pages are memory, and pages the sandbox writes
+    /// are charged to the memory cgroup of the writer (the session's): a memory limit below the
+    /// quota is reached before the quota is. `/tmp`, `/dev/shm` and `/workspace` are not part of
+    /// the writable layer and not counted.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Default size of the private `/tmp`.
@@ -344,24 +353,95 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Session dir layout.
-fn layout(session_dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+/// Session dir layout: (upper, work, root, empty); with a disk quota, upper and work live in
+/// the size-limited `layer/` mount.
+fn layout(session_dir: &Path, quota: bool) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let rw = if quota {
+        layer_dir(session_dir)
+    } else {
+        session_dir.to_path_buf()
+    };
     (
-        session_dir.join("upper"),
-        session_dir.join("work"),
+        rw.join("upper"),
+        rw.join("work"),
         session_dir.join("root"),
         session_dir.join("empty"),
     )
 }
 
-fn prepare_session_dir(dir: &Path) -> Result<(), IsolateError> {
+/// Where the disk-quota tmpfs of a session is mounted.
+fn layer_dir(session_dir: &Path) -> PathBuf {
+    session_dir.join("layer")
+}
+
+/// The host path of a session's overlay upper dir (its change set): `session_dir/layer/upper`
+/// for a session with a disk quota, else `session_dir/upper`. Valid while the session's
+/// mounts exist, and after [`cleanup`] with `keep` (which moves a quota layer's upper dir to
+/// `session_dir/upper`).
+pub fn upper_dir(session_dir: &Path) -> PathBuf {
+    let in_layer = layer_dir(session_dir).join("upper");
+    if in_layer.is_dir() {
+        in_layer
+    } else {
+        session_dir.join("upper")
+    }
+}
+
+/// Whether `dir` is a mount point (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::symlink_metadata(dir),
+        dir.parent().map(std::fs::metadata),
+    ) {
+        (Ok(m), Some(Ok(p))) => m.is_dir() && m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// How full the writable layer of a session with a disk quota is: (used, limit) bytes, from
+/// `statvfs` of its tmpfs. `None` if the session has no quota (or its layer is not mounted).
+pub fn disk_usage(session_dir: &Path) -> Option<(u64, u64)> {
+    let layer = layer_dir(session_dir);
+    if !is_mount_point(&layer) {
+        return None;
+    }
+    let c = CString::new(layer.as_os_str().as_bytes()).ok()?;
+    let (total, free) = sys::statvfs(&c).ok()?;
+    Some((total.saturating_sub(free), total))
+}
+
+fn prepare_session_dir(dir: &Path, disk_bytes: Option<u64>) -> Result<(), IsolateError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| IsolateError::SessionDir { path, source }
     };
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err(dir))?;
-    let (upper, work, root, empty) = layout(dir);
+    if let Some(size) = disk_bytes {
+        // The quota: a tmpfs of exactly that size, mounted on the host (outside the sandbox's
+        // reach: the session dir is hidden inside) so that its usage can be read while the
+        // session runs. A leftover mount of an earlier spawn on this dir is reused.
+        let layer = layer_dir(dir);
+        std::fs::create_dir_all(&layer).map_err(err(&layer))?;
+        if !is_mount_point(&layer) {
+            let target = cstring("the session dir", &layer)?;
+            let data = cstring("mount options", format!("mode=0700,size={size}"))?;
+            sys::mount(
+                Some(c"sandtrail-layer"),
+                &target,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&data),
+            )
+            .map_err(|e| IsolateError::Spawn {
+                step: "mount the disk-quota tmpfs of the writable layer",
+                source: e.into(),
+                hint: "sandtrail must run as root on a kernel with tmpfs (CONFIG_TMPFS, CONFIG_TMPFS_XATTR)",
+            })?;
+        }
+    }
+    let (upper, work, root, empty) = layout(dir, disk_bytes.is_some());
     for d in [&upper, &work, &root] {
         std::fs::create_dir_all(d).map_err(err(d))?;
     }
@@ -393,7 +473,12 @@ fn build_plan(spec: &SandboxSpec, session_dir: &Path) -> Result<Plan, IsolateErr
             spec.hostname
         )));
     }
-    let (upper, work, root, empty) = layout(session_dir);
+    if spec.disk_bytes == Some(0) {
+        return Err(IsolateError::InvalidSpec(
+            "the disk quota must be at least one byte".into(),
+        ));
+    }
+    let (upper, work, root, empty) = layout(session_dir, spec.disk_bytes.is_some());
     let r = |inside: &str| join(&root, inside);
     let c = |p: PathBuf| cstring("a path", p);
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
@@ -737,7 +822,7 @@ pub fn spawn(
         })?;
     // Validate everything before touching the disk.
     let plan = build_plan(spec, &session_dir)?;
-    prepare_session_dir(&session_dir)?;
+    prepare_session_dir(&session_dir, spec.disk_bytes)?;
 
     let mut fds = FdGuard(Vec::new());
     let pipe = |fds: &mut FdGuard| {
@@ -811,7 +896,7 @@ pub fn spawn(
     Ok(Sandboxed {
         pid,
         status_r,
-        upper: session_dir.join("upper"),
+        upper: layout(&session_dir, spec.disk_bytes.is_some()).0,
         exit: None,
     })
 }
@@ -853,7 +938,11 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
 /// Idempotent: a missing dir is fine.
 ///
 /// The sandbox's own mounts live in its private mount namespace and vanish with its last
-/// process; this also covers mounts someone made on the host under the session dir.
+/// process; this also covers mounts someone made on the host under the session dir, among them
+/// the disk-quota tmpfs at `layer/` that [`spawn`] mounts on the host. With `keep`, that
+/// layer's upper dir is first copied to `session_dir/upper` (`cp -a`, which keeps the
+/// overlayfs xattrs and whiteouts), so the kept change set survives the unmount and
+/// [`upper_dir`] finds it.
 pub fn cleanup(session_dir: &Path, keep: bool) -> Result<(), IsolateError> {
     let dir = std::path::absolute(session_dir).map_err(|source| IsolateError::Cleanup {
         path: session_dir.to_path_buf(),
@@ -861,6 +950,33 @@ pub fn cleanup(session_dir: &Path, keep: bool) -> Result<(), IsolateError> {
         hint: "pass an absolute session dir",
     })?;
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let layer = layer_dir(&dir);
+    if keep && is_mount_point(&layer) && layer.join("upper").is_dir() {
+        let kept = dir.join("upper");
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg("-T")
+            .arg(layer.join("upper"))
+            .arg(&kept)
+            .status();
+        match copied {
+            Ok(st) if st.success() => {}
+            Ok(st) => {
+                return Err(IsolateError::Cleanup {
+                    path: kept,
+                    source: io::Error::other(format!("cp -a exited with {st}")),
+                    hint: "free space on the session dir's filesystem; the layer stays mounted until cleanup is run again",
+                })
+            }
+            Err(source) => {
+                return Err(IsolateError::Cleanup {
+                    path: kept,
+                    source,
+                    hint: "cp (coreutils) must be installed; the layer stays mounted until cleanup is run again",
+                })
+            }
+        }
+    }
     let mounts = mounts_under(&dir).map_err(|source| IsolateError::Cleanup {
         path: dir.clone(),
         source,
@@ -879,7 +995,10 @@ pub fn cleanup(session_dir: &Path, keep: bool) -> Result<(), IsolateError> {
             }
         }
     }
-    if !keep {
+    if keep {
+        // The quota layer's mount point, now empty.
+        let _ = std::fs::remove_dir(&layer);
+    } else {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -937,6 +1056,7 @@ mod tests {
             as_root: false,
             network: false,
             tmp_bytes: None,
+            disk_bytes: None,
         };
         assert!(matches!(
             build_plan(&spec, &spec.session_dir),

@@ -38,6 +38,12 @@ pub struct RunArgs {
     /// Maximum number of processes and threads.
     #[arg(long)]
     pub pids: Option<u64>,
+    /// Disk quota of the sandbox's writable layer (the changes to its `/`), e.g. 512M, 4G:
+    /// writes beyond it fail with "No space left on device" and a `limit.hit` disk_quota event
+    /// is logged. The layer is a tmpfs: its pages count against --memory. /tmp (256M),
+    /// /dev/shm and /workspace are not part of it.
+    #[arg(long, value_parser = parse_size)]
+    pub disk: Option<u64>,
     /// Wall-clock limit, e.g. 30s, 10m, 1h (terminate reason `timeout`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -163,6 +169,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         workspace: a.workspace,
         as_root: a.as_root,
         network: !a.no_network,
+        disk_bytes: a.disk,
         keep: if a.snapshot {
             Keep::Snapshot
         } else if a.keep {

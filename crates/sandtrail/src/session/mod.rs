@@ -25,7 +25,7 @@ use sandtrail_store::{Layout, Writer};
 
 use control::Command;
 use events::{limit_info, resources, Identity, Lifecycle};
-use monitor::{LimitWatcher, POLL};
+use monitor::{DiskWatcher, LimitWatcher, POLL};
 
 /// What to do with the session's filesystem changes at cleanup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub as_root: bool,
     /// Loopback networking inside (false: no interface up).
     pub network: bool,
+    /// Disk quota of the sandbox's writable layer, bytes (`limit.hit` disk_quota when full).
+    pub disk_bytes: Option<u64>,
     /// Cleanup mode.
     pub keep: Keep,
 }
@@ -156,7 +158,7 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     };
     let id = lc.id.session_id.clone();
     let timeout_s = opts.timeout.map(|t| t.as_secs().max(1));
-    writer.append(lc.create(resources(&opts.limits, timeout_s)))?;
+    writer.append(lc.create(resources(&opts.limits, opts.disk_bytes, timeout_s)))?;
 
     let cg = driver
         .create(&id, &opts.limits)
@@ -169,7 +171,7 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     let (fs_state, snap) = match (&result, opts.keep) {
         (Ok(_), Keep::Snapshot) => {
             let out = snapshot::path(layout.root(), &id);
-            match snapshot::write(&dir.join("upper"), &out) {
+            match snapshot::write(&isolate::upper_dir(&dir), &out) {
                 Ok((bytes, sha256)) => (
                     FsState::Snapshot,
                     Some(Snapshot {
@@ -218,13 +220,15 @@ fn run_in(
         as_root: opts.as_root,
         network: opts.network,
         tmp_bytes: None,
+        disk_bytes: opts.disk_bytes,
     };
     let started = Instant::now();
     let mut child = isolate::spawn(&spec, &mut |pid| cg.add_pid(pid).map_err(|e| e.to_string()))
         .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
-    writer.append(lc.start(resources(&opts.limits, timeout_s)))?;
+    writer.append(lc.start(resources(&opts.limits, opts.disk_bytes, timeout_s)))?;
 
     let mut watcher = LimitWatcher::new(cg.usage()?);
+    let mut disk = DiskWatcher::new();
     let mut limit_hits = 0usize;
     let mut reason: Option<TerminateReason> = None;
     let mut stopped_by: Option<String> = None;
@@ -274,8 +278,17 @@ fn run_in(
             writer.append(lc.limit(hit))?;
             limit_hits += 1;
         }
+        if let Some(hit) = disk.observe(isolate::disk_usage(dir)) {
+            writer.append(lc.limit(hit))?;
+            limit_hits += 1;
+        }
         std::thread::sleep(POLL);
     };
+    // The layer stays mounted until cleanup: a quota filled just before the end still counts.
+    if let Some(hit) = disk.observe(isolate::disk_usage(dir)) {
+        writer.append(lc.limit(hit))?;
+        limit_hits += 1;
+    }
     let last = cg.usage()?;
     for hit in watcher.observe(last.clone()) {
         writer.append(lc.limit(hit))?;

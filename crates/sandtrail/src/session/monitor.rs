@@ -16,6 +16,46 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// CPU throttling is reported at most once per this window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(1);
 
+/// Watches the fill level of a session's disk quota (the tmpfs of its writable layer) and
+/// reports `limit.hit` disk_quota when free space drops below max(1 MiB, 1% of the quota).
+/// It reports again only after free space has recovered above 10% of the quota, so a session
+/// that stays full produces one event.
+#[derive(Debug, Default)]
+pub struct DiskWatcher {
+    armed: bool,
+}
+
+impl DiskWatcher {
+    /// A watcher that reports the first time the quota is reached.
+    pub fn new() -> Self {
+        DiskWatcher { armed: true }
+    }
+
+    /// Feed a reading (used, limit) in bytes, as from `isolate::disk_usage`; returns the
+    /// limit hit it shows, if any.
+    pub fn observe(&mut self, reading: Option<(u64, u64)>) -> Option<LimitInfo> {
+        let (used, limit) = reading?;
+        if limit == 0 {
+            return None;
+        }
+        let free = limit.saturating_sub(used);
+        if self.armed && free < (1u64 << 20).max(limit / 100) {
+            self.armed = false;
+            return Some(limit_info(
+                LimitType::DiskQuota,
+                used,
+                limit,
+                "bytes",
+                LimitAction::Deny,
+            ));
+        }
+        if !self.armed && free > limit / 10 {
+            self.armed = true;
+        }
+        None
+    }
+}
+
 /// Turns successive usage readings into limit hits.
 pub struct LimitWatcher {
     last: Usage,
@@ -103,6 +143,32 @@ impl LimitWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_quota_is_reported_once_until_it_recovers() {
+        let q = 32u64 << 20;
+        let mut w = DiskWatcher::new();
+        assert!(w.observe(None).is_none(), "no quota, no event");
+        assert!(w.observe(Some((q / 2, q))).is_none());
+        // Below max(1 MiB, 1%) free: reported.
+        let hit = w.observe(Some((q - (1 << 19), q))).unwrap();
+        assert_eq!(hit.limit_type, LimitType::DiskQuota);
+        assert_eq!((hit.measured, hit.limit), (q - (1 << 19), q));
+        assert_eq!(hit.unit, "bytes");
+        assert_eq!(hit.action, LimitAction::Deny);
+        // Still full, or only slightly recovered: nothing new.
+        assert!(w.observe(Some((q, q))).is_none());
+        assert!(w.observe(Some((q - (2 << 20), q))).is_none());
+        assert!(w.observe(Some((q, q))).is_none());
+        // Recovered above 10% free, then full again: a second event.
+        assert!(w.observe(Some((q / 2, q))).is_none());
+        assert!(w.observe(Some((q, q))).is_some());
+        // A large quota: 1% is the threshold.
+        let big = 10u64 << 30;
+        let mut w = DiskWatcher::new();
+        assert!(w.observe(Some((big - big / 50, big))).is_none());
+        assert!(w.observe(Some((big - big / 200, big))).is_some());
+    }
 
     #[test]
     fn oom_and_pids_are_reported_once_per_change() {
