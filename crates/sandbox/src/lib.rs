@@ -5,12 +5,14 @@
 //!   controllers for limits), freezing, usage and limit-hit counters, cleanup;
 //! - [`isolate`]: starting the session's first process in new namespaces on an overlay of the
 //!   host's root, with seccomp, no_new_privs and an unprivileged uid;
+//! - [`net`]: the per-session network: a veth pair to the host with NAT (iproute2 and nftables);
 //! - [`sys`]: the raw system calls, in one place.
 //!
 //! Everything here needs root and Linux; each public type says its minimum kernel version.
 
 pub mod cgroup;
 pub mod isolate;
+pub mod net;
 pub mod sys;
 
 /// Resource limits of a session. `None`: unlimited.

@@ -506,3 +506,53 @@ fn stop_from_another_process_ends_with_reason_api() {
     assert_eq!(t["session"]["reason"], "api");
     assert_eq!(t["session"]["actor"], "root");
 }
+
+#[test]
+fn session_network_has_a_veth_and_counts_bytes() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // eth0 carries the session's 10.200.x.y/30 with the default route via the host end; a TCP
+    // connection attempt to the host end (the only address contacted: refused or not, its SYN
+    // crosses the veth) makes the byte counters move.
+    let script = "ip -4 addr show eth0 | grep -q 'inet 10\\.200\\.' || exit 10; \
+        gw=$(ip route | awk '/^default via/ { print $3 }'); \
+        case \"$gw\" in 10.200.*) ;; *) exit 11 ;; esac; \
+        python3 -c 'import socket, sys\ntry: socket.create_connection((sys.argv[1], 9), timeout=2)\nexcept OSError: pass' \"$gw\"";
+    let o = sandtrail_run(d.path(), "ses_net", &[], &["sh", "-c", script]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_net");
+    let usage = &one(&evs, "session.terminate")["session"]["usage"];
+    assert!(usage["bytes_out"].as_u64().unwrap() > 0, "{usage}");
+    assert!(usage["bytes_in"].as_u64().is_some(), "{usage}");
+    verify_ok(d.path());
+    // Nothing of the session's network is left.
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("sandtrail_ses_net"));
+    let aliases: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("ifalias")).ok())
+        .collect();
+    assert!(!aliases.iter().any(|a| a.trim() == "sandtrail:ses_net"));
+
+    // --no-network: no eth0, no counters.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_nonet",
+        &["--no-network"],
+        &[
+            "sh",
+            "-c",
+            "ip -4 addr show eth0 2>/dev/null && exit 1; exit 0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_nonet");
+    let usage = &one(&evs, "session.terminate")["session"]["usage"];
+    assert!(usage.get("bytes_out").is_none(), "{usage}");
+}

@@ -20,6 +20,7 @@ use sandtrail_event::{
 };
 use sandtrail_sandbox::cgroup::{self, SessionCgroup};
 use sandtrail_sandbox::isolate::{self, Exit, SandboxSpec};
+use sandtrail_sandbox::net::{self, NetConfig, SessionNet};
 use sandtrail_sandbox::Limits;
 use sandtrail_store::{Layout, Writer};
 
@@ -53,7 +54,8 @@ pub struct RunOptions {
     pub workspace: Option<PathBuf>,
     /// Root inside the sandbox.
     pub as_root: bool,
-    /// Loopback networking inside (false: no interface up).
+    /// Networking inside: loopback up and a veth pair to the host with NAT (false: no
+    /// interface up).
     pub network: bool,
     /// Disk quota of the sandbox's writable layer, bytes (`limit.hit` disk_quota when full).
     pub disk_bytes: Option<u64>,
@@ -137,6 +139,9 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
             );
         }
     }
+    if opts.network {
+        net::validate_session(&opts.identity.session_id)?;
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("sandtrail run needs root (it creates namespaces, mounts and cgroups): run it with sudo");
@@ -152,6 +157,11 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
             "sandtrail: removed the cgroup of session {name}, left behind by a sandtrail that died"
         );
     }
+    if opts.network {
+        for what in net::sweep(&liveness::is_alive).context("sweeping leftover session networks")? {
+            eprintln!("sandtrail: removed {what}, left behind by a sandtrail that died");
+        }
+    }
     let lc = Lifecycle {
         id: opts.identity.clone(),
         host_id: sandtrail_store::recovery::default_host_id(),
@@ -164,9 +174,20 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
         .create(&id, &opts.limits)
         .with_context(|| format!("creating the cgroup of session {id}"))?;
     let dir = session_dir(layout, &id);
-    let result = run_in(layout, writer, &lc, &opts, cg.as_ref(), &dir, timeout_s);
+    let mut session_net = None;
+    let result = run_in(
+        layout,
+        writer,
+        &lc,
+        &opts,
+        cg.as_ref(),
+        &dir,
+        timeout_s,
+        &mut session_net,
+    );
     // Whatever happened, leave nothing behind on the host.
     let _ = cg.kill_all();
+    let net_down = session_net.map(SessionNet::teardown);
     let removed = cg.remove();
     let (fs_state, snap) = match (&result, opts.keep) {
         (Ok(_), Keep::Snapshot) => {
@@ -193,11 +214,15 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     isolate::cleanup(&dir, keep_dir).context("removing the session's mounts")?;
     writer.append(lc.cleanup(fs_state, snap.clone()))?;
     removed.with_context(|| format!("removing the cgroup of session {id}"))?;
+    if let Some(down) = net_down {
+        down.with_context(|| format!("removing the network of session {id}"))?;
+    }
     let mut outcome = result?;
     outcome.snapshot = snap;
     Ok(outcome)
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn run_in(
     layout: &Layout,
     writer: &mut Writer,
@@ -206,6 +231,7 @@ fn run_in(
     cg: &dyn SessionCgroup,
     dir: &Path,
     timeout_s: Option<u64>,
+    session_net: &mut Option<SessionNet>,
 ) -> Result<Outcome> {
     let id = &lc.id.session_id;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -223,8 +249,20 @@ fn run_in(
         disk_bytes: opts.disk_bytes,
     };
     let started = Instant::now();
-    let mut child = isolate::spawn(&spec, &mut |pid| cg.add_pid(pid).map_err(|e| e.to_string()))
-        .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
+    let net_cfg = opts.network.then(|| NetConfig::for_session(id));
+    // The caller tears the network down, also when a later step fails.
+    let mut child = isolate::spawn(&spec, &mut |pid| {
+        cg.add_pid(pid).map_err(|e| e.to_string())?;
+        if let Some(cfg) = &net_cfg {
+            let n = SessionNet::setup(cfg, pid).map_err(|e| e.to_string())?;
+            if n.enabled_ip_forward() {
+                eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; it stays on");
+            }
+            *session_net = Some(n);
+        }
+        Ok(())
+    })
+    .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
     writer.append(lc.start(resources(&opts.limits, opts.disk_bytes, timeout_s)))?;
 
     let mut watcher = LimitWatcher::new(cg.usage()?);
@@ -304,11 +342,22 @@ fn run_in(
         Exit::Code(c) => (Some(c), None),
         Exit::Signal { signal, .. } => (None, Some(signal)),
     };
+    // The network namespace is held open until teardown, so the counters are final.
+    let (bytes_out, bytes_in) = match session_net.as_ref().map(SessionNet::counters) {
+        Some(Ok((out, inb))) => (Some(out), Some(inb)),
+        Some(Err(e)) => {
+            eprintln!("sandtrail: network byte counters unavailable: {e}");
+            (None, None)
+        }
+        None => (None, None),
+    };
     let usage = Usage {
         duration_ns: Some(started.elapsed().as_nanos() as u64),
         cpu_ns: Some(last.cpu_ns),
         peak_memory_bytes: Some(last.memory_peak.max(watcher.last().memory_peak)),
         processes: Some(watcher.peak_pids),
+        bytes_in,
+        bytes_out,
         ..Default::default()
     };
     writer.append(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;

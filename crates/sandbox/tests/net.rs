@@ -1,0 +1,248 @@
+//! Session network tests: real sandboxes and veths, so they need root (CI runs them as root).
+//!
+//! They only ever talk to the host end of the session's own veth; nothing else is contacted.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandtrail_sandbox::net::{self, NetConfig, NetError, SessionNet};
+
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("\n!!!!!!!! SKIPPED: not root — network tests need root !!!!!!!!\n");
+        return false;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("\n!!!!!!!! SKIPPED: nft is missing (apt-get install nftables) !!!!!!!!\n");
+        return false;
+    }
+    true
+}
+
+/// A child in a new network namespace (only: it runs as root on the host's filesystem), that
+/// runs `script` once [`Child::go`] is called: like a sandbox's init between clone and exec.
+/// Independent of `SandboxSpec`, whose fields other work changes; `sandtrail run` tests cover
+/// the session network on a full sandbox.
+struct Child {
+    proc: std::process::Child,
+}
+
+impl Child {
+    fn new(script: &str) -> Child {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the forked child before exec and only calls unshare, an
+        // async-signal-safe system call.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Child {
+            proc: cmd.spawn().unwrap(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.proc.id() as i32
+    }
+
+    fn go(&mut self) {
+        self.proc.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn session(tag: &str) -> String {
+    format!("nettest-{tag}-{}", std::process::id())
+}
+
+fn links() -> String {
+    String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+fn tables() -> String {
+    String::from_utf8(
+        Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+#[test]
+fn sandbox_reaches_the_host_end_and_bytes_are_counted() {
+    if !can_run() {
+        return;
+    }
+    let id = session("reach");
+    // The host end's address and the listener's port are only known after setup: the script
+    // reads them from its stdin after the go-ahead line.
+    let mut child = Child::new(
+        "read h p; ip -4 addr show eth0; ip route; \
+         python3 -c 'import socket, sys; \
+         s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10); \
+         s.sendall(b\"x\" * 1000); s.close()' \"$h\" \"$p\"",
+    );
+    let net = SessionNet::setup(&NetConfig::for_session(&id), child.pid()).unwrap();
+    let listener = TcpListener::bind((net.host_ip(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert_eq!(net.sandbox_if(), "eth0");
+    assert_eq!(net.prefix(), 30);
+    assert!(net.host_if().starts_with("st-"));
+    assert_eq!(net.table(), format!("sandtrail_{id}"));
+    assert!(
+        links().contains(&format!(": {}@", net.host_if())),
+        "{}",
+        links()
+    );
+    assert!(tables().contains(&format!("table inet sandtrail_{id}")));
+    let mut stdin = child.proc.stdin.take().unwrap();
+    write!(stdin, "go\n{} {port}\n", net.host_ip()).unwrap();
+    drop(stdin);
+
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((mut conn, peer)) => {
+                assert_eq!(peer.ip(), std::net::IpAddr::V4(net.sandbox_ip()));
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                conn.read_to_end(&mut got).unwrap();
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(exit) = child.proc.try_wait().unwrap() {
+                    let mut err = String::new();
+                    let _ = child.proc.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("the child ended ({exit:?}) without connecting: {err}");
+                }
+                assert!(Instant::now() < deadline, "no connection within 20s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    assert_eq!(got.len(), 1000);
+    let mut out = String::new();
+    child
+        .proc
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.proc.wait().unwrap().success(), "{out}");
+    assert!(
+        out.contains(&format!("inet {}/30", net.sandbox_ip())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("default via {}", net.host_ip())),
+        "{out}"
+    );
+
+    // The child has ended, but the counters are still readable until teardown.
+    let (bytes_out, bytes_in) = net.counters().unwrap();
+    assert!(bytes_out >= 1000, "out {bytes_out}");
+    assert!(bytes_in > 0, "in {bytes_in} (SYN-ACK, ACKs)");
+
+    let host_if = net.host_if().to_string();
+    net.teardown().unwrap();
+    assert!(!links().contains(&format!(": {host_if}@")), "{}", links());
+    assert!(
+        !tables().contains(&format!("sandtrail_{id}")),
+        "{}",
+        tables()
+    );
+}
+
+#[test]
+fn sweep_removes_a_leftover_and_keeps_the_rest() {
+    if !can_run() {
+        return;
+    }
+    let gone = session("gone");
+    let live = session("live");
+    let mut nets = Vec::new();
+    let mut children = Vec::new();
+    for id in [&gone, &live] {
+        let mut c = Child::new("sleep 30");
+        nets.push(SessionNet::setup(&NetConfig::for_session(id), c.pid()).unwrap());
+        c.go();
+        children.push(c);
+    }
+    assert_ne!(nets[0].host_ip(), nets[1].host_ip());
+    let gone_if = nets[0].host_if().to_string();
+    let live_net = nets.pop().unwrap();
+    // "sandtrail died": the first session's SessionNet is dropped without teardown while its
+    // process still runs, so the veth and the table remain.
+    drop(nets);
+    assert!(links().contains(&format!(": {gone_if}@")));
+
+    let removed = net::sweep(&|s| s != gone).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed
+        .iter()
+        .any(|r| r.contains(&format!("sandtrail_{gone}"))));
+    assert!(removed.iter().any(|r| r.contains(&gone_if)));
+    assert!(!links().contains(&format!(": {gone_if}@")));
+    assert!(!tables()
+        .lines()
+        .any(|l| l == format!("table inet sandtrail_{gone}")));
+    // The other session is untouched.
+    assert!(links().contains(&format!(": {}@", live_net.host_if())));
+    assert!(tables().contains(&format!("sandtrail_{live}")));
+    drop(children);
+    // Teardown after the process is gone still works, and is idempotent in effect.
+    live_net.teardown().unwrap();
+    assert!(!tables().contains(&format!("sandtrail_{live}")));
+}
+
+#[test]
+fn bad_session_or_pid_fails_clearly() {
+    if !can_run() {
+        return;
+    }
+    let e = SessionNet::setup(
+        &NetConfig {
+            session: "bad name;".into(),
+            index: 0,
+        },
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(e, NetError::InvalidConfig(_)), "{e}");
+    let e = SessionNet::setup(&NetConfig::for_session(&session("nopid")), i32::MAX).unwrap_err();
+    assert!(e.to_string().contains("network namespace"), "{e}");
+    assert!(!tables().contains(&session("nopid")));
+}
