@@ -12,8 +12,9 @@
 //!   end;
 //! - an nft table `inet sandtrail_<session>` with a masquerade rule for the /30 and forward
 //!   accept rules for the veth;
-//! - `net.ipv4.ip_forward` set to 1 if it was 0 (reported by [`SessionNet::enabled_ip_forward`];
-//!   it is left on at teardown, since other sessions may rely on it).
+//! - `net.ipv4.ip_forward` set to 1 if it was 0 (reported by [`SessionNet::enabled_ip_forward`]);
+//!   the last session's teardown (or the next sweep after a crash) sets it back to 0 (the marker
+//!   `/run/sandtrail/ip_forward.enabled-by-sandtrail` records that sandtrail changed it).
 //!
 //! Everything is done with the `ip` (iproute2) and `nft` (nftables) commands. [`SessionNet`]
 //! holds the sandbox's network namespace open until [`SessionNet::teardown`], so the byte
@@ -483,7 +484,8 @@ impl SessionNet {
         &self.table
     }
 
-    /// Whether setup switched `net.ipv4.ip_forward` from 0 to 1 (it stays on).
+    /// Whether setup switched `net.ipv4.ip_forward` from 0 to 1 (the last session switches it
+    /// back off).
     pub fn enabled_ip_forward(&self) -> bool {
         self.enabled_ip_forward
     }
@@ -522,8 +524,40 @@ impl SessionNet {
         let table = delete_table("inet", &self.table);
         let link = delete_link(&self.host_if);
         self.netns = None;
-        table.and(link)
+        let forward = lock_allocation().and_then(|_lock| restore_ip_forward_if_unused());
+        table.and(link).and(forward)
     }
+}
+
+/// Remembers that sandtrail switched `ip_forward` on, so the last session can switch it off.
+const FORWARD_MARKER: &str = "/run/sandtrail/ip_forward.enabled-by-sandtrail";
+
+/// True while any sandtrail veth (ours by its alias) exists on the host.
+fn any_session_link() -> bool {
+    std::fs::read_dir("/sys/class/net").is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(IF_PREFIX)
+                && std::fs::read_to_string(e.path().join("ifalias"))
+                    .is_ok_and(|a| a.trim().starts_with(ALIAS_PREFIX))
+        })
+    })
+}
+
+/// If sandtrail switched `net.ipv4.ip_forward` on and no session network is left, switch it
+/// back off: the host ends as it was before the first session. Call with the allocation lock.
+fn restore_ip_forward_if_unused() -> Result<(), NetError> {
+    if !Path::new(FORWARD_MARKER).exists() || any_session_link() {
+        return Ok(());
+    }
+    let p = Path::new("/proc/sys/net/ipv4/ip_forward");
+    std::fs::write(p, b"0").map_err(|source| NetError::Io {
+        what: "restore ip_forward",
+        path: p.to_path_buf(),
+        source,
+        hint: "sandtrail must run as root with a writable /proc/sys",
+    })?;
+    let _ = std::fs::remove_file(FORWARD_MARKER);
+    Ok(())
 }
 
 /// Sets `net.ipv4.ip_forward` to 1; true if it was 0.
@@ -541,6 +575,8 @@ fn enable_ip_forward() -> Result<bool, NetError> {
     if cur.trim() == "1" {
         return Ok(false);
     }
+    // The marker first: if we die right after, the next teardown or sweep restores it.
+    std::fs::write(FORWARD_MARKER, b"0\n").map_err(|e| io("record the ip_forward change", e))?;
     std::fs::write(p, b"1").map_err(|e| io("enable ip_forward", e))?;
     Ok(true)
 }
@@ -579,6 +615,13 @@ pub fn sweep(keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, NetError> {
         if !keep(session) {
             delete_link(&name)?;
             removed.push(format!("veth {name} of session {session}"));
+        }
+    }
+    {
+        let _lock = lock_allocation()?;
+        if Path::new(FORWARD_MARKER).exists() && !any_session_link() {
+            restore_ip_forward_if_unused()?;
+            removed.push("net.ipv4.ip_forward switched back to 0".into());
         }
     }
     Ok(removed)

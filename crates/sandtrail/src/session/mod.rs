@@ -256,7 +256,7 @@ fn run_in(
         if let Some(cfg) = &net_cfg {
             let n = SessionNet::setup(cfg, pid).map_err(|e| e.to_string())?;
             if n.enabled_ip_forward() {
-                eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; it stays on");
+                eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; the last session switches it back");
             }
             *session_net = Some(n);
         }
