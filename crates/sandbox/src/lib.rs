@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod isolate;
+pub mod mountinfo;
 pub mod net;
 pub mod sys;
 

@@ -916,22 +916,7 @@ fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 fn unescape_mountinfo(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(OsStr::from_bytes(&out))
+    PathBuf::from(OsStr::from_bytes(&crate::mountinfo::unescape(s)))
 }
 
 /// Removes any mount left under the session dir and, unless `keep`, the session dir itself.
