@@ -556,3 +556,83 @@ fn session_network_has_a_veth_and_counts_bytes() {
     let usage = &one(&evs, "session.terminate")["session"]["usage"];
     assert!(usage.get("bytes_out").is_none(), "{usage}");
 }
+
+#[test]
+fn kill_dash_nine_of_sandtrail_is_swept_and_logged_by_the_next_run() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut victim = bin()
+        .arg("--state-dir")
+        .arg(d.path())
+        .args([
+            "run",
+            "--session-id",
+            "ses_orphan",
+            "--disk",
+            "8M",
+            "--as-root",
+            "--",
+        ])
+        .args(["sh", "-c", "echo evidence > /root/left && sleep 60"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let layer = d.path().join("sessions/ses_orphan/layer");
+    let start = Instant::now();
+    while !layer.join("upper/root/left").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "session never wrote its file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    victim.kill().unwrap(); // SIGKILL of sandtrail itself; the sandbox keeps running
+    victim.wait().unwrap();
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains("ses_orphan"));
+    // The next run sweeps: the orphan's processes, cgroup and mounts go; its end is logged.
+    let o = sandtrail_run(d.path(), "ses_next", &[], &["true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        err(&o).contains("removed the cgroup of session ses_orphan"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        err(&o).contains("session ses_orphan was left behind by a sandtrail that died"),
+        "{}",
+        err(&o)
+    );
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains("ses_orphan"));
+    assert!(!Path::new("/sys/fs/cgroup/unified/sandtrail/ses_orphan").exists());
+    let kept = d.path().join("sessions/ses_orphan.swept/upper/root/left");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "evidence\n");
+    let evs = events_of(d.path(), "ses_orphan");
+    assert_eq!(
+        kinds(&evs),
+        [
+            "session.create",
+            "session.start",
+            "session.terminate",
+            "session.cleanup"
+        ]
+    );
+    let t = one(&evs, "session.terminate");
+    assert_eq!(t["session"]["reason"], "internal_error");
+    assert_eq!(t["session"]["actor"], "sweep by session ses_next");
+    assert_eq!(
+        one(&evs, "session.cleanup")["session"]["fs_state"],
+        "preserved"
+    );
+    verify_ok(d.path());
+    // A later run does not log it again.
+    let o = sandtrail_run(d.path(), "ses_third", &[], &["true"]);
+    assert!(!err(&o).contains("ses_orphan"), "{}", err(&o));
+}

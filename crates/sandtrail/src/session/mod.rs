@@ -10,6 +10,7 @@ pub mod events;
 pub mod liveness;
 pub mod monitor;
 pub mod snapshot;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -149,19 +150,13 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     let driver = cgroup::detect().context("cgroups")?;
     // This session's liveness lock, then sweep what crashed sessions left behind.
     let _alive = liveness::hold(&opts.identity.session_id)?;
-    for name in driver
-        .sweep(&liveness::is_alive)
-        .context("sweeping leftover cgroups")?
-    {
-        eprintln!(
-            "sandtrail: removed the cgroup of session {name}, left behind by a sandtrail that died"
-        );
-    }
-    if opts.network {
-        for what in net::sweep(&liveness::is_alive).context("sweeping leftover session networks")? {
-            eprintln!("sandtrail: removed {what}, left behind by a sandtrail that died");
-        }
-    }
+    sweep::sweep(
+        layout.root(),
+        driver.as_ref(),
+        opts.network,
+        writer,
+        &format!("sweep by session {}", opts.identity.session_id),
+    )?;
     let lc = Lifecycle {
         id: opts.identity.clone(),
         host_id: sandtrail_store::recovery::default_host_id(),
