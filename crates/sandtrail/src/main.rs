@@ -43,7 +43,9 @@ pub enum Command {
     /// sandtrail state directory, seccomp, no_new_privs and (unless --as-root) an unprivileged
     /// uid. Limits: --memory, --cpus, --pids, --timeout, and --disk (a quota on the
     /// writable overlay). Its lifecycle and every limit hit (memory_oom, cpu_throttle, pids,
-    /// disk_quota, timeout) are recorded in the store. Needs root.
+    /// disk_quota, timeout) are recorded in the store. Networking: a veth pair to the host with
+    /// NAT (needs iproute2 and nftables; bytes in and out are recorded); --no-network gives none.
+    /// Needs root.
     Run(cli::run::RunArgs),
     /// Pause (freeze) a running session.
     Pause(cli::run::ControlArgs),

@@ -46,6 +46,13 @@ fn one<'a>(evs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The limit.hit events of one limit type.
+fn limit_hits<'a>(evs: &'a [Value], limit_type: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == limit_type)
+        .collect()
+}
+
 fn sandtrail_run(dir: &Path, id: &str, opts: &[&str], cmd: &[&str]) -> Output {
     let mut args = vec!["run", "--session-id", id];
     args.extend_from_slice(opts);
@@ -182,10 +189,7 @@ fn cpu_throttling_is_reported_per_window() {
         &["sh", "-c", "while :; do :; done"],
     );
     let evs = events_of(d.path(), "ses_cpu");
-    let hits: Vec<_> = evs
-        .iter()
-        .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "cpu_throttle")
-        .collect();
+    let hits = limit_hits(&evs, "cpu_throttle");
     assert!(
         (2..=4).contains(&hits.len()),
         "one event per 1 s window over ~3.5 s: {hits:#?}"
@@ -211,9 +215,8 @@ fn fork_loop_hits_the_pids_limit() {
         &["sh", "-c", "for i in $(seq 64); do sleep 2 & done; wait"],
     );
     let evs = events_of(d.path(), "ses_pids");
-    let hit = evs
-        .iter()
-        .find(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "pids")
+    let hit = *limit_hits(&evs, "pids")
+        .first()
         .unwrap_or_else(|| panic!("no pids event in {:#?}", kinds(&evs)));
     assert_eq!(hit["limit"]["limit"], 32);
     assert_eq!(hit["limit"]["action"], "deny");
@@ -238,10 +241,7 @@ fn a_writer_under_a_disk_quota_hits_it_once() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let evs = events_of(d.path(), "ses_disk");
-    let hits: Vec<_> = evs
-        .iter()
-        .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == "disk_quota")
-        .collect();
+    let hits = limit_hits(&evs, "disk_quota");
     assert_eq!(hits.len(), 1, "{:#?}", kinds(&evs));
     let l = &hits[0]["limit"];
     assert_eq!(l["limit"], 33_554_432);

@@ -48,6 +48,14 @@ pub fn read(path: &Path) -> Result<CheckpointLog, StoreError> {
     })
 }
 
+/// One checkpoint-log record: `u32 LE length | note`.
+pub fn frame(note: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(note.len() + 4);
+    buf.extend_from_slice(&(note.len() as u32).to_le_bytes());
+    buf.extend_from_slice(note.as_bytes());
+    buf
+}
+
 /// Appends signed checkpoints durably.
 pub struct CheckpointWriter {
     file: File,
@@ -67,9 +75,7 @@ impl CheckpointWriter {
 
     /// Append one signed note and fsync.
     pub fn append(&mut self, note: &str) -> Result<(), StoreError> {
-        let mut buf = Vec::with_capacity(note.len() + 4);
-        buf.extend_from_slice(&(note.len() as u32).to_le_bytes());
-        buf.extend_from_slice(note.as_bytes());
+        let buf = frame(note);
         let what = format!("writing {}", self.path.display());
         self.file
             .write_all(&buf)

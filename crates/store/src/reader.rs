@@ -144,11 +144,11 @@ pub fn for_each_event(
 ) -> Result<(), StoreError> {
     let segments = segment::list(layout).map_err(StoreError::io("listing segments"))?;
     let starts: Vec<u64> = segments.keys().copied().collect();
-    for (i, (&first, files)) in segments.iter().enumerate() {
+    for (i, files) in segments.values().enumerate() {
+        // Skip segments that end before `from_seq` (the next one starts at or before it).
         if starts.get(i + 1).is_some_and(|&next| next <= from_seq) {
             continue;
         }
-        let _ = first;
         for (seq, leaf) in segment_leaves(files)?.iter() {
             if seq >= from_seq {
                 f(decode_leaf(leaf)?)?;

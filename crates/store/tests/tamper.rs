@@ -208,8 +208,7 @@ fn truncated_tail_with_checkpoints_removed_is_caught_by_a_saved_checkpoint() {
         let body = note.split("\n\n").next().unwrap();
         let size: u64 = body.lines().nth(1).unwrap().parse().unwrap();
         if size <= 50 {
-            kept.extend_from_slice(&(note.len() as u32).to_le_bytes());
-            kept.extend_from_slice(note.as_bytes());
+            kept.extend(checkpoints::frame(note));
         }
     }
     std::fs::write(layout.checkpoints(), kept).unwrap();
@@ -242,11 +241,9 @@ fn replace_last_checkpoint(layout: &Layout, note: &str) {
     let log = checkpoints::read(&layout.checkpoints()).unwrap();
     let mut out = Vec::new();
     for n in &log.notes[..log.notes.len() - 1] {
-        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        out.extend_from_slice(n.as_bytes());
+        out.extend(checkpoints::frame(n));
     }
-    out.extend_from_slice(&(note.len() as u32).to_le_bytes());
-    out.extend_from_slice(note.as_bytes());
+    out.extend(checkpoints::frame(note));
     std::fs::write(layout.checkpoints(), out).unwrap();
 }
 
