@@ -183,6 +183,53 @@ impl CgroupDriver for Driver {
         Ok(Box::new(s))
     }
 
+    fn attach(&self, path: &Path) -> Result<Box<dyn SessionCgroup>, CgroupError> {
+        let bad = |why: String| CgroupError::NotAttachable {
+            path: path.to_path_buf(),
+            why,
+        };
+        let root = self.v2_root();
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            root.join(path)
+        };
+        if full
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(bad("the path may not contain `..`".into()));
+        }
+        let rel = full.strip_prefix(root).map_err(|_| {
+            bad(format!(
+                "it is not in the cgroup v2 hierarchy at {}; give a directory below it (or a path relative to it)",
+                root.display()
+            ))
+        })?;
+        if rel.as_os_str().is_empty() {
+            return Err(bad(
+                "that is the root of the hierarchy (every process of the host); give the sandbox's own cgroup".into(),
+            ));
+        }
+        if rel.starts_with(SANDTRAIL_DIR) {
+            return Err(bad(format!(
+                "{}/{SANDTRAIL_DIR} holds sandtrail's own session cgroups; attach to the provider's cgroup instead",
+                root.display()
+            )));
+        }
+        if !full.join("cgroup.procs").is_file() {
+            return Err(bad(
+                "no such cgroup v2 directory (it has no cgroup.procs); create it first, or check the path".into(),
+            ));
+        }
+        Ok(Box::new(Session::resolve_foreign(
+            full.clone(),
+            rel,
+            &self.mounts,
+            &self.v1_in_use(),
+        )))
+    }
+
     fn sweep(&self, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, CgroupError> {
         let mut bases = vec![self.v2_base()];
         bases.extend(

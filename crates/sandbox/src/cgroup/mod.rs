@@ -64,6 +64,15 @@ pub trait CgroupDriver: Send + Sync {
     /// another process). Fails if its directory is missing in any hierarchy it should be in.
     fn open(&self, name: &str) -> Result<Box<dyn SessionCgroup>, CgroupError>;
 
+    /// Attaches to a cgroup that someone else (a sandbox provider's runtime) created: `path` is
+    /// its directory in the v2 hierarchy (absolute, or relative to the v2 mount). On a hybrid
+    /// host the v1 directories at the same relative path serve the controllers v2 lacks, where
+    /// they exist. Its limits are left as they are; [`SessionCgroup::remove`] leaves its
+    /// directories in place; freeze, thaw, kill and usage work as for sandtrail's own cgroups.
+    /// Fails if `path` is not a cgroup v2 directory, is the v2 root, or lies in sandtrail's own
+    /// subtree.
+    fn attach(&self, path: &Path) -> Result<Box<dyn SessionCgroup>, CgroupError>;
+
     /// Removes leftover sandtrail cgroups whose name `keep` rejects, killing their processes
     /// first, in every hierarchy; returns the removed names, sorted. Tries every leftover; if any
     /// could not be removed, returns the first such error (the others are still removed).
@@ -218,6 +227,14 @@ pub enum CgroupError {
         name: String,
         /// The missing directory.
         path: PathBuf,
+    },
+    /// `attach` to a path that is not a foreign cgroup v2 directory.
+    #[error("cannot attach to cgroup {path}: {why}")]
+    NotAttachable {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        why: String,
     },
     /// `remove` while processes are still in the cgroup.
     #[error(

@@ -93,11 +93,14 @@ pub(crate) struct Session {
     v1_freezer: Option<PathBuf>,
     /// Every v1 directory of the session, deduplicated (co-mounted controllers share one).
     v1_dirs: Vec<PathBuf>,
+    /// Whether sandtrail created the directories (and so may remove them).
+    owned: bool,
 }
 
 impl Session {
     /// Works out the session's directories: each of memory/cpu/pids from v2 if the v2 directory
-    /// `v2` has its interface file, else from its v1 hierarchy among `v1_in_use`.
+    /// `v2` has its interface file, else from its v1 hierarchy among `v1_in_use`
+    /// (`<v1 mount>/sandtrail/<name>`).
     pub(crate) fn resolve(v2: PathBuf, name: &str, mounts: &Mounts, v1_in_use: &[&str]) -> Self {
         let v1_dir = |c: &str| {
             v1_in_use
@@ -106,6 +109,35 @@ impl Session {
                 .flatten()
                 .map(|m| m.join(SANDTRAIL_DIR).join(name))
         };
+        Self::resolve_with(v2, name, &v1_dir, true)
+    }
+
+    /// The cgroup someone else created at `v2` (`rel` below the v2 mount): each v1 controller in
+    /// `v1_in_use` from `<v1 mount>/<rel>` where that directory exists. Never removed.
+    pub(crate) fn resolve_foreign(
+        v2: PathBuf,
+        rel: &Path,
+        mounts: &Mounts,
+        v1_in_use: &[&str],
+    ) -> Self {
+        let v1_dir = |c: &str| {
+            v1_in_use
+                .contains(&c)
+                .then(|| mounts.v1(c))
+                .flatten()
+                .map(|m| m.join(rel))
+                .filter(|d| d.is_dir())
+        };
+        let name = rel.to_string_lossy().into_owned();
+        Self::resolve_with(v2, &name, &v1_dir, false)
+    }
+
+    fn resolve_with(
+        v2: PathBuf,
+        name: &str,
+        v1_dir: &dyn Fn(&str) -> Option<PathBuf>,
+        owned: bool,
+    ) -> Self {
         let pick = |c: &str, file: &str| {
             if v2.join(file).exists() {
                 Some(Ctl::V2(v2.clone()))
@@ -148,6 +180,7 @@ impl Session {
             freezer,
             v1_freezer,
             v1_dirs,
+            owned,
         }
     }
 
@@ -311,6 +344,9 @@ impl SessionCgroup for Session {
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
+        if !self.owned {
+            return Ok(());
+        }
         let start = Instant::now();
         let mut first_err = None;
         for d in self.all_dirs() {
