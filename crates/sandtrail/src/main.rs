@@ -1,6 +1,7 @@
 //! `sandtrail`: a kernel-level, tamper-evident audit trail for AI agent sandboxes.
 
 mod cli;
+mod daemon;
 mod output;
 mod session;
 mod timearg;
@@ -47,6 +48,19 @@ pub enum Command {
     /// NAT (needs iproute2 and nftables; bytes in and out are recorded); --no-network gives none.
     /// Needs root.
     Run(cli::run::RunArgs),
+    /// Serve the session API (many sessions at once) until SIGTERM/SIGINT.
+    ///
+    /// HTTP/1.1 + JSON on a Unix socket (default STATE/run/api.sock, root only), optionally on
+    /// TCP with bearer tokens (--listen, --token-file). Endpoints: GET /v1/health,
+    /// GET /v1/sessions, POST /v1/sessions with {"command": [...], "memory": "64M", "cpus": 0.5,
+    /// "pids": 64, "disk": "1G", "timeout": "10m", "workspace": DIR, "as_root": false,
+    /// "network": true, "keep": "delete|preserve|snapshot", "session_id", "tenant", "user",
+    /// "template"} to run a sandbox, or {"cgroup": "/sys/fs/cgroup/.../agent-1", "timeout"} to
+    /// attach to a cgroup a sandbox provider created (audited until its last process ends),
+    /// GET /v1/sessions/ID, POST /v1/sessions/ID/pause|resume|stop. Sessions log the same
+    /// lifecycle events as `run`. Stopping the daemon stops its sessions. Needs root. See
+    /// docs/daemon.md.
+    Daemon(cli::daemon::DaemonArgs),
     /// Pause (freeze) a running session.
     Pause(cli::run::ControlArgs),
     /// Resume a paused session.

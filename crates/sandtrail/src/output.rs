@@ -384,3 +384,16 @@ pub fn summary(e: &Event) -> String {
     };
     s.trim_end().to_string()
 }
+
+/// "exit code 3", "killed by SIGKILL", or "ended" when there is no single first process.
+pub fn exit_text(exit: Option<sandtrail_sandbox::isolate::Exit>) -> String {
+    use sandtrail_sandbox::isolate::Exit;
+    match exit {
+        Some(Exit::Code(c)) => format!("exit code {c}"),
+        Some(Exit::Signal { signal, .. }) => format!(
+            "killed by {}",
+            sandtrail_event::signal_name(signal).unwrap_or("a signal")
+        ),
+        None => "its last process ended".into(),
+    }
+}

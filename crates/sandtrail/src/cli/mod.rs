@@ -1,5 +1,6 @@
 //! One module per verb; [`dispatch`] routes a parsed command line to it.
 
+pub mod daemon;
 pub mod demo;
 pub mod ingest;
 pub mod key;
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Ingest(a) => ingest::run(&layout, a),
         Command::Demo(a) => demo::run(&layout, a),
         Command::Run(a) => run::run(&layout, a),
+        Command::Daemon(a) => daemon::run(&layout, a),
         Command::Pause(a) => run::control_cmd(&layout, a, crate::session::control::Command::Pause),
         Command::Resume(a) => {
             run::control_cmd(&layout, a, crate::session::control::Command::Resume)

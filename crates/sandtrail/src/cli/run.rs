@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -146,17 +147,6 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
             .or_else(|| std::env::var("USER").ok()),
         template: a.template,
     };
-    if !identity
-        .session_id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        || identity.session_id.is_empty()
-    {
-        bail!(
-            "--session-id {:?} may only hold letters, digits, '_' and '-'",
-            identity.session_id
-        );
-    }
     let opts = RunOptions {
         identity,
         argv: a.command,
@@ -177,24 +167,23 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         } else {
             Keep::Delete
         },
+        on_start: None,
     };
-    let mut writer = super::open_writer(layout)?;
+    session::precheck(&opts)?;
+    let writer = Mutex::new(super::open_writer(layout)?);
     eprintln!("sandtrail: session {} starting", opts.identity.session_id);
-    let outcome = session::run(layout, &mut writer, opts);
-    let commit = writer.close()?;
+    let outcome = session::run(layout, &writer, opts);
+    let commit = writer
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .close()?;
     let outcome = outcome?;
     let u = &outcome.usage;
     eprintln!(
         "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s); log size {} (signed)",
         outcome.session_id,
         outcome.reason.as_str(),
-        match outcome.exit {
-            sandtrail_sandbox::isolate::Exit::Code(c) => format!("exit code {c}"),
-            sandtrail_sandbox::isolate::Exit::Signal { signal, .. } => format!(
-                "killed by {}",
-                sandtrail_event::signal_name(signal).unwrap_or("a signal")
-            ),
-        },
+        crate::output::exit_text(outcome.exit),
         duration(u.duration_ns.unwrap_or(0)),
         duration(u.cpu_ns.unwrap_or(0)),
         bytes(u.peak_memory_bytes.unwrap_or(0)),

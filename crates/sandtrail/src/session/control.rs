@@ -8,7 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
 
@@ -24,7 +27,8 @@ pub enum Command {
 }
 
 impl Command {
-    fn parse(s: &str) -> Option<Command> {
+    /// `pause`, `resume` or `stop`.
+    pub fn parse(s: &str) -> Option<Command> {
         match s.trim() {
             "pause" => Some(Command::Pause),
             "resume" => Some(Command::Resume),
@@ -32,7 +36,8 @@ impl Command {
             _ => None,
         }
     }
-    fn as_str(self) -> &'static str {
+    /// The request's name.
+    pub fn as_str(self) -> &'static str {
         match self {
             Command::Pause => "pause",
             Command::Resume => "resume",
@@ -61,8 +66,28 @@ pub fn socket_path(state_dir: &Path, session: &str) -> PathBuf {
     run_dir(state_dir).join(format!("{session}.sock"))
 }
 
-/// Listen on the session's socket; requests arrive on the returned receiver.
-pub fn serve(state_dir: &Path, session: &str) -> Result<Receiver<Request>> {
+/// The listening control socket of a session; dropping it stops listening and removes the
+/// socket.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept; the thread sees the flag and ends.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Listen on the session's socket; requests go to `tx` until the returned server is dropped.
+pub fn serve(state_dir: &Path, session: &str, tx: Sender<Request>) -> Result<ControlServer> {
     let dir = run_dir(state_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -71,16 +96,26 @@ pub fn serve(state_dir: &Path, session: &str) -> Result<Receiver<Request>> {
     let listener =
         UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("sandtrail-control".into())
         .spawn(move || {
-            // Lives as long as the process; a client error only ends that connection.
-            for conn in listener.incoming().flatten() {
-                let _ = handle(conn, &tx);
+            // A client error only ends that connection.
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let _ = handle(conn, &tx);
+                }
             }
         })?;
-    Ok(rx)
+    Ok(ControlServer {
+        path,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn handle(conn: UnixStream, tx: &Sender<Request>) -> Result<()> {
@@ -112,7 +147,7 @@ fn handle(conn: UnixStream, tx: &Sender<Request>) -> Result<()> {
 }
 
 /// The connecting user's name (from SO_PEERCRED and /etc/passwd), or `uid N`.
-fn peer_actor(conn: &UnixStream) -> String {
+pub fn peer_actor(conn: &UnixStream) -> String {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,

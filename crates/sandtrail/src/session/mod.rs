@@ -1,9 +1,14 @@
-//! One audited agent session from start to end: the lifecycle that `sandtrail run` drives
-//! (and that the daemon will drive for attached sessions).
+//! One audited agent session from start to end: the lifecycle that `sandtrail run` and the
+//! daemon drive.
 //!
-//! create → cgroup with limits → sandboxed first process → start → (pause/resume/stop from the
-//! control socket, limit hits from the cgroup counters, timeout) → terminate with the reason
-//! and a usage summary → cleanup (filesystem deleted, preserved or snapshotted).
+//! [`run`]: create → cgroup with limits → sandboxed first process → start → (pause/resume/stop
+//! from the control socket or the API, limit hits from the cgroup counters, timeout) →
+//! terminate with the reason and a usage summary → cleanup (filesystem deleted, preserved or
+//! snapshotted).
+//!
+//! [`attach`]: the same story for a cgroup a sandbox provider created: create → start → ... →
+//! terminate when its last process has gone (or on stop/timeout) → cleanup (the provider's
+//! filesystem and cgroup are left as they are: `preserved`).
 
 pub mod control;
 pub mod events;
@@ -13,11 +18,14 @@ pub mod snapshot;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sandtrail_event::{
-    FsState, LimitAction, LimitType, PauseReason, Snapshot, TerminateReason, Usage,
+    Event, FsState, LimitAction, LimitType, PauseReason, Snapshot, TerminateReason, Usage,
 };
 use sandtrail_sandbox::cgroup::{self, SessionCgroup};
 use sandtrail_sandbox::isolate::{self, Exit, SandboxSpec};
@@ -25,7 +33,7 @@ use sandtrail_sandbox::net::{self, NetConfig, SessionNet};
 use sandtrail_sandbox::Limits;
 use sandtrail_store::{Layout, Writer};
 
-use control::Command;
+use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
 use monitor::{DiskWatcher, LimitWatcher, POLL};
 
@@ -62,6 +70,54 @@ pub struct RunOptions {
     pub disk_bytes: Option<u64>,
     /// Cleanup mode.
     pub keep: Keep,
+    /// Told once the session has started (or why it could not).
+    pub on_start: Option<Sender<StartReport>>,
+}
+
+/// Everything `attach` needs to know.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Who the session is.
+    pub identity: Identity,
+    /// The provider's cgroup v2 directory (absolute, or relative to the v2 mount).
+    pub cgroup: PathBuf,
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+    /// Told once the session has started (or why it could not).
+    pub on_start: Option<Sender<StartReport>>,
+}
+
+/// What a caller (the daemon) learns when a session has started: how to reach it.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Session id.
+    pub session_id: String,
+    /// The cgroup v2 id that scopes its kernel collection.
+    pub cgroup_id: u64,
+    /// Where its pause/resume/stop requests go.
+    pub control: Sender<Request>,
+    /// Whether it is paused now.
+    pub paused: Arc<AtomicBool>,
+}
+
+/// `Ok` once started, `Err(message)` when the session could not start.
+pub type StartReport = Result<Started, String>;
+
+/// Where a session's events go: the store's single writer, shared by every session of the
+/// process.
+pub trait EventLog: Sync {
+    /// Append one event (sealed into the ledger in order).
+    fn log(&self, ev: Event) -> Result<()>;
+}
+
+impl EventLog for Mutex<Writer> {
+    fn log(&self, ev: Event) -> Result<()> {
+        self.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(ev)
+            .context("writing to the store")?;
+        Ok(())
+    }
 }
 
 /// How a session ended.
@@ -69,8 +125,9 @@ pub struct RunOptions {
 pub struct Outcome {
     /// Session id.
     pub session_id: String,
-    /// The command's exit.
-    pub exit: Exit,
+    /// The first process's exit (`None` for an attached cgroup: it has no single first
+    /// process whose status sandtrail could collect).
+    pub exit: Option<Exit>,
     /// Why it ended.
     pub reason: TerminateReason,
     /// Usage summary.
@@ -85,8 +142,9 @@ impl Outcome {
     /// The exit status `run` reports: the command's, or 128+N when it was killed by signal N.
     pub fn exit_status(&self) -> i32 {
         match self.exit {
-            Exit::Code(c) => c,
-            Exit::Signal { signal, .. } => 128 + signal,
+            Some(Exit::Code(c)) => c,
+            Some(Exit::Signal { signal, .. }) => 128 + signal,
+            None => 0,
         }
     }
 }
@@ -103,6 +161,20 @@ pub fn new_session_id() -> String {
     )
 }
 
+/// Checks a session id given by a user or a client: 1 to 100 characters of letters, digits,
+/// `_` and `-` (it names a cgroup, a socket, a network and a directory).
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 100
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("session id {id:?} must be 1 to 100 characters of letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
 /// Whether the unprivileged sandbox user may write `dir` (owner or other write+search bits).
 fn writable_by_sandbox_user(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -116,9 +188,19 @@ fn session_dir(layout: &Layout, id: &str) -> PathBuf {
     layout.root().join("sessions").join(id)
 }
 
-/// Run one session to its end. Every step is logged in the store; what was created on the
-/// host (cgroups, mounts, directories) is removed again, also when a step fails.
-pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Outcome> {
+/// Serializes sweeps: sessions of one daemon start concurrently, and two sweeps of the same
+/// leftover would race.
+static SWEEP: Mutex<()> = Mutex::new(());
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Checks what can be checked before anything is created: the command, the workspace, the
+/// session id, root.
+pub fn precheck(opts: &RunOptions) -> Result<()> {
+    validate_id(&opts.identity.session_id)?;
     if opts.argv.is_empty() {
         bail!("no command given: use `sandtrail run [OPTIONS] -- COMMAND [ARGS...]`");
     }
@@ -143,43 +225,113 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     if opts.network {
         net::validate_session(&opts.identity.session_id)?;
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         bail!("sandtrail run needs root (it creates namespaces, mounts and cgroups): run it with sudo");
     }
+    Ok(())
+}
+
+/// Sweep what crashed sessions left behind (one sweep at a time in this process).
+fn sweep_leftovers(
+    layout: &Layout,
+    driver: &dyn cgroup::CgroupDriver,
+    network: bool,
+    log: &dyn EventLog,
+    id: &str,
+) -> Result<()> {
+    let _one = SWEEP.lock().unwrap_or_else(PoisonError::into_inner);
+    sweep::sweep(
+        layout.root(),
+        driver,
+        network,
+        log,
+        &format!("sweep by session {id}"),
+    )
+}
+
+fn lifecycle(identity: &Identity) -> Lifecycle {
+    Lifecycle {
+        id: identity.clone(),
+        host_id: sandtrail_store::recovery::default_host_id(),
+    }
+}
+
+/// Tell the caller that the session could not start, if it waits for that.
+fn report_failure<T>(on_start: &Option<Sender<StartReport>>, r: Result<T>) -> Result<T> {
+    if let (Err(e), Some(tx)) = (&r, on_start) {
+        let _ = tx.send(Err(format!("{e:#}")));
+    }
+    r
+}
+
+/// Run one session to its end. Every step is logged in the store; what was created on the
+/// host (cgroups, mounts, directories) is removed again, also when a step fails.
+pub fn run(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outcome> {
+    let on_start = opts.on_start.clone();
+    report_failure(&on_start, run_session(layout, log, opts))
+}
+
+fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outcome> {
+    precheck(&opts)?;
     let driver = cgroup::detect().context("cgroups")?;
     // This session's liveness lock, then sweep what crashed sessions left behind.
     let _alive = liveness::hold(&opts.identity.session_id)?;
-    sweep::sweep(
-        layout.root(),
-        driver.as_ref(),
-        opts.network,
-        writer,
-        &format!("sweep by session {}", opts.identity.session_id),
-    )?;
-    let lc = Lifecycle {
-        id: opts.identity.clone(),
-        host_id: sandtrail_store::recovery::default_host_id(),
-    };
-    let id = lc.id.session_id.clone();
+    let id = opts.identity.session_id.clone();
+    sweep_leftovers(layout, driver.as_ref(), opts.network, log, &id)?;
+    let lc = lifecycle(&opts.identity);
     let timeout_s = opts.timeout.map(|t| t.as_secs().max(1));
-    writer.append(lc.create(resources(&opts.limits, opts.disk_bytes, timeout_s)))?;
+    let res = resources(&opts.limits, opts.disk_bytes, timeout_s);
+    log.log(lc.create(res.clone()))?;
 
     let cg = driver
         .create(&id, &opts.limits)
         .with_context(|| format!("creating the cgroup of session {id}"))?;
     let dir = session_dir(layout, &id);
     let mut session_net = None;
-    let result = run_in(
-        layout,
-        writer,
-        &lc,
-        &opts,
-        cg.as_ref(),
-        &dir,
-        timeout_s,
-        &mut session_net,
-    );
+    let result = (|| {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let spec = SandboxSpec {
+            argv: opts.argv.clone(),
+            env: isolate::default_env(opts.as_root),
+            session_dir: dir.to_path_buf(),
+            workspace: opts.workspace.clone(),
+            hidden: vec![layout.root().to_path_buf(), liveness::dir()],
+            hostname: "sandbox".into(),
+            as_root: opts.as_root,
+            network: opts.network,
+            tmp_bytes: None,
+            disk_bytes: opts.disk_bytes,
+        };
+        let net_cfg = opts.network.then(|| NetConfig::for_session(&id));
+        // The caller tears the network down, also when a later step fails.
+        let child = isolate::spawn(&spec, &mut |pid| {
+            cg.add_pid(pid).map_err(|e| e.to_string())?;
+            if let Some(cfg) = &net_cfg {
+                let n = SessionNet::setup(cfg, pid).map_err(|e| e.to_string())?;
+                if n.enabled_ip_forward() {
+                    eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; the last session switches it back");
+                }
+                session_net = Some(n);
+            }
+            Ok(())
+        })
+        .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
+        let agent = Agent::Sandboxed(child);
+        supervise(
+            layout,
+            log,
+            &lc,
+            cg.as_ref(),
+            agent,
+            Watch {
+                start: res,
+                timeout: opts.timeout,
+                disk_dir: opts.disk_bytes.map(|_| dir.clone()),
+                net: session_net.as_ref(),
+                on_start: opts.on_start.as_ref(),
+            },
+        )
+    })();
     // Whatever happened, leave nothing behind on the host.
     let _ = cg.kill_all();
     let net_down = session_net.map(SessionNet::teardown);
@@ -207,7 +359,7 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     };
     let keep_dir = fs_state == FsState::Preserved;
     isolate::cleanup(&dir, keep_dir).context("removing the session's mounts")?;
-    writer.append(lc.cleanup(fs_state, snap.clone()))?;
+    log.log(lc.cleanup(fs_state, snap.clone()))?;
     removed.with_context(|| format!("removing the cgroup of session {id}"))?;
     if let Some(down) = net_down {
         down.with_context(|| format!("removing the network of session {id}"))?;
@@ -217,57 +369,119 @@ pub fn run(layout: &Layout, writer: &mut Writer, opts: RunOptions) -> Result<Out
     Ok(outcome)
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-fn run_in(
+/// Audit a cgroup that a sandbox provider created and runs its agent in, until its last
+/// process has gone (or it is stopped, or times out). Limits are the provider's; the cgroup and
+/// the filesystem are left as they are.
+pub fn attach(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> Result<Outcome> {
+    let on_start = opts.on_start.clone();
+    report_failure(&on_start, attach_session(layout, log, opts))
+}
+
+fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> Result<Outcome> {
+    validate_id(&opts.identity.session_id)?;
+    if !is_root() {
+        bail!("attaching to a cgroup needs root (sandtrail freezes, kills and watches its processes): run the daemon as root");
+    }
+    let driver = cgroup::detect().context("cgroups")?;
+    let cg = driver.attach(&opts.cgroup)?;
+    let _alive = liveness::hold(&opts.identity.session_id)?;
+    let lc = lifecycle(&opts.identity);
+    let first = cg.usage()?;
+    let res = sandtrail_event::Resources {
+        memory_bytes: first.memory_limit,
+        cpus: first.cpu_quota.map(|(q, p)| q as f64 / p.max(1) as f64),
+        pids: first.pids_limit,
+        timeout_s: opts.timeout.map(|t| t.as_secs().max(1)),
+        ..Default::default()
+    };
+    log.log(lc.create(res.clone()))?;
+    let result = supervise(
+        layout,
+        log,
+        &lc,
+        cg.as_ref(),
+        Agent::Attached { seen: false },
+        Watch {
+            start: res,
+            timeout: opts.timeout,
+            disk_dir: None,
+            net: None,
+            on_start: opts.on_start.as_ref(),
+        },
+    );
+    // The provider's filesystem is not ours to delete.
+    log.log(lc.cleanup(FsState::Preserved, None))?;
+    result
+}
+
+/// The session's first process (sandboxed) or the provider's cgroup (attached).
+enum Agent {
+    Sandboxed(isolate::Sandboxed),
+    Attached { seen: bool },
+}
+
+impl Agent {
+    /// `Some(exit)` once the session's processes have ended.
+    fn ended(&mut self, cg: &dyn SessionCgroup) -> Result<Option<Option<Exit>>> {
+        match self {
+            Agent::Sandboxed(child) => Ok(child.try_wait()?.map(Some)),
+            Agent::Attached { seen } => {
+                if !cg.v2_path().is_dir() {
+                    return Ok(Some(None));
+                }
+                let procs = cg.procs()?;
+                *seen |= !procs.is_empty();
+                Ok((*seen && procs.is_empty()).then_some(None))
+            }
+        }
+    }
+}
+
+/// What the supervision loop watches besides the cgroup.
+struct Watch<'a> {
+    /// The limits logged in session.start.
+    start: sandtrail_event::Resources,
+    timeout: Option<Duration>,
+    /// Session directory whose writable layer has a disk quota.
+    disk_dir: Option<PathBuf>,
+    net: Option<&'a SessionNet>,
+    on_start: Option<&'a Sender<StartReport>>,
+}
+
+/// From session.start to session.terminate: control requests, timeout, limit hits.
+fn supervise(
     layout: &Layout,
-    writer: &mut Writer,
+    log: &dyn EventLog,
     lc: &Lifecycle,
-    opts: &RunOptions,
     cg: &dyn SessionCgroup,
-    dir: &Path,
-    timeout_s: Option<u64>,
-    session_net: &mut Option<SessionNet>,
+    mut agent: Agent,
+    w: Watch<'_>,
 ) -> Result<Outcome> {
     let id = &lc.id.session_id;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let requests = control::serve(layout.root(), id)?;
-    let spec = SandboxSpec {
-        argv: opts.argv.clone(),
-        env: isolate::default_env(opts.as_root),
-        session_dir: dir.to_path_buf(),
-        workspace: opts.workspace.clone(),
-        hidden: vec![layout.root().to_path_buf(), liveness::dir()],
-        hostname: "sandbox".into(),
-        as_root: opts.as_root,
-        network: opts.network,
-        tmp_bytes: None,
-        disk_bytes: opts.disk_bytes,
-    };
+    let (tx, requests): (Sender<Request>, Receiver<Request>) = mpsc::channel();
+    let _control = control::serve(layout.root(), id, tx.clone())?;
     let started = Instant::now();
-    let net_cfg = opts.network.then(|| NetConfig::for_session(id));
-    // The caller tears the network down, also when a later step fails.
-    let mut child = isolate::spawn(&spec, &mut |pid| {
-        cg.add_pid(pid).map_err(|e| e.to_string())?;
-        if let Some(cfg) = &net_cfg {
-            let n = SessionNet::setup(cfg, pid).map_err(|e| e.to_string())?;
-            if n.enabled_ip_forward() {
-                eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; the last session switches it back");
-            }
-            *session_net = Some(n);
-        }
-        Ok(())
-    })
-    .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
-    writer.append(lc.start(resources(&opts.limits, opts.disk_bytes, timeout_s)))?;
+    log.log(lc.start(w.start.clone()))?;
+    let paused = Arc::new(AtomicBool::new(false));
+    if let Some(s) = w.on_start {
+        let _ = s.send(Ok(Started {
+            session_id: id.clone(),
+            cgroup_id: cg.id(),
+            control: tx,
+            paused: paused.clone(),
+        }));
+    }
 
-    let mut watcher = LimitWatcher::new(cg.usage()?);
+    let first = cg.usage()?;
+    let mut watcher = LimitWatcher::new(first.clone());
     let mut disk = DiskWatcher::new();
+    let disk_usage = || w.disk_dir.as_deref().and_then(isolate::disk_usage);
     let mut limit_hits = 0usize;
     let mut reason: Option<TerminateReason> = None;
     let mut stopped_by: Option<String> = None;
-    let deadline = opts.timeout.map(|t| started + t);
+    let deadline = w.timeout.map(|t| started + t);
     let exit = loop {
-        if let Some(exit) = child.try_wait()? {
+        if let Some(exit) = agent.ended(cg)? {
             break exit;
         }
         // Control requests.
@@ -286,7 +500,10 @@ fn run_in(
                 }
             };
             let reply = match r {
-                Ok(Some(ev)) => writer.append(ev).map_err(|e| e.to_string()),
+                Ok(Some(ev)) => {
+                    paused.store(req.command == Command::Pause, Ordering::SeqCst);
+                    log.log(ev).map_err(|e| format!("{e:#}"))
+                }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e.to_string()),
             };
@@ -295,8 +512,8 @@ fn run_in(
         // Timeout.
         if reason.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
             reason = Some(TerminateReason::Timeout);
-            let t = opts.timeout.expect("deadline implies timeout");
-            writer.append(lc.limit(limit_info(
+            let t = w.timeout.expect("deadline implies timeout");
+            log.log(lc.limit(limit_info(
                 LimitType::Timeout,
                 started.elapsed().as_millis() as u64,
                 t.as_millis() as u64,
@@ -308,37 +525,40 @@ fn run_in(
         }
         // Limit counters.
         for hit in watcher.observe(cg.usage()?) {
-            writer.append(lc.limit(hit))?;
+            log.log(lc.limit(hit))?;
             limit_hits += 1;
         }
-        if let Some(hit) = disk.observe(isolate::disk_usage(dir)) {
-            writer.append(lc.limit(hit))?;
+        if let Some(hit) = disk.observe(disk_usage()) {
+            log.log(lc.limit(hit))?;
             limit_hits += 1;
         }
         std::thread::sleep(POLL);
     };
     // The layer stays mounted until cleanup: a quota filled just before the end still counts.
-    if let Some(hit) = disk.observe(isolate::disk_usage(dir)) {
-        writer.append(lc.limit(hit))?;
+    if let Some(hit) = disk.observe(disk_usage()) {
+        log.log(lc.limit(hit))?;
         limit_hits += 1;
     }
-    let last = cg.usage()?;
+    // An attached cgroup may be gone by now: its last reading stands.
+    let last = cg.usage().unwrap_or_else(|_| watcher.last().clone());
     for hit in watcher.observe(last.clone()) {
-        writer.append(lc.limit(hit))?;
+        log.log(lc.limit(hit))?;
         limit_hits += 1;
     }
-    let oom = last.oom_kills > 0 && matches!(exit, Exit::Signal { signal: 9, .. });
+    let oom_killed = last.oom_kills > first.oom_kills;
     let reason = reason.unwrap_or(match exit {
-        _ if oom => TerminateReason::Oom,
-        Exit::Code(_) => TerminateReason::Exit,
-        Exit::Signal { .. } => TerminateReason::Signal,
+        Some(Exit::Signal { signal: 9, .. }) if oom_killed => TerminateReason::Oom,
+        None if oom_killed => TerminateReason::Oom,
+        Some(Exit::Code(_)) | None => TerminateReason::Exit,
+        Some(Exit::Signal { .. }) => TerminateReason::Signal,
     });
     let (code, signal) = match exit {
-        Exit::Code(c) => (Some(c), None),
-        Exit::Signal { signal, .. } => (None, Some(signal)),
+        Some(Exit::Code(c)) => (Some(c), None),
+        Some(Exit::Signal { signal, .. }) => (None, Some(signal)),
+        None => (None, None),
     };
     // The network namespace is held open until teardown, so the counters are final.
-    let (bytes_out, bytes_in) = match session_net.as_ref().map(SessionNet::counters) {
+    let (bytes_out, bytes_in) = match w.net.map(SessionNet::counters) {
         Some(Ok((out, inb))) => (Some(out), Some(inb)),
         Some(Err(e)) => {
             eprintln!("sandtrail: network byte counters unavailable: {e}");
@@ -355,8 +575,7 @@ fn run_in(
         bytes_out,
         ..Default::default()
     };
-    writer.append(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;
-    let _ = std::fs::remove_file(control::socket_path(layout.root(), id));
+    log.log(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;
     Ok(Outcome {
         session_id: id.clone(),
         exit,

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use sandtrail_event::{FsState, TerminateReason, Usage};
 use sandtrail_sandbox::cgroup::CgroupDriver;
 use sandtrail_sandbox::{isolate, net};
-use sandtrail_store::Writer;
 
 use super::events::{Identity, Lifecycle};
 use super::liveness;
+use super::EventLog;
 
 /// Remove leftovers of dead sessions. Sessions of this store (a directory in
 /// `STATE/sessions/`) also get their `session.terminate` (reason `internal_error`, killed by
@@ -20,7 +20,7 @@ pub fn sweep(
     state_dir: &Path,
     driver: &dyn CgroupDriver,
     network: bool,
-    writer: &mut Writer,
+    log: &dyn EventLog,
     sweeper: &str,
 ) -> Result<()> {
     for name in driver
@@ -55,14 +55,14 @@ pub fn sweep(
             },
             host_id: sandtrail_store::recovery::default_host_id(),
         };
-        writer.append(lc.terminate(
+        log.log(lc.terminate(
             TerminateReason::InternalError,
             None,
             Some(9),
             Some(sweeper),
             Usage::default(),
         ))?;
-        writer.append(lc.cleanup(FsState::Preserved, None))?;
+        log.log(lc.cleanup(FsState::Preserved, None))?;
         // Marked as swept so a later run does not log it again.
         let swept = sessions.join(format!("{id}.swept"));
         std::fs::rename(e.path(), &swept)

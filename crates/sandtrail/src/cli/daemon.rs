@@ -1,0 +1,40 @@
+//! `sandtrail daemon`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use sandtrail_store::Layout;
+
+use crate::daemon::{self, auth::Tokens, Config};
+
+/// Arguments of `daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Unix socket of the API (default: STATE/run/api.sock, root only, invisible to sessions).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on this TCP address, e.g. 127.0.0.1:7878 (needs --token-file).
+    /// Prefer a loopback address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// File of bearer tokens, one `NAME TOKEN` per line (mode 0600). Required for --listen;
+    /// when given, the Unix socket requires a token too. The token's NAME is logged as the
+    /// actor of what it does.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Run `daemon`.
+pub fn run(layout: &Layout, a: DaemonArgs) -> Result<ExitCode> {
+    let tokens = a.token_file.as_deref().map(Tokens::load).transpose()?;
+    let cfg = Config {
+        socket: a.socket.unwrap_or_else(|| daemon::default_socket(layout)),
+        tcp: a.listen,
+        tokens,
+    };
+    daemon::run(layout.clone(), cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
