@@ -561,3 +561,47 @@ fn v2_only_driver_reports_missing_controllers_and_still_freezes() {
     g.cg.remove().unwrap();
     assert!(!g.cg.v2_path().exists());
 }
+
+#[test]
+fn attach_to_a_foreign_cgroup_and_refuse_what_is_not_one() {
+    let Some(d) = driver("attach_to_a_foreign_cgroup_and_refuse_what_is_not_one") else {
+        return;
+    };
+    let v2 = mounts().v2.expect("detect() found a v2 mount");
+    // A provider's cgroup, outside sandtrail's subtree.
+    let dir = v2.join(format!("sttest-provider-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let rel = dir.strip_prefix(&v2).unwrap();
+    // Absolute and relative paths name the same cgroup.
+    let cg = d.attach(&dir).unwrap();
+    assert_eq!(cg.id(), std::fs::metadata(&dir).unwrap().ino());
+    assert_eq!(d.attach(rel).unwrap().id(), cg.id());
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    cg.add_pid(child.id() as i32).unwrap();
+    assert_eq!(cg.procs().unwrap(), [child.id() as i32]);
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen().unwrap());
+    cg.thaw().unwrap();
+    cg.kill_all().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    // Not sandtrail's: remove leaves it in place.
+    cg.remove().unwrap();
+    assert!(dir.is_dir());
+
+    let why = |p: &Path| match d.attach(p) {
+        Err(CgroupError::NotAttachable { why, .. }) => why,
+        other => panic!("{p:?}: {:?}", other.map(|c| c.id())),
+    };
+    assert!(why(&v2).starts_with("that is the root of the hierarchy"));
+    assert!(why(&v2.join("sandtrail/x")).contains("holds sandtrail's own session cgroups"));
+    assert_eq!(why(&dir.join("../x")), "the path may not contain `..`");
+    assert!(why(Path::new("/tmp")).starts_with("it is not in the cgroup v2 hierarchy"));
+    assert!(why(&v2.join("sttest-no-such-cgroup")).starts_with("no such cgroup v2 directory"));
+}
