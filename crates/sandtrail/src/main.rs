@@ -4,6 +4,7 @@ mod cli;
 mod daemon;
 mod output;
 mod session;
+mod signals;
 mod timearg;
 
 use std::path::PathBuf;

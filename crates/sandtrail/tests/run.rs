@@ -508,6 +508,53 @@ fn stop_from_another_process_ends_with_reason_api() {
 }
 
 #[test]
+fn sigterm_to_sandtrail_stops_the_session_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .arg("--state-dir")
+        .arg(d.path())
+        .args(["run", "--session-id", "ses_term", "--", "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = d.path().join("run/ses_term.sock");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our live child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    assert!(
+        err(&o).contains("sandtrail: SIGTERM: stopping the session"),
+        "{}",
+        err(&o)
+    );
+    let evs = events_of(d.path(), "ses_term");
+    assert_eq!(
+        kinds(&evs),
+        [
+            "session.create",
+            "session.start",
+            "session.terminate",
+            "session.cleanup"
+        ]
+    );
+    let t = one(&evs, "session.terminate");
+    assert_eq!(t["session"]["reason"], "api");
+    assert_eq!(t["session"]["actor"], "sandtrail run (SIGTERM)");
+    assert!(!sock.exists());
+    assert!(!d.path().join("sessions/ses_term").exists());
+    verify_ok(d.path());
+}
+
+#[test]
 fn session_network_has_a_veth_and_counts_bytes() {
     if !can_run() {
         return;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -170,6 +171,16 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         on_start: None,
     };
     session::precheck(&opts)?;
+    // A SIGTERM/SIGINT/SIGHUP to sandtrail stops the session cleanly (logged, cleaned up).
+    let signals = crate::signals::block();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = RunOptions {
+        on_start: Some(tx),
+        ..opts
+    };
+    std::thread::Builder::new()
+        .name("sandtrail-signals".into())
+        .spawn(move || stop_on_signal(rx, signals))?;
     let writer = Mutex::new(super::open_writer(layout)?);
     eprintln!("sandtrail: session {} starting", opts.identity.session_id);
     let outcome = session::run(layout, &writer, opts);
@@ -200,6 +211,23 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     }
     eprintln!("sandtrail: see `sandtrail timeline {}`", outcome.session_id);
     Ok(ExitCode::from(outcome.exit_status().clamp(0, 255) as u8))
+}
+
+/// Once the session has started, turns the first termination signal into a stop request
+/// (terminate reason `api`, actor `sandtrail run (SIGTERM)`).
+fn stop_on_signal(started: Receiver<session::StartReport>, signals: libc::sigset_t) {
+    let Ok(Ok(s)) = started.recv() else {
+        return;
+    };
+    let sig = crate::signals::wait(&signals);
+    let name = sandtrail_event::signal_name(sig).unwrap_or("a signal");
+    eprintln!("sandtrail: {name}: stopping the session");
+    let (reply, _answer) = std::sync::mpsc::channel();
+    let _ = s.control.send(control::Request {
+        command: Command::Stop,
+        actor: format!("sandtrail run ({name})"),
+        reply,
+    });
 }
 
 /// Run `pause`, `resume` or `stop`.

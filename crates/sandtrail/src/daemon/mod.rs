@@ -232,31 +232,6 @@ impl Daemon {
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it starts later, so that
-/// only [`wait_for_signal`] sees them. Call before starting any thread.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use; sigaddset and
-    // pthread_sigmask only read and write it and this thread's signal mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits for one of the blocked signals; returns its number.
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is a valid, initialised signal set and `sig` a writable int, as sigwait
-    // requires.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
-}
-
 /// Runs the daemon until SIGTERM/SIGINT/SIGHUP.
 pub fn run(layout: Layout, cfg: Config) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -266,7 +241,7 @@ pub fn run(layout: Layout, cfg: Config) -> Result<()> {
     if cfg.tcp.is_some() && cfg.tokens.is_none() {
         bail!("--listen (TCP) needs --token-file: the API must not be open to every local user and process");
     }
-    let signals = block_signals();
+    let signals = crate::signals::block();
     let writer = crate::cli::open_writer(&layout)?;
     let dir = control::run_dir(layout.root());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -327,7 +302,7 @@ pub fn run(layout: Layout, cfg: Config) -> Result<()> {
         cfg.tcp.map(|a| format!(" and tcp {a}")).unwrap_or_default(),
         daemon.layout.root().display()
     );
-    let sig = wait_for_signal(&signals);
+    let sig = crate::signals::wait(&signals);
     let why = format!(
         "shutdown on {}",
         sandtrail_event::signal_name(sig).unwrap_or("a signal")
