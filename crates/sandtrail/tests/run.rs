@@ -513,7 +513,7 @@ fn sigterm_to_sandtrail_stops_the_session_cleanly() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let mut child = bin()
+    let child = bin()
         .arg("--state-dir")
         .arg(d.path())
         .args(["run", "--session-id", "ses_term", "--", "sleep", "60"])
