@@ -47,7 +47,8 @@ pub enum Command {
     /// writable overlay). Its lifecycle and every limit hit (memory_oom, cpu_throttle, pids,
     /// disk_quota, timeout) are recorded in the store. Networking: a veth pair to the host with
     /// NAT (needs iproute2 and nftables; bytes in and out are recorded); --no-network gives none.
-    /// Needs root.
+    /// SIGTERM/SIGINT/SIGHUP to sandtrail stop the session (reason `api`), logged and cleaned
+    /// up. Needs root.
     Run(cli::run::RunArgs),
     /// Serve the session API (many sessions at once) until SIGTERM/SIGINT.
     ///
