@@ -339,7 +339,10 @@ struct SockFprog {
 }
 
 /// `seccomp(SECCOMP_SET_MODE_FILTER, flags, prog)`. Needs no_new_privs (or `CAP_SYS_ADMIN`).
-pub fn seccomp_set_filter(prog: &[SockFilter], flags: libc::c_ulong) -> SysResult<()> {
+///
+/// Returns the call's result: the listener descriptor (created close-on-exec by the kernel)
+/// with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, else 0.
+pub fn seccomp_set_filter(prog: &[SockFilter], flags: libc::c_ulong) -> SysResult<libc::c_int> {
     if prog.is_empty() || prog.len() > u16::MAX as usize {
         return Err(Errno(libc::EINVAL));
     }
@@ -357,7 +360,7 @@ pub fn seccomp_set_filter(prog: &[SockFilter], flags: libc::c_ulong) -> SysResul
             &fprog,
         )
     };
-    check(ret).map(drop)
+    check(ret).map(|fd| fd as libc::c_int)
 }
 
 /// `pipe2(O_CLOEXEC)`: `(read end, write end)`.
@@ -366,6 +369,219 @@ pub fn pipe_cloexec() -> SysResult<(libc::c_int, libc::c_int)> {
     // SAFETY: fds is a valid array of two ints for the kernel to fill.
     check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     Ok((fds[0], fds[1]))
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: two connected ends that keep message
+/// boundaries, so each descriptor sent with [`send_fd`] arrives in a message of its own.
+pub fn socketpair_seqpacket() -> SysResult<(libc::c_int, libc::c_int)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for the kernel to fill.
+    check_int(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    Ok((fds[0], fds[1]))
+}
+
+/// Room for a control message carrying one descriptor, aligned like `struct cmsghdr`
+/// (`CMSG_SPACE(sizeof(int))` is 24 bytes on 64-bit Linux).
+#[repr(C, align(8))]
+struct OneFdCmsg([u8; 32]);
+
+/// The control-buffer length for one descriptor, checked against [`OneFdCmsg`].
+fn one_fd_cmsg_space() -> usize {
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of::<OneFdCmsg>());
+    space
+}
+
+/// Sends `fd` over the unix socket `sock` as `SCM_RIGHTS`, with a one-byte payload. Allocation-
+/// free (usable in the sandbox child). Once this returns, the message holds its own reference to
+/// the open file: the caller may close `fd` right away.
+pub fn send_fd(sock: libc::c_int, fd: libc::c_int) -> SysResult<()> {
+    let mut byte = [b'f'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    let mut cbuf = OneFdCmsg([0; 32]);
+    let space = one_fd_cmsg_space();
+    // SAFETY: an all-zero msghdr is valid (no name, no buffers); the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points to `space` zeroed, writable bytes aligned for cmsghdr, which is
+    // room for one header and one int, so CMSG_FIRSTHDR returns a valid, non-null header pointer
+    // into `cbuf` and CMSG_DATA a pointer to the int after it (written unaligned to be safe).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        debug_assert!(!c.is_null());
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+    }
+    loop {
+        // SAFETY: msg and everything it points to (iov, byte, cbuf) are valid for the call.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives one descriptor sent with [`send_fd`], close-on-exec (`MSG_CMSG_CLOEXEC`), blocking
+/// until a message arrives. `Ok(None)`: every sending end is closed and nothing is left.
+/// A message without a descriptor is `EBADMSG`; extra descriptors in a message are closed.
+pub fn recv_fd(sock: libc::c_int) -> SysResult<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    let mut cbuf = OneFdCmsg([0; 32]);
+    // SAFETY: an all-zero msghdr is valid; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = one_fd_cmsg_space() as _;
+    let n = loop {
+        // SAFETY: msg points to valid, writable buffers (byte, cbuf) of the sizes it states.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n;
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    };
+    let mut got: Option<std::os::fd::OwnedFd> = None;
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/CMSG_NXTHDR walk
+    // only within that buffer and return null at its end. Each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / sizeof(int) descriptors that now belong to this process,
+    // read unaligned; each is either kept (once) or closed.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    if got.is_none() {
+                        got = Some(std::os::fd::OwnedFd::from_raw_fd(fd));
+                    } else {
+                        close(fd);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    match (n, got) {
+        (_, Some(fd)) => Ok(Some(fd)),
+        (0, None) => Ok(None),
+        (_, None) => Err(Errno(libc::EBADMSG)),
+    }
+}
+
+/// `poll(2)` without a timeout, retried on `EINTR`; returns the number of ready entries.
+pub fn poll(fds: &mut [libc::pollfd]) -> SysResult<usize> {
+    loop {
+        // SAFETY: fds is a valid, writable array of fds.len() pollfd entries.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// `seccomp(SECCOMP_GET_NOTIF_SIZES)`: the kernel's sizes of the user-notification structures.
+pub fn seccomp_notif_sizes() -> SysResult<libc::seccomp_notif_sizes> {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: sizes is a valid, writable seccomp_notif_sizes for the kernel to fill.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES as libc::c_ulong,
+            0 as libc::c_ulong,
+            &mut sizes,
+        )
+    };
+    check(ret).map(|_| sizes)
+}
+
+/// Whether a `[u64]` buffer can hold a `T` at its start (alignment holds: `T` is made of
+/// integers of at most 8 bytes).
+fn fits<T>(buf: &[u64]) -> bool {
+    std::mem::size_of_val(buf) >= std::mem::size_of::<T>() && std::mem::align_of::<T>() <= 8
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV` on a seccomp listener. `buf` must be at least as large as both the
+/// kernel's `struct seccomp_notif` ([`seccomp_notif_sizes`]) and libc's (else `EINVAL`); it is
+/// zeroed first, as the kernel requires. Blocks until a notification is pending unless the
+/// caller polled for `POLLIN`; `ENOENT`: the notifying task went away before it was received.
+pub fn seccomp_notif_recv(fd: libc::c_int, buf: &mut [u64]) -> SysResult<libc::seccomp_notif> {
+    if !fits::<libc::seccomp_notif>(buf) {
+        return Err(Errno(libc::EINVAL));
+    }
+    buf.fill(0);
+    // SAFETY: buf is a writable, 8-byte aligned buffer at least as large as the kernel's
+    // struct seccomp_notif, which is what the ioctl writes.
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, buf.as_mut_ptr()) })?;
+    // SAFETY: buf is aligned and large enough for a seccomp_notif (checked above), whose
+    // fields are plain integers: any bit pattern the kernel wrote is a valid value.
+    Ok(unsafe { std::ptr::read(buf.as_ptr().cast::<libc::seccomp_notif>()) })
+}
+
+/// `SECCOMP_IOCTL_NOTIF_ID_VALID`: `Ok` while the notifying task is still waiting for the answer
+/// to notification `id` (so its pid has not been reused), `ENOENT` otherwise.
+pub fn seccomp_notif_id_valid(fd: libc::c_int, id: u64) -> SysResult<()> {
+    // SAFETY: the ioctl reads one u64 from the valid pointer.
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) }).map(drop)
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SEND`: answers notification `resp.id`. `buf` is scratch space at least
+/// as large as both the kernel's `struct seccomp_notif_resp` and libc's (else `EINVAL`), zeroed
+/// and filled with `resp` first. `ENOENT`: the task is gone or no longer waiting.
+pub fn seccomp_notif_send(
+    fd: libc::c_int,
+    buf: &mut [u64],
+    resp: &libc::seccomp_notif_resp,
+) -> SysResult<()> {
+    if !fits::<libc::seccomp_notif_resp>(buf) {
+        return Err(Errno(libc::EINVAL));
+    }
+    buf.fill(0);
+    // SAFETY: buf is aligned and large enough for a seccomp_notif_resp (checked above).
+    unsafe { std::ptr::write(buf.as_mut_ptr().cast::<libc::seccomp_notif_resp>(), *resp) };
+    // SAFETY: buf is a valid buffer at least as large as the kernel's struct
+    // seccomp_notif_resp, which is what the ioctl reads (and, for _IOWR, may write back).
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, buf.as_mut_ptr()) })
+        .map(drop)
 }
 
 /// `read(2)`, retried on `EINTR`.

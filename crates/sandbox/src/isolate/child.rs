@@ -4,11 +4,20 @@
 //! Everything here works on a [`Plan`] computed by the parent beforehand and calls only
 //! allocation-free wrappers from [`crate::sys`]: the clone bypasses glibc's fork handling, so the
 //! allocator may be locked by a thread that does not exist in the child.
+//!
+//! Init and the command each install the seccomp policy themselves (the command is forked before
+//! init locks down) and each send the listener of its reporting filter to the parent over the
+//! `notify_w` socket, then close their copy. The parent starts answering only after the command's
+//! `execve`, so from the moment the reporting filter is installed until `execve` (command) or
+//! exit (init), nothing here may make a call the deny filter matches: it would wait forever for
+//! its answer. Nothing does today (the steps after installation are capability, uid and
+//! descriptor calls, `wait4`, `kill`, `write` and `execve`).
 
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::sys::{self, Errno, FileKind, SockFilter, SysResult};
+use super::seccomp::Programs;
+use crate::sys::{self, Errno, FileKind, SysResult};
 
 /// Exit code of init when setup failed (the parent has the message from the error pipe).
 pub(crate) const SETUP_FAILED: i32 = 125;
@@ -81,7 +90,7 @@ pub(crate) struct Plan {
     pub as_root: bool,
     /// Capabilities the command keeps when `as_root` (bit mask).
     pub root_caps: u64,
-    pub seccomp: Vec<Vec<SockFilter>>,
+    pub seccomp: Programs,
     pub last_cap: u32,
 }
 
@@ -90,6 +99,8 @@ pub(crate) struct Fds {
     pub go_r: libc::c_int,
     pub err_w: libc::c_int,
     pub status_w: libc::c_int,
+    /// Where init and the command send their seccomp listener (a SOCK_SEQPACKET socket).
+    pub notify_w: libc::c_int,
 }
 
 /// Writes "step\npath\nerrno" to the error pipe (the parent turns it into an IsolateError).
@@ -135,7 +146,7 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 pub(crate) fn init_main(plan: &Plan, fds: &Fds) -> ! {
     // Descriptors inherited from the parent (other sessions' pipes, the store, sockets) must not
     // live on inside the sandbox.
-    let _ = sys::close_fds_except(&[fds.go_r, fds.err_w, fds.status_w]);
+    let _ = sys::close_fds_except(&[fds.go_r, fds.err_w, fds.status_w, fds.notify_w]);
     match init_setup(plan, fds) {
         Ok(()) => {}
         Err((step, path, errno)) => {
@@ -302,8 +313,9 @@ fn run_op(op: &Op) -> Step<()> {
 
 /// Drops everything init does not need: all capabilities but CAP_KILL (to forward signals to
 /// a command running as another uid), and the seccomp policy, so that a process that manages to
-/// control init gains nothing the command does not already have.
-fn lock_down_init(plan: &Plan) -> Step<()> {
+/// control init gains nothing the command does not already have. Closes `notify_w` (init's last
+/// use of it).
+fn lock_down_init(plan: &Plan, notify_w: libc::c_int) -> Step<()> {
     for cap in 0..=plan.last_cap {
         if cap != CAP_KILL {
             at(
@@ -325,13 +337,29 @@ fn lock_down_init(plan: &Plan) -> Step<()> {
         EMPTY,
     )?;
     at(sys::set_no_new_privs(), "set no_new_privs on init", EMPTY)?;
-    install_seccomp(plan)
+    install_seccomp(plan, notify_w)?;
+    sys::close(notify_w);
+    Ok(())
 }
 
-fn install_seccomp(plan: &Plan) -> Step<()> {
-    for prog in &plan.seccomp {
+/// Installs the policy: the reporting filter with a new listener, which goes to the parent over
+/// `notify_w` and is closed here (it is close-on-exec too), then the plain filters.
+fn install_seccomp(plan: &Plan, notify_w: libc::c_int) -> Step<()> {
+    let log = libc::SECCOMP_FILTER_FLAG_LOG as libc::c_ulong;
+    let listener = at(
+        sys::seccomp_set_filter(
+            &plan.seccomp.notify,
+            log | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+        ),
+        "install the reporting seccomp filter",
+        EMPTY,
+    )?;
+    let sent = sys::send_fd(notify_w, listener);
+    sys::close(listener);
+    at(sent, "pass the seccomp listener to sandtrail", EMPTY)?;
+    for prog in &plan.seccomp.plain {
         at(
-            sys::seccomp_set_filter(prog, libc::SECCOMP_FILTER_FLAG_LOG as libc::c_ulong),
+            sys::seccomp_set_filter(prog, log),
             "install the seccomp filter",
             EMPTY,
         )?;
@@ -358,11 +386,11 @@ fn run_command(plan: &Plan, fds: &Fds) -> ! {
     if pid == 0 {
         sys::close(ready_w);
         sys::close(fds.status_w);
-        command_main(plan, fds.err_w, ready_r);
+        command_main(plan, fds.err_w, fds.notify_w, ready_r);
     }
     COMMAND_PID.store(pid, Ordering::SeqCst);
     sys::close(ready_r);
-    if let Err((step, path, errno)) = lock_down_init(plan) {
+    if let Err((step, path, errno)) = lock_down_init(plan, fds.notify_w) {
         // SAFETY: `path` points into `plan` or a static, both alive.
         report(fds.err_w, step, unsafe { &*path }.to_bytes(), errno);
         let _ = sys::kill(pid, libc::SIGKILL);
@@ -387,8 +415,8 @@ fn run_command(plan: &Plan, fds: &Fds) -> ! {
 }
 
 /// The command process: drop privileges, seccomp, execve.
-fn command_main(plan: &Plan, err_w: libc::c_int, ready_r: libc::c_int) -> ! {
-    if let Err((step, path, errno)) = command_setup(plan, ready_r) {
+fn command_main(plan: &Plan, err_w: libc::c_int, notify_w: libc::c_int, ready_r: libc::c_int) -> ! {
+    if let Err((step, path, errno)) = command_setup(plan, notify_w, ready_r) {
         // SAFETY: `path` points into `plan` or a static, both alive.
         report(err_w, step, unsafe { &*path }.to_bytes(), errno);
         sys::exit_now(EXEC_FAILED);
@@ -396,7 +424,7 @@ fn command_main(plan: &Plan, err_w: libc::c_int, ready_r: libc::c_int) -> ! {
     exec(plan, err_w)
 }
 
-fn command_setup(plan: &Plan, ready_r: libc::c_int) -> Step<()> {
+fn command_setup(plan: &Plan, notify_w: libc::c_int, ready_r: libc::c_int) -> Step<()> {
     for sig in FORWARDED {
         at(sys::set_signal_default(sig), "reset signal handlers", EMPTY)?;
     }
@@ -446,7 +474,9 @@ fn command_setup(plan: &Plan, ready_r: libc::c_int) -> Step<()> {
     )?;
     at(sys::set_no_new_privs(), "set no_new_privs", EMPTY)?;
     // Last: the filter also applies to everything above, which it would partly forbid.
-    install_seccomp(plan)
+    install_seccomp(plan, notify_w)?;
+    sys::close(notify_w);
+    Ok(())
 }
 
 fn exec(plan: &Plan, err_w: libc::c_int) -> ! {

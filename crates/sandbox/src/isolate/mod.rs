@@ -20,6 +20,25 @@
 //! command, reaps orphans, and exits when the command does, passing the command's exact wait
 //! status to the parent on a pipe (a pid-namespace init cannot re-raise most signals on itself).
 //!
+//! # Seccomp denials
+//!
+//! Every call the seccomp policy ([`seccomp`]) denies fails with `EPERM` and is reported as a
+//! [`Denial`] on the receiver of [`Sandboxed::take_denials`]. The deny filter's action is
+//! `SECCOMP_RET_USER_NOTIF`: init and the command each install it with a new listener and send
+//! the listener descriptor to [`spawn`] over a `SOCK_SEQPACKET` socket pair (`SCM_RIGHTS`),
+//! closing their own copy right away (the kernel also creates it close-on-exec), so no sandboxed
+//! process holds one once the command runs. [`spawn`] receives both after the command's `execve`
+//! and starts one thread per sandbox that answers every notification with `EPERM` (never
+//! anything else: nothing the process passes is interpreted to decide the answer) before it
+//! queues the denial, so a denied process never waits for the consumer.
+//!
+//! - A denied call waits for that answer; if sandtrail dies, its listeners close and the kernel
+//!   fails the same calls (also one already waiting) with `ENOSYS` instead: still denied, no
+//!   longer reported.
+//! - A call interrupted by a signal while it waits may be restarted by the kernel and is then
+//!   reported twice; a caller killed while it waits is still reported (without `comm`/`exe`).
+//! - The thread ends, closing the listeners, once every process of the sandbox is reaped.
+//!
 //! The overlay and every other mount exist only in the sandbox's mount namespace (`/` is made
 //! recursively private first), so they disappear with its last process: nothing is mounted on the
 //! host, even if sandtrail is killed.
@@ -37,10 +56,14 @@
 //! lease, linux_immutable, wake_alarm, block_suspend, checkpoint_restore.
 
 mod child;
+mod notify;
 pub mod seccomp;
+
+pub use notify::{Arch, Denial, DENIAL_QUEUE};
 
 use std::ffi::{CString, OsStr};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -251,6 +274,8 @@ pub struct Sandboxed {
     status_r: libc::c_int,
     upper: PathBuf,
     exit: Option<Exit>,
+    denials: Option<std::sync::mpsc::Receiver<Denial>>,
+    denials_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sandboxed {
@@ -263,6 +288,26 @@ impl Sandboxed {
     /// `/workspace`, `/tmp` and `/dev` (deleted files appear as overlayfs whiteouts).
     pub fn root_dir(&self) -> &Path {
         &self.upper
+    }
+
+    /// The seccomp denials of this sandbox, as they happen: every call its deny filter stopped
+    /// (the caller got `EPERM`), from init, the command or any of its descendants. Returns the
+    /// receiver once; `None` after that.
+    ///
+    /// The channel holds at most [`DENIAL_QUEUE`] denials; a denial that finds it full is not
+    /// queued but counted in [`Sandboxed::denials_lost`] (the denied process never waits for the
+    /// consumer). The sender is dropped once the sandbox has ended and been reaped and every
+    /// denial was queued, so after [`Sandboxed::wait`] the receiver can be drained to its end
+    /// (`recv` returns `Err`). Denials not taken stay queued until the `Sandboxed` is dropped;
+    /// after the receiver is dropped, denials are still answered but no longer kept.
+    pub fn take_denials(&mut self) -> Option<std::sync::mpsc::Receiver<Denial>> {
+        self.denials.take()
+    }
+
+    /// How many denials were answered (`EPERM`) but not queued because the channel of
+    /// [`Sandboxed::take_denials`] was full. Final once that channel has ended.
+    pub fn denials_lost(&self) -> u64 {
+        self.denials_lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blocks until the sandbox ends; returns the command's status. Idempotent.
@@ -769,6 +814,15 @@ fn hint_for(step: &str, errno: i32) -> &'static str {
         }
         ("bind the workspace at /workspace", _) => "the workspace must be a directory the root user can read",
         ("enter the working directory", _) => "the workspace must be a directory the sandbox user can enter (mode o+x, or use as_root)",
+        ("install the reporting seccomp filter", libc::EBUSY) => {
+            "another seccomp filter with a listener is already in place (sandtrail runs under a container runtime that uses seccomp user notification): run sandtrail on the host or in a container without one"
+        }
+        ("install the reporting seccomp filter", libc::EINVAL) => {
+            "the kernel lacks seccomp user notification (sandtrail needs Linux 5.11 or newer with CONFIG_SECCOMP_FILTER); on such a kernel this is a bug in sandtrail's policy: report it"
+        }
+        ("pass the seccomp listener to sandtrail", _) => {
+            "the sandbox could not send its seccomp listener to sandtrail over their socket: check sandtrail's open-file limit (ulimit -n) and the kernel log (dmesg)"
+        }
         (_, libc::EPERM) | (_, libc::EACCES) => "sandtrail must run as root (CAP_SYS_ADMIN in the initial user namespace), outside another container's seccomp policy",
         (_, libc::ENODEV) => "the kernel lacks a filesystem this needs (proc, sysfs, tmpfs, devpts, overlay): enable it",
         (_, libc::ENOSYS) => "the kernel is too old for this system call: sandtrail needs Linux 5.11 or newer",
@@ -836,6 +890,11 @@ pub fn spawn(
     let (go_r, go_w) = pipe(&mut fds)?;
     let (err_r, err_w) = pipe(&mut fds)?;
     let (status_r, status_w) = pipe(&mut fds)?;
+    let (notify_r, notify_w) = sys::socketpair_seqpacket().map_err(spawn_err(
+        "create the socket pair for the seccomp listeners",
+        "raise the open-file limit (ulimit -n)",
+    ))?;
+    fds.0.extend([notify_r, notify_w]);
 
     let flags = libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -851,12 +910,14 @@ pub fn spawn(
         sys::close(go_w);
         sys::close(err_r);
         sys::close(status_r);
+        sys::close(notify_r);
         child::init_main(
             &plan,
             &Fds {
                 go_r,
                 err_w,
                 status_w,
+                notify_w,
             },
         );
     }
@@ -864,6 +925,7 @@ pub fn spawn(
     fds.close(go_r);
     fds.close(err_w);
     fds.close(status_w);
+    fds.close(notify_w);
 
     setup(pid).map_err(IsolateError::Setup)?;
     sys::write_all(go_w, b"g").map_err(spawn_err(
@@ -891,6 +953,19 @@ pub fn spawn(
     if !msg.is_empty() {
         return Err(parse_child_error(&msg));
     }
+    // The command has exec'd: init and the command have sent their seccomp listeners and closed
+    // their ends of the socket (init before its end of the error pipe, the command at the
+    // latest at execve), so this reads to the end without waiting. Fewer than two listeners
+    // only if a process was killed before it could send; the sandbox then ends by itself.
+    let mut listeners: Vec<OwnedFd> = Vec::new();
+    while let Some(fd) = sys::recv_fd(notify_r).map_err(spawn_err(
+        "receive the sandbox's seccomp listeners",
+        "this is unexpected: report it with the message above",
+    ))? {
+        listeners.push(fd);
+    }
+    fds.close(notify_r);
+    let listener = notify::start(listeners)?;
     kill.0 = None;
     let status_r = fds.take(status_r);
     Ok(Sandboxed {
@@ -898,6 +973,8 @@ pub fn spawn(
         status_r,
         upper: layout(&session_dir, spec.disk_bytes.is_some()).0,
         exit: None,
+        denials: Some(listener.denials),
+        denials_lost: listener.lost,
     })
 }
 
