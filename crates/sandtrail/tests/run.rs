@@ -472,7 +472,88 @@ exit $n"#,
         "escapes that worked:\n{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // Each seccomp denial is logged as a policy.violation by the process that tried.
+    let evs = events_of(d.path(), "ses_escape");
+    let v: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "policy.violation")
+        .collect();
+    let rules: Vec<&str> = v
+        .iter()
+        .map(|e| e["policy"]["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["seccomp:bpf", "seccomp:io_uring_setup", "seccomp:mount"]
+    );
+    for e in &v {
+        assert_eq!(e["policy"]["decision"], "deny");
+        assert_eq!(e["severity"], "high");
+        assert_eq!(e["process"]["uid"], 0, "{e}");
+        assert_eq!(e["process"]["euid"], 0, "{e}");
+    }
+    assert!(v[0]["process"]["exe"]
+        .as_str()
+        .unwrap()
+        .starts_with("/usr/bin/python3"));
+    assert_eq!(v[0]["process"]["comm"], "python3");
+    assert_eq!(v[2]["process"]["comm"], "mount");
+    assert!(
+        v[0]["policy"]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("bpf() by python3 (pid "),
+        "{}",
+        v[0]["policy"]["what"]
+    );
     verify_ok(d.path());
+}
+
+#[test]
+fn a_denial_loop_is_summarized_not_flooded() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_loop",
+        &[],
+        &[
+            "python3",
+            "-c",
+            "import ctypes; l=ctypes.CDLL(None,use_errno=True)\nfor _ in range(3000): l.syscall(321,0,0,0)",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_loop");
+    let v: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "policy.violation")
+        .collect();
+    // The first at once, the rest counted in per-second summaries: 3000 in all.
+    let counted: u64 = v
+        .iter()
+        .map(|e| {
+            let what = e["policy"]["what"].as_str().unwrap();
+            match what
+                .split_once(" denied ")
+                .unwrap()
+                .1
+                .split_once(" more time")
+            {
+                Some((n, _)) => n.parse::<u64>().unwrap(),
+                None => 1,
+            }
+        })
+        .sum();
+    assert_eq!(counted, 3000, "{v:#?}");
+    assert!(v.len() <= 12, "{} events for one loop", v.len());
+    assert_eq!(
+        evs.iter().filter(|e| e["kind"] == "audit.loss").count(),
+        0,
+        "3000 denials fit the queue"
+    );
 }
 
 #[test]

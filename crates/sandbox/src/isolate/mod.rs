@@ -59,7 +59,7 @@ mod child;
 mod notify;
 pub mod seccomp;
 
-pub use notify::{Arch, Denial, DENIAL_QUEUE};
+pub use notify::{Arch, Denial, ProcIds, DENIAL_QUEUE};
 
 use std::ffi::{CString, OsStr};
 use std::io;

@@ -116,6 +116,66 @@ pub struct Denial {
     /// the kernel renders it from sandtrail's view (for the sandbox's overlay root this is the
     /// path inside the sandbox; a deleted file ends in ` (deleted)`).
     pub exe: Option<PathBuf>,
+    /// The caller's ids and start time from `/proc/PID/status` and `/proc/PID/stat`, under the
+    /// same conditions as `comm`.
+    pub ids: Option<ProcIds>,
+}
+
+/// A process's ids and start time, as `/proc` shows them to sandtrail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcIds {
+    /// Parent pid (in sandtrail's pid namespace; 0 when the parent is not visible from it).
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Start time in clock ticks after boot (`/proc/PID/stat` field 22): with the pid, it
+    /// names the process uniquely across pid reuse.
+    pub start_ticks: u64,
+}
+
+impl ProcIds {
+    /// Reads them for `pid`; `None` if the process is gone or `/proc` is unreadable.
+    pub fn read(pid: i32) -> Option<ProcIds> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Self::parse(&status, &stat)
+    }
+
+    /// Parses the text of `/proc/PID/status` and `/proc/PID/stat`.
+    pub fn parse(status: &str, stat: &str) -> Option<ProcIds> {
+        let field = |name: &str, i: usize| -> Option<u32> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .nth(i)?
+                .parse()
+                .ok()
+        };
+        // Fields after the parenthesized comm (which may itself contain ") "): field 22 is the
+        // 20th of them.
+        let start_ticks = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()?;
+        Some(ProcIds {
+            ppid: field("PPid:", 0)?,
+            uid: field("Uid:", 0)?,
+            euid: field("Uid:", 1)?,
+            gid: field("Gid:", 0)?,
+            egid: field("Gid:", 1)?,
+            start_ticks,
+        })
+    }
 }
 
 /// A running listener: the channel's receiving end and the count of denials the full queue
@@ -225,8 +285,9 @@ impl Server {
         };
         let time = SystemTime::now();
         let pid = n.pid as i32;
-        let (mut comm, mut exe) = (None, None);
+        let (mut comm, mut exe, mut ids) = (None, None, None);
         if pid > 0 {
+            ids = ProcIds::read(pid);
             comm = std::fs::read(format!("/proc/{pid}/comm"))
                 .ok()
                 .map(|b| String::from_utf8_lossy(b.strip_suffix(b"\n").unwrap_or(&b)).into_owned());
@@ -237,6 +298,7 @@ impl Server {
         if sys::seccomp_notif_id_valid(fd, n.id).is_err() {
             comm = None;
             exe = None;
+            ids = None;
         }
         let resp = libc::seccomp_notif_resp {
             id: n.id,
@@ -260,6 +322,7 @@ impl Server {
             time,
             comm,
             exe,
+            ids,
         };
         match self.tx.try_send(denial) {
             Ok(()) => {}
@@ -276,6 +339,24 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_ids_parse_exactly() {
+        let status = "Name:\tpython3\nPPid:\t41\nUid:\t0\t1000\t0\t0\nGid:\t5\t6\t5\t5\n";
+        let stat = "42 (we) ird) S 41 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(
+            ProcIds::parse(status, stat),
+            Some(ProcIds {
+                ppid: 41,
+                uid: 0,
+                euid: 1000,
+                gid: 5,
+                egid: 6,
+                start_ticks: 987654,
+            })
+        );
+        assert_eq!(ProcIds::parse("Name:\tx\n", stat), None);
+    }
 
     #[test]
     fn arch_names() {

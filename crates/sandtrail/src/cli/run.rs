@@ -191,7 +191,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     let outcome = outcome?;
     let u = &outcome.usage;
     eprintln!(
-        "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s); log size {} (signed)",
+        "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s), {} policy violation(s); log size {} (signed)",
         outcome.session_id,
         outcome.reason.as_str(),
         crate::output::exit_text(outcome.exit),
@@ -199,6 +199,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         duration(u.cpu_ns.unwrap_or(0)),
         bytes(u.peak_memory_bytes.unwrap_or(0)),
         outcome.limit_hits,
+        outcome.violations,
         commit.size
     );
     if let Some(s) = &outcome.snapshot {

@@ -198,6 +198,7 @@ fn describe(id: &str, e: &Entry) -> Value {
             }
             v["usage"] = serde_json::to_value(&o.usage).unwrap_or(Value::Null);
             v["limit_hits"] = json!(o.limit_hits);
+            v["policy_violations"] = json!(o.violations);
             if let Some(snap) = &o.snapshot {
                 v["snapshot"] = serde_json::to_value(snap).unwrap_or(Value::Null);
             }

@@ -133,6 +133,24 @@ impl Lifecycle {
         )
     }
 
+    /// audit.loss: `count` records of `source` were lost.
+    pub fn loss(&self, source: &str, count: u64) -> Event {
+        let mut e = Event::new(
+            Kind::AuditLoss,
+            Source::Sandbox,
+            Some(self.id.session_id.clone()),
+            &self.host_id,
+            now_ns(),
+        );
+        e.severity = sandtrail_event::Severity::High;
+        e.loss = Some(sandtrail_event::LossInfo {
+            source: source.into(),
+            count,
+            window_ns: None,
+        });
+        e
+    }
+
     /// limit.hit
     pub fn limit(&self, info: LimitInfo) -> Event {
         let mut e = Event::new(

@@ -16,6 +16,7 @@ pub mod liveness;
 pub mod monitor;
 pub mod snapshot;
 pub mod sweep;
+pub mod violations;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,7 @@ use sandtrail_store::{Layout, Writer};
 use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
 use monitor::{DiskWatcher, LimitWatcher, POLL};
+use violations::{DenialLog, Violation};
 
 /// What to do with the session's filesystem changes at cleanup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +136,8 @@ pub struct Outcome {
     pub usage: Usage,
     /// Limit hits logged.
     pub limit_hits: usize,
+    /// policy.violation events logged (seccomp denials; repeats summarized).
+    pub violations: usize,
     /// Snapshot written at cleanup.
     pub snapshot: Option<Snapshot>,
 }
@@ -316,6 +320,8 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
             Ok(())
         })
         .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
+        let mut child = child;
+        let denials = child.take_denials();
         let agent = Agent::Sandboxed(child);
         supervise(
             layout,
@@ -329,6 +335,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 disk_dir: opts.disk_bytes.map(|_| dir.clone()),
                 net: session_net.as_ref(),
                 on_start: opts.on_start.as_ref(),
+                denials,
             },
         )
     })();
@@ -407,6 +414,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
             disk_dir: None,
             net: None,
             on_start: opts.on_start.as_ref(),
+            denials: None,
         },
     );
     // The provider's filesystem is not ours to delete.
@@ -446,6 +454,8 @@ struct Watch<'a> {
     disk_dir: Option<PathBuf>,
     net: Option<&'a SessionNet>,
     on_start: Option<&'a Sender<StartReport>>,
+    /// Seccomp denials of the sandbox.
+    denials: Option<Receiver<isolate::Denial>>,
 }
 
 /// From session.start to session.terminate: control requests, timeout, limit hits.
@@ -480,7 +490,22 @@ fn supervise(
     let mut reason: Option<TerminateReason> = None;
     let mut stopped_by: Option<String> = None;
     let deadline = w.timeout.map(|t| started + t);
+    let mut denial_log = DenialLog::default();
+    let mut violations = 0usize;
     let exit = loop {
+        // Seccomp denials.
+        if let Some(rx) = &w.denials {
+            let now = Instant::now();
+            let mut found: Vec<Violation> = rx
+                .try_iter()
+                .flat_map(|d| denial_log.observe(d, now))
+                .collect();
+            found.extend(denial_log.flush(now, false));
+            for v in found {
+                log.log(lc.violation(&v))?;
+                violations += 1;
+            }
+        }
         if let Some(exit) = agent.ended(cg)? {
             break exit;
         }
@@ -534,6 +559,24 @@ fn supervise(
         }
         std::thread::sleep(POLL);
     };
+    // The denial channel ends once the sandbox has been reaped; what is queued still counts.
+    if let Some(rx) = &w.denials {
+        let mut found = Vec::new();
+        while let Ok(d) = rx.recv_timeout(Duration::from_secs(1)) {
+            found.extend(denial_log.observe(d, Instant::now()));
+        }
+        found.extend(denial_log.flush(Instant::now(), true));
+        for v in found {
+            log.log(lc.violation(&v))?;
+            violations += 1;
+        }
+    }
+    if let Agent::Sandboxed(child) = &agent {
+        let lost = child.denials_lost();
+        if lost > 0 {
+            log.log(lc.loss("seccomp.denials", lost))?;
+        }
+    }
     // The layer stays mounted until cleanup: a quota filled just before the end still counts.
     if let Some(hit) = disk.observe(disk_usage()) {
         log.log(lc.limit(hit))?;
@@ -582,6 +625,7 @@ fn supervise(
         reason,
         usage,
         limit_hits,
+        violations,
         snapshot: None,
     })
 }
