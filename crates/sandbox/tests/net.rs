@@ -237,6 +237,7 @@ fn bad_session_or_pid_fails_clearly() {
         &NetConfig {
             session: "bad name;".into(),
             index: 0,
+            rate_bps: None,
         },
         1,
     )
