@@ -70,8 +70,53 @@ impl Drop for Child {
     }
 }
 
-fn session(tag: &str) -> String {
-    format!("nettest-{tag}-{}", std::process::id())
+/// A test session's id, alive the way a `sandtrail run` is alive: it holds the session's
+/// liveness lock (`/run/sandtrail/sessions/ID.lock`, see `sandtrail::session::liveness`).
+/// A `sandtrail run` started meanwhile on this host (another test suite, say) sweeps the
+/// networks of every session whose lock nobody holds; without the lock it would pull this
+/// test's veth or IFB out from under it.
+struct Session {
+    id: String,
+    lock: std::path::PathBuf,
+    _held: std::fs::File,
+}
+
+impl std::ops::Deref for Session {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Display for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+fn session(tag: &str) -> Session {
+    let id = format!("nettest-{tag}-{}", std::process::id());
+    let dir = std::path::Path::new("/run/sandtrail/sessions");
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = dir.join(format!("{id}.lock"));
+    let held = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    held.try_lock().unwrap();
+    Session {
+        id,
+        lock,
+        _held: held,
+    }
 }
 
 fn links() -> String {
@@ -209,7 +254,7 @@ fn sweep_removes_a_leftover_and_keeps_the_rest() {
     drop(nets);
     assert!(links().contains(&format!(": {gone_if}@")));
 
-    let removed = net::sweep(&|s| s != gone).unwrap();
+    let removed = net::sweep(&|s| s != &*gone).unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed
         .iter()
@@ -243,7 +288,8 @@ fn bad_session_or_pid_fails_clearly() {
     )
     .unwrap_err();
     assert!(matches!(e, NetError::InvalidConfig(_)), "{e}");
-    let e = SessionNet::setup(&NetConfig::for_session(&session("nopid")), i32::MAX).unwrap_err();
+    let nopid = session("nopid");
+    let e = SessionNet::setup(&NetConfig::for_session(&nopid), i32::MAX).unwrap_err();
     assert!(e.to_string().contains("network namespace"), "{e}");
-    assert!(!tables().contains(&session("nopid")));
+    assert!(!tables().contains(&*nopid));
 }
