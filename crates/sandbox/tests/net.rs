@@ -70,8 +70,140 @@ impl Drop for Child {
     }
 }
 
-fn session(tag: &str) -> String {
-    format!("nettest-{tag}-{}", std::process::id())
+/// Whether the kernel has what the rate limit needs (tbf and ingress qdiscs, u32, mirred, IFB):
+/// tried on a probe IFB of this test's own, then removed. Says loudly what is missing if not.
+fn can_shape() -> bool {
+    let dev = format!("rtprobe{}", std::process::id() % 100_000_000);
+    let steps: [&[&str]; 4] = [
+        &["ip", "link", "add", "name", &dev, "type", "ifb"],
+        &[
+            "tc", "qdisc", "add", "dev", &dev, "root", "handle", "1:", "tbf", "rate", "1mbit",
+            "burst", "4096", "limit", "16384",
+        ],
+        &[
+            "tc", "qdisc", "add", "dev", &dev, "handle", "ffff:", "ingress",
+        ],
+        &[
+            "tc", "filter", "add", "dev", &dev, "parent", "ffff:", "protocol", "all", "u32",
+            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", &dev,
+        ],
+    ];
+    let mut missing = None;
+    for step in steps {
+        match Command::new(step[0]).args(&step[1..]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                missing = Some(format!(
+                    "`{}` failed: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                break;
+            }
+            Err(e) => {
+                missing = Some(format!("`{}` could not run: {e}", step.join(" ")));
+                break;
+            }
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["link", "del", "dev", &dev])
+        .output();
+    match missing {
+        None => true,
+        Some(why) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: this kernel cannot shape traffic ({why}); the rate limit needs tbf, ingress, u32, mirred and ifb !!!!!!!!\n"
+            );
+            false
+        }
+    }
+}
+
+fn qdiscs() -> String {
+    String::from_utf8(
+        Command::new("tc")
+            .args(["qdisc", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+}
+
+/// Accepts one connection within `limit`.
+fn accept_within(listener: &TcpListener, limit: Duration) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                conn.set_write_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                return conn;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the sandbox did not connect within {limit:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// A test session's id, alive the way a `sandtrail run` is alive: it holds the session's
+/// liveness lock (`/run/sandtrail/sessions/ID.lock`, see `sandtrail::session::liveness`).
+/// A `sandtrail run` started meanwhile on this host (another test suite, say) sweeps the
+/// networks of every session whose lock nobody holds; without the lock it would pull this
+/// test's veth or IFB out from under it.
+struct Session {
+    id: String,
+    lock: std::path::PathBuf,
+    _held: std::fs::File,
+}
+
+impl std::ops::Deref for Session {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Display for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+fn session(tag: &str) -> Session {
+    let id = format!("nettest-{tag}-{}", std::process::id());
+    let dir = std::path::Path::new("/run/sandtrail/sessions");
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = dir.join(format!("{id}.lock"));
+    let held = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    held.try_lock().unwrap();
+    Session {
+        id,
+        lock,
+        _held: held,
+    }
 }
 
 fn links() -> String {
@@ -209,7 +341,7 @@ fn sweep_removes_a_leftover_and_keeps_the_rest() {
     drop(nets);
     assert!(links().contains(&format!(": {gone_if}@")));
 
-    let removed = net::sweep(&|s| s != gone).unwrap();
+    let removed = net::sweep(&|s| s != &*gone).unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed
         .iter()
@@ -237,12 +369,231 @@ fn bad_session_or_pid_fails_clearly() {
         &NetConfig {
             session: "bad name;".into(),
             index: 0,
+            rate_bps: None,
         },
         1,
     )
     .unwrap_err();
     assert!(matches!(e, NetError::InvalidConfig(_)), "{e}");
-    let e = SessionNet::setup(&NetConfig::for_session(&session("nopid")), i32::MAX).unwrap_err();
+    let nopid = session("nopid");
+    let e = SessionNet::setup(&NetConfig::for_session(&nopid), i32::MAX).unwrap_err();
     assert!(e.to_string().contains("network namespace"), "{e}");
-    assert!(!tables().contains(&session("nopid")));
+    assert!(!tables().contains(&*nopid));
+}
+
+#[test]
+fn rate_limit_shapes_both_directions_and_counts_it() {
+    if !can_run() || !can_shape() {
+        return;
+    }
+    const RATE: u64 = 1_000_000;
+    const N: usize = 2_000_000;
+    let id = session("rate");
+    // Inside: upload N bytes to the first port while downloading from the second, both from
+    // the host end only; print how much came down.
+    let mut child = Child::new(
+        r#"read h pu pd; python3 -c '
+import socket, sys, threading
+h, pu, pd, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def up():
+    s = socket.create_connection((h, pu), timeout=60)
+    s.sendall(b"u" * n)
+    s.close()
+def down():
+    s = socket.create_connection((h, pd), timeout=60)
+    got = 0
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += len(b)
+    s.close()
+    print("down", got)
+t = threading.Thread(target=up)
+t.start()
+down()
+t.join()
+' "$h" "$pu" "$pd" 2000000"#,
+    );
+    let cfg = NetConfig {
+        rate_bps: Some(RATE),
+        ..NetConfig::for_session(&id)
+    };
+    let net = SessionNet::setup(&cfg, child.pid()).unwrap();
+    assert_eq!(net.rate_bps(), Some(RATE));
+    let ifb = net.ifb().unwrap().to_string();
+    assert_eq!(ifb, format!("{}-ifb", net.host_if()));
+    let q = qdiscs();
+    assert!(
+        q.contains(&format!("qdisc tbf 1: dev {} root", net.host_if())),
+        "{q}"
+    );
+    assert!(
+        q.contains(&format!("qdisc ingress ffff: dev {}", net.host_if())),
+        "{q}"
+    );
+    assert!(q.contains(&format!("qdisc tbf 1: dev {ifb} root")), "{q}");
+    let before = net.rate_stats().unwrap();
+
+    let up_listener = TcpListener::bind((net.host_ip(), 0)).unwrap();
+    let down_listener = TcpListener::bind((net.host_ip(), 0)).unwrap();
+    let mut stdin = child.proc.stdin.take().unwrap();
+    write!(
+        stdin,
+        "go\n{} {} {}\n",
+        net.host_ip(),
+        up_listener.local_addr().unwrap().port(),
+        down_listener.local_addr().unwrap().port()
+    )
+    .unwrap();
+    drop(stdin);
+
+    // Each side's clock starts when its connection is accepted and stops at the last byte.
+    let up = std::thread::spawn(move || {
+        let mut conn = accept_within(&up_listener, Duration::from_secs(30));
+        let t = Instant::now();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        (got.len(), t.elapsed())
+    });
+    let down = std::thread::spawn(move || {
+        let mut conn = accept_within(&down_listener, Duration::from_secs(30));
+        let t = Instant::now();
+        conn.write_all(&vec![b'd'; N]).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        // The sandbox closes once it has everything.
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        (N, t.elapsed())
+    });
+    let (up_bytes, up_time) = up.join().unwrap();
+    let (down_bytes, down_time) = down.join().unwrap();
+
+    let status = child.proc.wait().unwrap();
+    let mut out = String::new();
+    child
+        .proc
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .proc
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(up_bytes, N);
+    assert!(out.contains(&format!("down {N}")), "{out}{err}");
+
+    // Payload bit rates. The shaper counts link-layer bytes, so the payload cannot beat the
+    // rate by more than the bucket and queue let through at once (~17 KB of 2 MB): 3x the
+    // rate is a bound no timing noise reaches, while an unshaped veth is orders of magnitude
+    // faster.
+    let bps = |bytes: usize, t: Duration| (bytes as f64 * 8.0 / t.as_secs_f64()) as u64;
+    let (up_bps, down_bps) = (bps(up_bytes, up_time), bps(down_bytes, down_time));
+    eprintln!(
+        "rate limit {RATE} bit/s: upload {up_bytes} B in {up_time:?} = {up_bps} bit/s, download {down_bytes} B in {down_time:?} = {down_bps} bit/s"
+    );
+    assert!(up_bps < 3 * RATE, "upload not limited: {up_bps} bit/s");
+    assert!(
+        down_bps < 3 * RATE,
+        "download not limited: {down_bps} bit/s"
+    );
+
+    // The sandbox has ended; the counters are still there until teardown.
+    let stats = net.rate_stats().unwrap();
+    eprintln!("before: {before:?}\nafter: {stats:?}");
+    for (dir, d, b) in [
+        ("download", stats.download, before.download),
+        ("upload", stats.upload, before.upload),
+    ] {
+        assert!(d.bytes_sent >= b.bytes_sent + N as u64, "{dir}: {d:?}");
+        assert!(
+            d.dropped + d.overlimits > b.dropped + b.overlimits,
+            "{dir}: the shaper neither delayed nor dropped: {d:?}"
+        );
+    }
+
+    let host_if = net.host_if().to_string();
+    net.teardown().unwrap();
+    let l = links();
+    assert!(!l.contains(&format!(": {host_if}@")), "{l}");
+    assert!(!l.contains(&format!(": {ifb}:")), "{l}");
+    let q = qdiscs();
+    assert!(!q.contains(&format!("dev {host_if} ")), "{q}");
+    assert!(!q.contains(&format!("dev {ifb} ")), "{q}");
+    assert!(!tables().contains(&format!("sandtrail_{id}")));
+}
+
+#[test]
+fn sweep_removes_a_leftover_ifb() {
+    if !can_run() || !can_shape() {
+        return;
+    }
+    let id = session("rategone");
+    let mut c = Child::new("sleep 30");
+    let cfg = NetConfig {
+        rate_bps: Some(8_000),
+        ..NetConfig::for_session(&id)
+    };
+    let net = SessionNet::setup(&cfg, c.pid()).unwrap();
+    c.go();
+    let (host_if, ifb) = (net.host_if().to_string(), net.ifb().unwrap().to_string());
+    assert_eq!(
+        std::fs::read_to_string(format!("/sys/class/net/{ifb}/ifalias"))
+            .unwrap()
+            .trim(),
+        format!("sandtrail:{id}")
+    );
+    // "sandtrail died" with the sandbox still running.
+    drop(net);
+    let removed = net::sweep(&|s| s != &*id).unwrap();
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert!(
+        removed.contains(&format!("ifb {ifb} of session {id}")),
+        "{removed:?}"
+    );
+    assert!(
+        removed.contains(&format!("veth {host_if} of session {id}")),
+        "{removed:?}"
+    );
+    let l = links();
+    assert!(!l.contains(&format!(": {ifb}:")), "{l}");
+    assert!(!l.contains(&format!(": {host_if}@")), "{l}");
+    let q = qdiscs();
+    assert!(!q.contains(&format!("dev {host_if} ")), "{q}");
+    assert!(!q.contains(&format!("dev {ifb} ")), "{q}");
+}
+
+#[test]
+fn rate_limit_out_of_range_fails_clearly() {
+    if !can_run() {
+        return;
+    }
+    let id = session("badrate");
+    let c = Child::new("sleep 30");
+    for bps in [0, 7_999, 100_000_000_001] {
+        let cfg = NetConfig {
+            rate_bps: Some(bps),
+            ..NetConfig::for_session(&id)
+        };
+        let e = SessionNet::setup(&cfg, c.pid()).unwrap_err();
+        assert!(matches!(e, NetError::InvalidConfig(_)), "{e}");
+        assert!(e.to_string().contains(&format!("{bps} bit/s")), "{e}");
+    }
+    // Nothing was created.
+    let host_if = net::host_if_name(&id);
+    assert!(!links().contains(&host_if), "{}", links());
+    assert!(!tables().contains(&*id));
+    // A session without a rate limit has no rate counters, and says so.
+    let net = SessionNet::setup(&NetConfig::for_session(&id), c.pid()).unwrap();
+    let e = net.rate_stats().unwrap_err();
+    assert!(e.to_string().contains("no network rate limit"), "{e}");
+    net.teardown().unwrap();
 }

@@ -14,14 +14,21 @@
 //!   accept rules for the veth;
 //! - `net.ipv4.ip_forward` set to 1 if it was 0 (reported by [`SessionNet::enabled_ip_forward`]);
 //!   the last session's teardown (or the next sweep after a crash) sets it back to 0 (the marker
-//!   `/run/sandtrail/ip_forward.enabled-by-sandtrail` records that sandtrail changed it).
+//!   `/run/sandtrail/ip_forward.enabled-by-sandtrail` records that sandtrail changed it);
+//! - with [`NetConfig::rate_bps`], a rate limit on each direction, all of it on the host side
+//!   (see [`rate`]): a `tbf` qdisc at the root of the host end shapes downloads; the host end's
+//!   `ingress` qdisc redirects uploads to an IFB device `st-<hash8>-ifb` (same alias) whose
+//!   `tbf` shapes them. Excess traffic is delayed, and dropped when the shaper's queue is full;
+//!   [`SessionNet::rate_stats`] reads how much of each happened.
 //!
-//! Everything is done with the `ip` (iproute2) and `nft` (nftables) commands. [`SessionNet`]
-//! holds the sandbox's network namespace open until [`SessionNet::teardown`], so the byte
-//! counters stay readable after the sandbox's last process has exited. If sandtrail dies, the
-//! namespace and with it the veth vanish; the nft table stays until [`sweep`] removes it.
+//! Everything is done with the `ip`, `tc` (iproute2) and `nft` (nftables) commands.
+//! [`SessionNet`] holds the sandbox's network namespace open until [`SessionNet::teardown`], so
+//! the byte and rate counters stay readable after the sandbox's last process has exited. If
+//! sandtrail dies, the namespace and with it the veth (and its qdiscs) vanish; the nft table
+//! and the IFB stay until [`sweep`] removes them.
 //!
-//! Needs root, Linux 5.2+ (nat in `inet` tables), iproute2 and nftables.
+//! Needs root, Linux 5.2+ (nat in `inet` tables), iproute2 and nftables; the rate limit also
+//! needs the kernel's tbf, ingress, u32, mirred and IFB support.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -30,6 +37,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+pub mod rate;
+
+pub use rate::{
+    ifb_name, validate_rate, RateStats, ShaperStats, IFB_SUFFIX, MAX_RATE_BPS, MIN_RATE_BPS,
+};
 
 /// Prefix of the nft tables sandtrail creates (the session id follows).
 pub const TABLE_PREFIX: &str = "sandtrail_";
@@ -75,18 +88,29 @@ pub enum NetError {
         /// How to fix it.
         hint: &'static str,
     },
+    /// tc printed something this module does not understand.
+    #[error("unexpected output of `{cmd}`: {detail}; check that the session network is set up, and report this with the output of `tc -V`")]
+    TcOutput {
+        /// The command line.
+        cmd: String,
+        /// What was wrong with the output.
+        detail: String,
+    },
     /// Every /30 in 10.200.0.0/16 is taken.
     #[error("no free /30 left in 10.200.0.0/16 for a session network: end some sessions, or run with --no-network")]
     Exhausted,
 }
 
-/// Which session, and where to start looking for its /30.
+/// Which session, where to start looking for its /30, and its rate limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConfig {
     /// The session id (`[A-Za-z0-9_-]+`, at most 200 characters).
     pub session: String,
     /// First candidate block: `10.200.(index/64).(index%64*4)/30` (taken modulo [`SLOTS`]).
     pub index: u16,
+    /// Rate limit in bits per second, applied to each direction separately (see [`rate`]);
+    /// `None`: unlimited. Between [`MIN_RATE_BPS`] and [`MAX_RATE_BPS`].
+    pub rate_bps: Option<u64>,
 }
 
 impl NetConfig {
@@ -96,6 +120,7 @@ impl NetConfig {
         NetConfig {
             session: session.to_string(),
             index: (fnv1a(session) % SLOTS as u32) as u16,
+            rate_bps: None,
         }
     }
 }
@@ -150,6 +175,10 @@ pub struct SessionNet {
     sandbox_ip: Ipv4Addr,
     table: String,
     enabled_ip_forward: bool,
+    /// The rate limit, bits/s.
+    rate_bps: Option<u64>,
+    /// The IFB that shapes uploads (when there is a rate limit).
+    ifb: Option<String>,
     /// Keeps the sandbox's network namespace (and so the veth) alive until teardown.
     netns: Option<File>,
 }
@@ -168,6 +197,17 @@ fn run(
     args: &[&str],
     stdin: Option<&str>,
     netns: Option<&File>,
+) -> Result<String, NetError> {
+    run_with_hint(program, args, stdin, netns, hint_for(program))
+}
+
+/// [`run`], with `hint` saying how to fix a failure (unless the program is missing).
+fn run_with_hint(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    netns: Option<&File>,
+    hint: &str,
 ) -> Result<String, NetError> {
     let cmd_line = || {
         let mut s = program.to_string();
@@ -213,7 +253,7 @@ fn run(
                 _ => format!("{program} not found: apt-get install iproute2"),
             }
         } else {
-            hint_for(program).into()
+            hint.into()
         },
     })?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -233,7 +273,7 @@ fn run(
                 String::from_utf8_lossy(&out.stderr).trim(),
                 out.status
             ),
-            hint: hint_for(program).into(),
+            hint: hint.into(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -241,6 +281,11 @@ fn run(
 
 fn if_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
+}
+
+fn has_alias(name: &str, alias: &str) -> bool {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifalias"))
+        .is_ok_and(|a| a.trim() == alias)
 }
 
 /// IPv4 addresses configured on any interface of the host's network namespace.
@@ -345,13 +390,19 @@ impl SessionNet {
     /// command) to the host. On failure, whatever was created is removed again.
     pub fn setup(cfg: &NetConfig, child_pid: i32) -> Result<SessionNet, NetError> {
         validate_session(&cfg.session)?;
+        if let Some(bps) = cfg.rate_bps {
+            validate_rate(bps)?;
+        }
         let host_if = host_if_name(&cfg.session);
         let table = table_name(&cfg.session);
-        if if_exists(&host_if) {
-            return Err(NetError::InvalidConfig(format!(
-                "interface {host_if} (the host end for session {}) exists already: another run of this session is active, or `ip link del {host_if}` removes a leftover",
-                cfg.session
-            )));
+        let ifb = cfg.rate_bps.map(|_| ifb_name(&host_if));
+        for name in std::iter::once(&host_if).chain(&ifb) {
+            if if_exists(name) {
+                return Err(NetError::InvalidConfig(format!(
+                    "interface {name} (of session {}'s network) exists already: another run of this session is active, or `ip link del {name}` removes a leftover",
+                    cfg.session
+                )));
+            }
         }
         let ns_path = PathBuf::from(format!("/proc/{child_pid}/ns/net"));
         let netns = File::open(&ns_path).map_err(|source| NetError::Io {
@@ -367,6 +418,8 @@ impl SessionNet {
             sandbox_ip: Ipv4Addr::UNSPECIFIED,
             table,
             enabled_ip_forward: false,
+            rate_bps: cfg.rate_bps,
+            ifb: None,
             netns: None,
         };
         // From here on, a failure removes what exists (the guard holds the netns open).
@@ -406,6 +459,17 @@ impl SessionNet {
                 )?;
             }
             let alias = format!("{ALIAS_PREFIX}{}", cfg.session);
+            // Shaped before the link comes up, so nothing passes unshaped.
+            if let (Some(bps), Some(ifb)) = (cfg.rate_bps, &ifb) {
+                let created = rate::create_ifb(ifb, &alias);
+                // Ours to remove only if it carries our alias (not, say, another session's
+                // whose id hashes alike and that was created in between).
+                if has_alias(ifb, &alias) {
+                    net.ifb = Some(ifb.clone());
+                }
+                created?;
+                rate::shape(&host_if, ifb, bps)?;
+            }
             run(
                 "ip",
                 &["link", "set", "dev", &host_if, "alias", &alias, "up"],
@@ -490,6 +554,30 @@ impl SessionNet {
         self.enabled_ip_forward
     }
 
+    /// The rate limit in bits/s (each direction), if there is one.
+    pub fn rate_bps(&self) -> Option<u64> {
+        self.rate_bps
+    }
+
+    /// The IFB device that shapes uploads, if there is a rate limit.
+    pub fn ifb(&self) -> Option<&str> {
+        self.ifb.as_deref()
+    }
+
+    /// The rate limit's counters, read from the kernel (`tc -s -j qdisc show` of the host end
+    /// and of the IFB: two `tc` runs, so read them once per reporting window rather than at
+    /// every poll). Readable until teardown, also after the sandbox's processes have ended.
+    /// An error if the session has no rate limit.
+    pub fn rate_stats(&self) -> Result<RateStats, NetError> {
+        let Some(ifb) = &self.ifb else {
+            return Err(NetError::InvalidConfig(format!(
+                "session {} has no network rate limit, so there are no rate counters: set NetConfig::rate_bps to get them",
+                self.session
+            )));
+        };
+        rate::read_stats(&self.host_if, ifb)
+    }
+
     /// (bytes out of the sandbox, bytes into the sandbox): the host end's rx and tx bytes.
     /// Readable until teardown, also after the sandbox's processes have ended.
     pub fn counters(&self) -> Result<(u64, u64), NetError> {
@@ -515,7 +603,8 @@ impl SessionNet {
         Ok((read("rx_bytes")?, read("tx_bytes")?))
     }
 
-    /// Removes the nft table and the veth pair. Idempotent: what is already gone is fine.
+    /// Removes the nft table, the veth pair (with its qdiscs and filter) and the IFB.
+    /// Idempotent: what is already gone is fine.
     pub fn teardown(mut self) -> Result<(), NetError> {
         self.remove()
     }
@@ -523,9 +612,10 @@ impl SessionNet {
     fn remove(&mut self) -> Result<(), NetError> {
         let table = delete_table("inet", &self.table);
         let link = delete_link(&self.host_if);
+        let ifb = self.ifb.as_deref().map_or(Ok(()), delete_link);
         self.netns = None;
         let forward = lock_allocation().and_then(|_lock| restore_ip_forward_if_unused());
-        table.and(link).and(forward)
+        table.and(link).and(ifb).and(forward)
     }
 }
 
@@ -581,9 +671,9 @@ fn enable_ip_forward() -> Result<bool, NetError> {
     Ok(true)
 }
 
-/// Removes leftover sandtrail nft tables and host-end veths whose session `keep` rejects (a
-/// veth is recognized by its `sandtrail:` alias; nothing else is touched). Returns what was
-/// removed, one description each.
+/// Removes leftover sandtrail nft tables, host-end veths and IFBs whose session `keep` rejects
+/// (a device is recognized by its `st-` name and `sandtrail:` alias; nothing else is touched).
+/// Returns what was removed, one description each.
 pub fn sweep(keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, NetError> {
     let mut removed = Vec::new();
     for (family, table, session) in our_tables()? {
@@ -614,7 +704,12 @@ pub fn sweep(keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, NetError> {
         };
         if !keep(session) {
             delete_link(&name)?;
-            removed.push(format!("veth {name} of session {session}"));
+            let kind = if name.ends_with(IFB_SUFFIX) {
+                "ifb"
+            } else {
+                "veth"
+            };
+            removed.push(format!("{kind} {name} of session {session}"));
         }
     }
     {
