@@ -686,6 +686,84 @@ fn session_network_has_a_veth_and_counts_bytes() {
 }
 
 #[test]
+fn a_transfer_over_the_rate_limit_is_shaped_and_logged() {
+    if !can_run() {
+        return;
+    }
+    // The only peer: a listener of this test, reached through the session's own veth (the
+    // sandbox's default gateway is the host end).
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = vec![0u8; 600_000];
+        std::io::Read::read_exact(&mut c, &mut buf).unwrap();
+        // The sender waits for this, so the session does not end with data still queued.
+        std::io::Write::write_all(&mut c, b"ok").unwrap();
+        buf.len()
+    });
+    let d = tempfile::tempdir().unwrap();
+    // 600 kB at 2 Mbit/s: about 2.5 s of shaped upload.
+    let script = format!(
+        "gw=$(ip route | awk '/^default via/ {{ print $3 }}'); \
+         python3 -c 'import socket, sys\ns = socket.create_connection((sys.argv[1], {port}), timeout=30)\ns.sendall(b\"x\" * 600000)\nassert s.recv(2) == b\"ok\"\ns.close()' \"$gw\""
+    );
+    let o = sandtrail_run(
+        d.path(),
+        "ses_rate",
+        &["--net-rate", "2mbit"],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(sink.join().unwrap(), 600_000);
+    let evs = events_of(d.path(), "ses_rate");
+    assert_eq!(
+        one(&evs, "session.create")["session"]["resources"]["net_rate_bps"],
+        2_000_000
+    );
+    let hits = limit_hits(&evs, "net_rate");
+    assert!(!hits.is_empty(), "no net_rate event in {:#?}", kinds(&evs));
+    for h in &hits {
+        let l = &h["limit"];
+        assert_eq!(
+            (&l["limit"], &l["unit"]),
+            (&Value::from(2_000_000), &Value::from("bps"))
+        );
+        assert!(l["action"] == "throttle" || l["action"] == "deny", "{l}");
+        assert!(l["periods"].as_u64().unwrap() > 0, "{l}");
+        // Shaped: no window got far above the rate (generous: a burst may end a window).
+        assert!(l["measured"].as_u64().unwrap() < 6_000_000, "{l}");
+    }
+    // At most one event per second of the session.
+    let secs = one(&evs, "session.terminate")["session"]["usage"]["duration_ns"]
+        .as_u64()
+        .unwrap()
+        / 1_000_000_000;
+    assert!(
+        hits.len() as u64 <= secs + 1,
+        "{} events in {secs} s",
+        hits.len()
+    );
+    verify_ok(d.path());
+
+    // A rate without a network is refused before anything starts.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_rate2",
+        &["--net-rate", "2mbit", "--no-network"],
+        &["true"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("a network rate limit needs a network"),
+        "{}",
+        err(&o)
+    );
+    assert!(events_of(d.path(), "ses_rate2").is_empty());
+}
+
+#[test]
 fn kill_dash_nine_of_sandtrail_is_swept_and_logged_by_the_next_run() {
     if !can_run() {
         return;

@@ -46,6 +46,12 @@ pub struct RunArgs {
     /// /dev/shm and /workspace are not part of it.
     #[arg(long, value_parser = parse_size)]
     pub disk: Option<u64>,
+    /// Network rate limit, each direction, in bits per second: e.g. 500kbit, 10mbit, 1gbit
+    /// (or a plain number of bit/s). Shaped with tc on the host end of the session's veth;
+    /// delayed or dropped packets are logged as `limit.hit` net_rate, one event per second at
+    /// most.
+    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    pub net_rate: Option<u64>,
     /// Wall-clock limit, e.g. 30s, 10m, 1h (terminate reason `timeout`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -105,6 +111,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// Parse a rate in bits per second: `500kbit`, `10mbit`, `1gbit` (decimal units, as tc), or a
+/// plain number of bit/s.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let n: f64 = t[..split].parse().map_err(|_| {
+        format!("{s:?} is not a rate: write e.g. 500kbit, 10mbit or 1gbit (bits per second)")
+    })?;
+    let mult = match &t[split..] {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        other => {
+            return Err(format!(
+                "unknown rate unit {other:?} in {s:?}: use kbit, mbit or gbit (bits per second; bytes are not accepted, to avoid a factor-8 mistake)"
+            ))
+        }
+    };
+    if n.is_nan() || n <= 0.0 || n.is_infinite() {
+        return Err(format!("rate {s:?} must be positive"));
+    }
+    Ok((n * mult).round() as u64)
+}
+
 /// Parse `500ms`, `30s`, `10m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -161,6 +192,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         as_root: a.as_root,
         network: !a.no_network,
         disk_bytes: a.disk,
+        net_rate_bps: a.net_rate,
         keep: if a.snapshot {
             Keep::Snapshot
         } else if a.keep {
@@ -253,6 +285,14 @@ mod tests {
             parse_size("12Q").unwrap_err(),
             "unknown size unit in \"12Q\": use K, M, G or T"
         );
+        assert_eq!(parse_rate("500kbit"), Ok(500_000));
+        assert_eq!(parse_rate("1.5Mbit"), Ok(1_500_000));
+        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("64000"), Ok(64_000));
+        assert!(parse_rate("1mbps")
+            .unwrap_err()
+            .starts_with("unknown rate unit \"mbps\""));
+        assert!(parse_rate("fast").unwrap_err().contains("is not a rate"));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::http::{read_request, write_response, Request, Response};
 use super::{Daemon, Entry};
-use crate::cli::run::{parse_duration, parse_size};
+use crate::cli::run::{parse_duration, parse_rate, parse_size};
 use crate::session::control::Command;
 use crate::session::events::Identity;
 use crate::session::{self, AttachOptions, Keep, RunOptions};
@@ -40,6 +40,23 @@ impl Size {
         match self {
             Size::Bytes(b) => Ok(*b),
             Size::Text(t) => parse_size(t).map_err(|e| format!("{field}: {e}")),
+        }
+    }
+}
+
+/// A rate as bits per second or a string like `10mbit`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Rate {
+    Bps(u64),
+    Text(String),
+}
+
+impl Rate {
+    fn bps(&self) -> Result<u64, String> {
+        match self {
+            Rate::Bps(b) => Ok(*b),
+            Rate::Text(t) => parse_rate(t).map_err(|e| format!("net_rate: {e}")),
         }
     }
 }
@@ -78,6 +95,8 @@ struct CreateSession {
     cpus: Option<f64>,
     pids: Option<u64>,
     disk: Option<Size>,
+    /// Bits per second, or a string like `10mbit`.
+    net_rate: Option<Rate>,
     timeout: Option<Dur>,
     workspace: Option<PathBuf>,
     #[serde(default)]
@@ -294,6 +313,7 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 ("cpus", c.cpus.is_some()),
                 ("pids", c.pids.is_some()),
                 ("disk", c.disk.is_some()),
+                ("net_rate", c.net_rate.is_some()),
                 ("workspace", c.workspace.is_some()),
                 ("as_root", c.as_root),
                 ("network", c.network.is_some()),
@@ -343,6 +363,7 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 as_root: c.as_root,
                 network: c.network.unwrap_or(true),
                 disk_bytes: c.disk.map(|m| m.bytes("disk")).transpose()?,
+                net_rate_bps: c.net_rate.map(|r| r.bps()).transpose()?,
                 keep,
                 on_start: None,
             }))

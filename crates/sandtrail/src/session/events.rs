@@ -28,15 +28,21 @@ pub struct Lifecycle {
     pub host_id: String,
 }
 
-/// The resources block of create/start events (`disk_bytes`: the writable layer's quota).
-pub fn resources(limits: &Limits, disk_bytes: Option<u64>, timeout_s: Option<u64>) -> Resources {
+/// The resources block of create/start events (`disk_bytes`: the writable layer's quota;
+/// `net_rate_bps`: the veth's rate limit).
+pub fn resources(
+    limits: &Limits,
+    disk_bytes: Option<u64>,
+    net_rate_bps: Option<u64>,
+    timeout_s: Option<u64>,
+) -> Resources {
     Resources {
         memory_bytes: limits.memory_bytes,
         cpus: limits.cpus,
         pids: limits.pids,
         disk_bytes,
+        net_rate_bps,
         timeout_s,
-        ..Default::default()
     }
 }
 

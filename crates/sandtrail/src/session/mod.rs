@@ -36,7 +36,7 @@ use sandtrail_store::{Layout, Writer};
 
 use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
-use monitor::{DiskWatcher, LimitWatcher, POLL};
+use monitor::{DiskWatcher, LimitWatcher, NetRateWatcher, POLL, THROTTLE_WINDOW};
 use violations::{DenialLog, Violation};
 
 /// What to do with the session's filesystem changes at cleanup.
@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub network: bool,
     /// Disk quota of the sandbox's writable layer, bytes (`limit.hit` disk_quota when full).
     pub disk_bytes: Option<u64>,
+    /// Rate limit of the sandbox's network, bits per second, each direction (`limit.hit`
+    /// net_rate when it delays or drops packets).
+    pub net_rate_bps: Option<u64>,
     /// Cleanup mode.
     pub keep: Keep,
     /// Told once the session has started (or why it could not).
@@ -229,6 +232,12 @@ pub fn precheck(opts: &RunOptions) -> Result<()> {
     if opts.network {
         net::validate_session(&opts.identity.session_id)?;
     }
+    if let Some(bps) = opts.net_rate_bps {
+        if !opts.network {
+            bail!("a network rate limit needs a network: drop --no-network or --net-rate");
+        }
+        net::validate_rate(bps)?;
+    }
     if !is_root() {
         bail!("sandtrail run needs root (it creates namespaces, mounts and cgroups): run it with sudo");
     }
@@ -284,7 +293,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
     sweep_leftovers(layout, driver.as_ref(), opts.network, log, &id)?;
     let lc = lifecycle(&opts.identity);
     let timeout_s = opts.timeout.map(|t| t.as_secs().max(1));
-    let res = resources(&opts.limits, opts.disk_bytes, timeout_s);
+    let res = resources(&opts.limits, opts.disk_bytes, opts.net_rate_bps, timeout_s);
     log.log(lc.create(res.clone()))?;
 
     let cg = driver
@@ -306,7 +315,10 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
             tmp_bytes: None,
             disk_bytes: opts.disk_bytes,
         };
-        let net_cfg = opts.network.then(|| NetConfig::for_session(&id));
+        let net_cfg = opts.network.then(|| NetConfig {
+            rate_bps: opts.net_rate_bps,
+            ..NetConfig::for_session(&id)
+        });
         // The caller tears the network down, also when a later step fails.
         let child = isolate::spawn(&spec, &mut |pid| {
             cg.add_pid(pid).map_err(|e| e.to_string())?;
@@ -485,6 +497,20 @@ fn supervise(
     let first = cg.usage()?;
     let mut watcher = LimitWatcher::new(first.clone());
     let mut disk = DiskWatcher::new();
+    // Rate counters cost two `tc` runs: read once per window.
+    let rate_stats = || {
+        w.net
+            .filter(|n| n.rate_bps().is_some())
+            .map(|n| n.rate_stats())
+    };
+    let mut net_rate = match rate_stats() {
+        Some(first) => Some(NetRateWatcher::new(
+            first?,
+            w.net.and_then(|n| n.rate_bps()).unwrap_or(0),
+        )),
+        None => None,
+    };
+    let mut next_rate_read = Instant::now() + THROTTLE_WINDOW;
     let disk_usage = || w.disk_dir.as_deref().and_then(isolate::disk_usage);
     let mut limit_hits = 0usize;
     let mut reason: Option<TerminateReason> = None;
@@ -556,6 +582,13 @@ fn supervise(
         if let Some(hit) = disk.observe(disk_usage()) {
             log.log(lc.limit(hit))?;
             limit_hits += 1;
+        }
+        if let (Some(watcher), true) = (&mut net_rate, Instant::now() >= next_rate_read) {
+            next_rate_read = Instant::now() + THROTTLE_WINDOW;
+            if let Some(hit) = rate_stats().transpose()?.and_then(|r| watcher.observe(r)) {
+                log.log(lc.limit(hit))?;
+                limit_hits += 1;
+            }
         }
         std::thread::sleep(POLL);
     };

@@ -82,12 +82,6 @@ pub struct NetRateWatcher {
     window_base: RateStats,
 }
 
-// `run` does not feed this watcher yet: it gets wired into the session loop with `--net-rate`,
-// and this expectation then fails: remove it.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not wired into the session loop yet")
-)]
 impl NetRateWatcher {
     /// Start from the first reading, taken now, of a session limited to `limit_bps`.
     pub fn new(first: RateStats, limit_bps: u64) -> Self {
