@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod burst;
+pub mod dns;
 pub mod policy;
 pub mod registries;
 pub mod resolved;
