@@ -43,9 +43,10 @@ pub enum Command {
     /// The session gets new pid, mount, network, uts, ipc and cgroup namespaces, the host's
     /// root read-only under a private writable overlay, a private /tmp, no view of the
     /// sandtrail state directory, seccomp, no_new_privs and (unless --as-root) an unprivileged
-    /// uid. Limits: --memory, --cpus, --pids, --timeout, and --disk (a quota on the
-    /// writable overlay). Its lifecycle and every limit hit (memory_oom, cpu_throttle, pids,
-    /// disk_quota, timeout) are recorded in the store. Networking: a veth pair to the host with
+    /// uid. Limits: --memory, --cpus, --pids, --timeout, --disk (a quota on the writable
+    /// overlay) and --net-rate. Its lifecycle, every limit hit (memory_oom, cpu_throttle, pids,
+    /// disk_quota, net_rate, timeout) and every seccomp denial (policy.violation) are recorded
+    /// in the store. Networking: a veth pair to the host with
     /// NAT (needs iproute2 and nftables; bytes in and out are recorded); --no-network gives none.
     /// SIGTERM/SIGINT/SIGHUP to sandtrail stop the session (reason `api`), logged and cleaned
     /// up. Needs root.
@@ -55,7 +56,7 @@ pub enum Command {
     /// HTTP/1.1 + JSON on a Unix socket (default STATE/run/api.sock, root only), optionally on
     /// TCP with bearer tokens (--listen, --token-file). Endpoints: GET /v1/health,
     /// GET /v1/sessions, POST /v1/sessions with {"command": [...], "memory": "64M", "cpus": 0.5,
-    /// "pids": 64, "disk": "1G", "timeout": "10m", "workspace": DIR, "as_root": false,
+    /// "pids": 64, "disk": "1G", "net_rate": "10mbit", "timeout": "10m", "workspace": DIR, "as_root": false,
     /// "network": true, "keep": "delete|preserve|snapshot", "session_id", "tenant", "user",
     /// "template"} to run a sandbox, or {"cgroup": "/sys/fs/cgroup/.../agent-1", "timeout"} to
     /// attach to a cgroup a sandbox provider created (audited until its last process ends),
