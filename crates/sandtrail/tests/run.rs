@@ -842,3 +842,42 @@ fn kill_dash_nine_of_sandtrail_is_swept_and_logged_by_the_next_run() {
     let o = sandtrail_run(d.path(), "ses_third", &[], &["true"]);
     assert!(!err(&o).contains("ses_orphan"), "{}", err(&o));
 }
+
+#[test]
+fn readme_main_command_works_as_written() {
+    if !can_run() {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -p sandtrail -- "))
+        .expect("the README's first command");
+    let cmd = line.replacen(
+        "cargo run --release -p sandtrail --",
+        env!("CARGO_BIN_EXE_sandtrail"),
+        1,
+    );
+    let d = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{cmd}\n{}", err(&o));
+    // The script's own output: the file it wrote, then its listing.
+    let stdout = out(&o);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], "print(6*7)");
+    assert!(lines[1].ends_with(" agent.py"), "{stdout}");
+    assert!(
+        err(&o).contains("ended: reason exit, exit code 0"),
+        "{}",
+        err(&o)
+    );
+    let o = run(&d.path().join("demo-state"), &["verify"], "");
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+}
