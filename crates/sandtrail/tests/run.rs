@@ -21,25 +21,6 @@ fn can_run() -> bool {
     root
 }
 
-fn events_of(dir: &Path, session: &str) -> Vec<Value> {
-    let o = run(
-        dir,
-        &["query", "--session", session, "--format", "jsonl"],
-        "",
-    );
-    assert!(o.status.success(), "{}", err(&o));
-    out(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn kinds(evs: &[Value]) -> Vec<String> {
-    evs.iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn one<'a>(evs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<_> = evs.iter().filter(|e| e["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected one {kind} in {:#?}", kinds(evs));
@@ -80,15 +61,7 @@ fn exit_code_and_lifecycle() {
         err(&o)
     );
     let evs = events_of(d.path(), "ses_exit3");
-    assert_eq!(
-        kinds(&evs),
-        [
-            "session.create",
-            "session.start",
-            "session.terminate",
-            "session.cleanup"
-        ]
-    );
+    assert_eq!(kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "exit");
     assert_eq!(t["session"]["exit_code"], 3);
@@ -618,15 +591,7 @@ fn sigterm_to_sandtrail_stops_the_session_cleanly() {
         err(&o)
     );
     let evs = events_of(d.path(), "ses_term");
-    assert_eq!(
-        kinds(&evs),
-        [
-            "session.create",
-            "session.start",
-            "session.terminate",
-            "session.cleanup"
-        ]
-    );
+    assert_eq!(kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "api");
     assert_eq!(t["session"]["actor"], "sandtrail run (SIGTERM)");
@@ -821,15 +786,7 @@ fn kill_dash_nine_of_sandtrail_is_swept_and_logged_by_the_next_run() {
     let kept = d.path().join("sessions/ses_orphan.swept/upper/root/left");
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "evidence\n");
     let evs = events_of(d.path(), "ses_orphan");
-    assert_eq!(
-        kinds(&evs),
-        [
-            "session.create",
-            "session.start",
-            "session.terminate",
-            "session.cleanup"
-        ]
-    );
+    assert_eq!(kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "internal_error");
     assert_eq!(t["session"]["actor"], "sweep by session ses_next");

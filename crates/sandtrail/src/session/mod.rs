@@ -545,8 +545,12 @@ fn supervise(
                     .thaw()
                     .map(|_| Some(lc.pause_resume(false, PauseReason::Api, &req.actor))),
                 Command::Stop => {
-                    reason = Some(TerminateReason::Api);
-                    stopped_by = Some(req.actor.clone());
+                    // The first reason to end stands (a second stop, or one after a timeout,
+                    // does not rewrite who ended it).
+                    if reason.is_none() {
+                        reason = Some(TerminateReason::Api);
+                        stopped_by = Some(req.actor.clone());
+                    }
                     cg.kill_all().map(|_| None)
                 }
             };

@@ -164,3 +164,42 @@ pub fn anchor_key(dir: &Path) -> String {
         .unwrap_or_else(|| panic!("unexpected key show output: {shown}"))
         .to_string()
 }
+
+/// The events of one session, as `query --format jsonl` gives them.
+pub fn events_of(dir: &Path, session: &str) -> Vec<Value> {
+    let o = run(
+        dir,
+        &["query", "--session", session, "--format", "jsonl"],
+        "",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The kinds of `evs`, in order.
+pub fn kinds(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The lifecycle of a session that ran to its end.
+pub const LIFECYCLE: [&str; 4] = [
+    "session.create",
+    "session.start",
+    "session.terminate",
+    "session.cleanup",
+];
+
+/// The lifecycle of a session that was paused and resumed once.
+pub const PAUSED_LIFECYCLE: [&str; 6] = [
+    "session.create",
+    "session.start",
+    "session.pause",
+    "session.resume",
+    "session.terminate",
+    "session.cleanup",
+];
