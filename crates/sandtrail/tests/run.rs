@@ -326,6 +326,97 @@ fn pause_and_resume_from_another_process() {
     );
 }
 
+/// Waits until the store has a `session.pause` of `session` and returns it.
+fn wait_for_pause(dir: &Path, session: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        // The store may not exist yet: a failing query is a "not yet".
+        let o = run(
+            dir,
+            &[
+                "query",
+                "--session",
+                session,
+                "--kind",
+                "session.pause",
+                "--format",
+                "jsonl",
+            ],
+            "",
+        );
+        if let Some(line) = out(&o).lines().next() {
+            return serde_json::from_str(line).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "session {session} was never paused: {}{}",
+            out(&o),
+            err(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn idle_sessions_autopause_and_timeouts_can_pause() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // Idle (sleeping) for 1 s: paused by sandtrail, resumed from another terminal, then done.
+    let state = d.path().to_path_buf();
+    let runner = std::thread::spawn(move || {
+        sandtrail_run(
+            &state,
+            "ses_idle",
+            &["--idle-pause", "1s", "--no-network"],
+            &["sh", "-c", "sleep 2; exit 4"],
+        )
+    });
+    let p = wait_for_pause(d.path(), "ses_idle");
+    assert_eq!(p["session"]["reason"], "autopause");
+    assert_eq!(p["session"]["actor"], "sandtrail (idle 1.00s)");
+    let o = run(d.path(), &["resume", "ses_idle"], "");
+    assert!(o.status.success(), "{}", err(&o));
+    let o = runner.join().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_idle");
+    // Resumed, it slept on: it may go idle again; each pause has its resume or its end.
+    assert_eq!(
+        &kinds(&evs)[..4],
+        [
+            "session.create",
+            "session.start",
+            "session.pause",
+            "session.resume"
+        ]
+    );
+    assert_eq!(one(&evs, "session.terminate")["session"]["reason"], "exit");
+
+    // --on-timeout pause: frozen at the timeout instead of killed; resumed, it finishes.
+    let state = d.path().to_path_buf();
+    let runner = std::thread::spawn(move || {
+        sandtrail_run(
+            &state,
+            "ses_tpause",
+            &["--timeout", "1s", "--on-timeout", "pause", "--no-network"],
+            &["sh", "-c", "sleep 2; exit 5"],
+        )
+    });
+    let p = wait_for_pause(d.path(), "ses_tpause");
+    assert_eq!(p["session"]["reason"], "timeout");
+    assert_eq!(p["session"]["actor"], "sandtrail (timeout 1.00s)");
+    let o = run(d.path(), &["resume", "ses_tpause"], "");
+    assert!(o.status.success(), "{}", err(&o));
+    let o = runner.join().unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_tpause");
+    assert_eq!(kinds(&evs), PAUSED_LIFECYCLE);
+    assert_eq!(one(&evs, "session.terminate")["session"]["reason"], "exit");
+    assert!(limit_hits(&evs, "timeout").is_empty(), "paused, not killed");
+    verify_ok(d.path());
+}
+
 #[test]
 fn snapshot_digest_is_in_the_cleanup_event() {
     if !can_run() {

@@ -1,5 +1,6 @@
 //! `sandtrail run`, and `sandtrail pause|resume|stop` for a running session.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::Receiver;
@@ -14,7 +15,7 @@ use sandtrail_store::Layout;
 use crate::output::{bytes, duration};
 use crate::session::control::{self, Command};
 use crate::session::events::Identity;
-use crate::session::{self, Keep, RunOptions};
+use crate::session::{self, Keep, OnTimeout, RunOptions};
 
 /// Arguments of `run`.
 #[derive(Args, Debug)]
@@ -55,6 +56,14 @@ pub struct RunArgs {
     /// Wall-clock limit, e.g. 30s, 10m, 1h (terminate reason `timeout`).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// What --timeout does: `kill` (terminate reason `timeout`) or `pause` (freeze it:
+    /// `session.pause` reason `timeout`; resume or stop it from another terminal).
+    #[arg(long, value_enum, default_value = "kill", value_name = "ACTION")]
+    pub on_timeout: OnTimeoutArg,
+    /// Pause the session (`session.pause` reason `autopause`) once it has used no CPU for this
+    /// long, e.g. 5m; `sandtrail resume` continues it.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_pause: Option<Duration>,
     /// Host directory bind-mounted read-write at /workspace.
     #[arg(long)]
     pub workspace: Option<PathBuf>,
@@ -73,6 +82,24 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--on-timeout`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OnTimeoutArg {
+    /// Kill the session.
+    Kill,
+    /// Pause (freeze) it.
+    Pause,
+}
+
+impl From<OnTimeoutArg> for OnTimeout {
+    fn from(a: OnTimeoutArg) -> Self {
+        match a {
+            OnTimeoutArg::Kill => OnTimeout::Kill,
+            OnTimeoutArg::Pause => OnTimeout::Pause,
+        }
+    }
 }
 
 /// Session to control.
@@ -188,6 +215,8 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
             pids: a.pids,
         },
         timeout: a.timeout,
+        on_timeout: a.on_timeout.into(),
+        idle_pause: a.idle_pause,
         workspace: a.workspace,
         as_root: a.as_root,
         network: !a.no_network,
@@ -254,13 +283,14 @@ fn stop_on_signal(started: Receiver<session::StartReport>, signals: libc::sigset
     };
     let sig = crate::signals::wait(&signals);
     let name = sandtrail_event::signal_name(sig).unwrap_or("a signal");
-    eprintln!("sandtrail: {name}: stopping the session");
     let (reply, _answer) = std::sync::mpsc::channel();
     let _ = s.control.send(control::Request {
         command: Command::Stop,
         actor: format!("sandtrail run ({name})"),
         reply,
     });
+    // stderr may be gone (a closed terminal, SIGHUP): the stop above must not depend on it.
+    let _ = writeln!(std::io::stderr(), "sandtrail: {name}: stopping the session");
 }
 
 /// Run `pause`, `resume` or `stop`.

@@ -25,7 +25,7 @@ use super::{Daemon, Entry};
 use crate::cli::run::{parse_duration, parse_rate, parse_size};
 use crate::session::control::Command;
 use crate::session::events::Identity;
-use crate::session::{self, AttachOptions, Keep, RunOptions};
+use crate::session::{self, AttachOptions, Keep, OnTimeout, RunOptions};
 
 /// A size as a number of bytes or a string like `64M`.
 #[derive(Debug, Deserialize)]
@@ -98,6 +98,10 @@ struct CreateSession {
     /// Bits per second, or a string like `10mbit`.
     net_rate: Option<Rate>,
     timeout: Option<Dur>,
+    /// `kill` (default) or `pause`.
+    on_timeout: Option<String>,
+    /// Pause after this long without CPU use.
+    idle_pause: Option<Dur>,
     workspace: Option<PathBuf>,
     #[serde(default)]
     as_root: bool,
@@ -300,6 +304,12 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
     };
     session::validate_id(&identity.session_id).map_err(|e| format!("session_id: {e}"))?;
     let timeout = c.timeout.map(|t| t.duration("timeout")).transpose()?;
+    let idle_pause = c.idle_pause.map(|t| t.duration("idle_pause")).transpose()?;
+    let on_timeout = match c.on_timeout.as_deref() {
+        None | Some("kill") => OnTimeout::Kill,
+        Some("pause") => OnTimeout::Pause,
+        Some(other) => return Err(format!("on_timeout: {other:?} is not one of kill, pause")),
+    };
     match (c.cgroup, c.command) {
         (Some(_), Some(_)) => Err(
             "give either `command` (a sandbox the daemon creates) or `cgroup` (attach to a provider's cgroup), not both".into(),
@@ -328,6 +338,8 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 identity,
                 cgroup,
                 timeout,
+                on_timeout,
+                idle_pause,
                 on_start: None,
             }))
         }
@@ -359,6 +371,8 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                     pids: c.pids,
                 },
                 timeout,
+                on_timeout,
+                idle_pause,
                 workspace: c.workspace,
                 as_root: c.as_root,
                 network: c.network.unwrap_or(true),

@@ -50,6 +50,20 @@ pub enum Keep {
     Snapshot,
 }
 
+/// What a session's timeout does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Kill it: terminate reason `timeout`.
+    #[default]
+    Kill,
+    /// Freeze it: `session.pause` reason `timeout`; it ends only when stopped (or resumed and
+    /// done).
+    Pause,
+}
+
+/// CPU time below which a poll interval counts as idle for `idle_pause` (1 % of [`POLL`]).
+const IDLE_CPU_NS: u64 = 1_000_000;
+
 /// Everything `run` needs to know.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -61,6 +75,10 @@ pub struct RunOptions {
     pub limits: Limits,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// What the timeout does.
+    pub on_timeout: OnTimeout,
+    /// Pause the session (reason `autopause`) once it has used no CPU for this long.
+    pub idle_pause: Option<Duration>,
     /// Bind-mounted at /workspace.
     pub workspace: Option<PathBuf>,
     /// Root inside the sandbox.
@@ -88,6 +106,10 @@ pub struct AttachOptions {
     pub cgroup: PathBuf,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// What the timeout does.
+    pub on_timeout: OnTimeout,
+    /// Pause the session (reason `autopause`) once it has used no CPU for this long.
+    pub idle_pause: Option<Duration>,
     /// Told once the session has started (or why it could not).
     pub on_start: Option<Sender<StartReport>>,
 }
@@ -259,6 +281,7 @@ fn sweep_leftovers(
         network,
         log,
         &format!("sweep by session {id}"),
+        id,
     )
 }
 
@@ -344,6 +367,8 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
             Watch {
                 start: res,
                 timeout: opts.timeout,
+                on_timeout: opts.on_timeout,
+                idle_pause: opts.idle_pause,
                 disk_dir: opts.disk_bytes.map(|_| dir.clone()),
                 net: session_net.as_ref(),
                 on_start: opts.on_start.as_ref(),
@@ -423,6 +448,8 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
         Watch {
             start: res,
             timeout: opts.timeout,
+            on_timeout: opts.on_timeout,
+            idle_pause: opts.idle_pause,
             disk_dir: None,
             net: None,
             on_start: opts.on_start.as_ref(),
@@ -462,6 +489,8 @@ struct Watch<'a> {
     /// The limits logged in session.start.
     start: sandtrail_event::Resources,
     timeout: Option<Duration>,
+    on_timeout: OnTimeout,
+    idle_pause: Option<Duration>,
     /// Session directory whose writable layer has a disk quota.
     disk_dir: Option<PathBuf>,
     net: Option<&'a SessionNet>,
@@ -515,7 +544,9 @@ fn supervise(
     let mut limit_hits = 0usize;
     let mut reason: Option<TerminateReason> = None;
     let mut stopped_by: Option<String> = None;
-    let deadline = w.timeout.map(|t| started + t);
+    let mut deadline = w.timeout.map(|t| started + t);
+    let mut idle_since = Instant::now();
+    let mut last_cpu = first.cpu_ns;
     let mut denial_log = DenialLog::default();
     let mut violations = 0usize;
     let exit = loop {
@@ -557,6 +588,7 @@ fn supervise(
             let reply = match r {
                 Ok(Some(ev)) => {
                     paused.store(req.command == Command::Pause, Ordering::SeqCst);
+                    idle_since = Instant::now();
                     log.log(ev).map_err(|e| format!("{e:#}"))
                 }
                 Ok(None) => Ok(()),
@@ -566,20 +598,53 @@ fn supervise(
         }
         // Timeout.
         if reason.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-            reason = Some(TerminateReason::Timeout);
             let t = w.timeout.expect("deadline implies timeout");
-            log.log(lc.limit(limit_info(
-                LimitType::Timeout,
-                started.elapsed().as_millis() as u64,
-                t.as_millis() as u64,
-                "ms",
-                LimitAction::Kill,
-            )))?;
-            limit_hits += 1;
-            cg.kill_all()?;
+            match w.on_timeout {
+                OnTimeout::Kill => {
+                    reason = Some(TerminateReason::Timeout);
+                    log.log(lc.limit(limit_info(
+                        LimitType::Timeout,
+                        started.elapsed().as_millis() as u64,
+                        t.as_millis() as u64,
+                        "ms",
+                        LimitAction::Kill,
+                    )))?;
+                    limit_hits += 1;
+                    cg.kill_all()?;
+                }
+                OnTimeout::Pause => {
+                    deadline = None;
+                    if !paused.load(Ordering::SeqCst) {
+                        cg.freeze()?;
+                        paused.store(true, Ordering::SeqCst);
+                        let actor = format!(
+                            "sandtrail (timeout {})",
+                            crate::output::duration(t.as_nanos() as u64)
+                        );
+                        log.log(lc.pause_resume(true, PauseReason::Timeout, &actor))?;
+                    }
+                }
+            }
+        }
+        let usage = cg.usage()?;
+        // Idle: pause a session that has used no CPU for `idle_pause`.
+        if usage.cpu_ns.saturating_sub(last_cpu) > IDLE_CPU_NS {
+            idle_since = Instant::now();
+        }
+        last_cpu = usage.cpu_ns;
+        if let Some(idle) = w.idle_pause {
+            if reason.is_none() && !paused.load(Ordering::SeqCst) && idle_since.elapsed() >= idle {
+                cg.freeze()?;
+                paused.store(true, Ordering::SeqCst);
+                let actor = format!(
+                    "sandtrail (idle {})",
+                    crate::output::duration(idle.as_nanos() as u64)
+                );
+                log.log(lc.pause_resume(true, PauseReason::Autopause, &actor))?;
+            }
         }
         // Limit counters.
-        for hit in watcher.observe(cg.usage()?) {
+        for hit in watcher.observe(usage) {
             log.log(lc.limit(hit))?;
             limit_hits += 1;
         }

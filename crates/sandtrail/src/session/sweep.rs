@@ -22,17 +22,17 @@ pub fn sweep(
     network: bool,
     log: &dyn EventLog,
     sweeper: &str,
+    own: &str,
 ) -> Result<()> {
-    for name in driver
-        .sweep(&liveness::is_alive)
-        .context("sweeping leftover cgroups")?
-    {
+    // `own` holds its liveness lock already: a crashed session with the same id is a leftover.
+    let alive = |name: &str| name != own && liveness::is_alive(name);
+    for name in driver.sweep(&alive).context("sweeping leftover cgroups")? {
         eprintln!(
             "sandtrail: removed the cgroup of session {name}, left behind by a sandtrail that died"
         );
     }
     if network {
-        for what in net::sweep(&liveness::is_alive).context("sweeping leftover session networks")? {
+        for what in net::sweep(&alive).context("sweeping leftover session networks")? {
             eprintln!("sandtrail: removed {what}, left behind by a sandtrail that died");
         }
     }
@@ -42,7 +42,7 @@ pub fn sweep(
     };
     for e in entries.flatten() {
         let id = e.file_name().to_string_lossy().into_owned();
-        if !e.path().is_dir() || id.ends_with(".swept") || liveness::is_alive(&id) {
+        if !e.path().is_dir() || id.ends_with(".swept") || alive(&id) {
             continue;
         }
         // Keep the change set: it is evidence of what the session did.
