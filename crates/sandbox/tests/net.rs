@@ -370,6 +370,7 @@ fn bad_session_or_pid_fails_clearly() {
             session: "bad name;".into(),
             index: 0,
             rate_bps: None,
+            dns_redirect: false,
         },
         1,
     )

@@ -111,6 +111,11 @@ pub struct NetConfig {
     /// Rate limit in bits per second, applied to each direction separately (see [`rate`]);
     /// `None`: unlimited. Between [`MIN_RATE_BPS`] and [`MAX_RATE_BPS`].
     pub rate_bps: Option<u64>,
+    /// Redirect every DNS query of the sandbox (UDP and TCP port 53, to any address) to port 53
+    /// of the host end, where the session's DNS forwarder listens, and refuse DNS over TLS
+    /// (TCP/UDP port 853) with a reset/ICMP error, so queries cannot bypass the forwarder by
+    /// naming another resolver.
+    pub dns_redirect: bool,
 }
 
 impl NetConfig {
@@ -121,6 +126,7 @@ impl NetConfig {
             session: session.to_string(),
             index: (fnv1a(session) % SLOTS as u32) as u16,
             rate_bps: None,
+            dns_redirect: false,
         }
     }
 }
@@ -368,16 +374,35 @@ fn lock_allocation() -> Result<File, NetError> {
     Ok(f)
 }
 
-fn nft_script(table: &str, host_if: &str, host_ip: Ipv4Addr) -> String {
+fn nft_script(table: &str, host_if: &str, host_ip: Ipv4Addr, dns_redirect: bool) -> String {
     let net = Ipv4Addr::from(u32::from(host_ip) - 1);
+    let (dnat, no_dot) = if dns_redirect {
+        (
+            format!(
+                "\tchain prerouting {{\n\
+                 \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+                 \t\tiifname \"{host_if}\" udp dport 53 dnat ip to {host_ip}:53\n\
+                 \t\tiifname \"{host_if}\" tcp dport 53 dnat ip to {host_ip}:53\n\
+                 \t}}\n"
+            ),
+            format!(
+                "\t\tiifname \"{host_if}\" tcp dport 853 reject with tcp reset\n\
+                 \t\tiifname \"{host_if}\" udp dport 853 reject\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         "table inet {table} {{\n\
+         {dnat}\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {net}/{PREFIX_LEN} oifname != \"{host_if}\" masquerade\n\
          \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
+         {no_dot}\
          \t\tiifname \"{host_if}\" accept\n\
          \t\toifname \"{host_if}\" ct state established,related accept\n\
          \t}}\n\
@@ -497,7 +522,12 @@ impl SessionNet {
             run(
                 "nft",
                 &["-f", "-"],
-                Some(&nft_script(&net.table, &host_if, net.host_ip)),
+                Some(&nft_script(
+                    &net.table,
+                    &host_if,
+                    net.host_ip,
+                    cfg.dns_redirect,
+                )),
                 None,
             )?;
             Ok(())

@@ -79,6 +79,15 @@ pub struct RunArgs {
     /// No network at all inside (not even loopback).
     #[arg(long)]
     pub no_network: bool,
+    /// Egress policy file (TOML; see docs/network.md). Default: mode allowlist with the host's
+    /// package registries (discovered from its package-manager configuration) allowed and cloud
+    /// metadata addresses denied. Applied to every DNS query of the session (refused names get
+    /// REFUSED at once); a malformed file is rejected before the session starts.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Allow a domain (wildcards: `*.example.org` for its subdomains); repeatable.
+    #[arg(long, value_name = "DOMAIN")]
+    pub allow_domain: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -222,6 +231,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         network: !a.no_network,
         disk_bytes: a.disk,
         net_rate_bps: a.net_rate,
+        policy: session_policy(a.policy.as_deref(), &a.allow_domain, a.no_network)?,
         keep: if a.snapshot {
             Keep::Snapshot
         } else if a.keep {
@@ -273,6 +283,21 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     }
     eprintln!("sandtrail: see `sandtrail timeline {}`", outcome.session_id);
     Ok(ExitCode::from(outcome.exit_status().clamp(0, 255) as u8))
+}
+
+/// The egress policy of a session: the file and flags, plus the host's package registries;
+/// `None` without a network.
+pub fn session_policy(
+    file: Option<&std::path::Path>,
+    allow_domains: &[String],
+    no_network: bool,
+) -> Result<Option<std::sync::Arc<sandtrail_net::policy::Policy>>> {
+    let mut p = sandtrail_net::policy::Policy::from_run_flags(file, allow_domains, no_network)?;
+    if no_network {
+        return Ok(None);
+    }
+    p.add_registries(sandtrail_net::registries::discover().registries);
+    Ok(Some(std::sync::Arc::new(p)))
 }
 
 /// Once the session has started, turns the first termination signal into a stop request

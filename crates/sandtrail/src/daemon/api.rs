@@ -106,6 +106,11 @@ struct CreateSession {
     #[serde(default)]
     as_root: bool,
     network: Option<bool>,
+    /// Egress policy file (TOML) on the daemon's host.
+    policy: Option<PathBuf>,
+    /// Domains to allow on top of the policy.
+    #[serde(default)]
+    allow_domains: Vec<String>,
     /// `delete` (default), `preserve` or `snapshot`.
     keep: Option<String>,
 }
@@ -327,6 +332,8 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 ("workspace", c.workspace.is_some()),
                 ("as_root", c.as_root),
                 ("network", c.network.is_some()),
+                ("policy", c.policy.is_some()),
+                ("allow_domains", !c.allow_domains.is_empty()),
                 ("keep", c.keep.is_some()),
             ];
             if let Some((f, _)) = sandbox_only.iter().find(|(_, set)| *set) {
@@ -362,6 +369,7 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                     return Err(format!("cpus: {cpus} must be a positive number of CPUs"));
                 }
             }
+            let network = c.network.unwrap_or(true);
             Ok(Plan::Sandbox(RunOptions {
                 identity,
                 argv,
@@ -375,9 +383,15 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 idle_pause,
                 workspace: c.workspace,
                 as_root: c.as_root,
-                network: c.network.unwrap_or(true),
+                network,
                 disk_bytes: c.disk.map(|m| m.bytes("disk")).transpose()?,
                 net_rate_bps: c.net_rate.map(|r| r.bps()).transpose()?,
+                policy: crate::cli::run::session_policy(
+                    c.policy.as_deref(),
+                    &c.allow_domains,
+                    !c.network.unwrap_or(true),
+                )
+                .map_err(|e| format!("{e:#}"))?,
                 keep,
                 on_start: None,
             }))

@@ -28,6 +28,8 @@ use anyhow::{bail, Context, Result};
 use sandtrail_event::{
     Event, FsState, LimitAction, LimitType, PauseReason, Snapshot, TerminateReason, Usage,
 };
+use sandtrail_net::dns::{Forwarder, ForwarderConfig, NetRecord};
+use sandtrail_net::policy::Policy;
 use sandtrail_sandbox::cgroup::{self, SessionCgroup};
 use sandtrail_sandbox::isolate::{self, Exit, SandboxSpec};
 use sandtrail_sandbox::net::{self, NetConfig, SessionNet};
@@ -91,6 +93,8 @@ pub struct RunOptions {
     /// Rate limit of the sandbox's network, bits per second, each direction (`limit.hit`
     /// net_rate when it delays or drops packets).
     pub net_rate_bps: Option<u64>,
+    /// Egress policy; with a network, the session's DNS forwarder applies it to every query.
+    pub policy: Option<Arc<Policy>>,
     /// Cleanup mode.
     pub keep: Keep,
     /// Told once the session has started (or why it could not).
@@ -324,6 +328,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
         .with_context(|| format!("creating the cgroup of session {id}"))?;
     let dir = session_dir(layout, &id);
     let mut session_net = None;
+    let mut forwarder: Option<Forwarder> = None;
     let result = (|| {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let spec = SandboxSpec {
@@ -340,8 +345,11 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
         };
         let net_cfg = opts.network.then(|| NetConfig {
             rate_bps: opts.net_rate_bps,
+            dns_redirect: opts.policy.is_some(),
             ..NetConfig::for_session(&id)
         });
+        let (net_tx, net_rx) = mpsc::channel();
+        let net_rx = opts.policy.is_some().then_some(net_rx);
         // The caller tears the network down, also when a later step fails.
         let child = isolate::spawn(&spec, &mut |pid| {
             cg.add_pid(pid).map_err(|e| e.to_string())?;
@@ -350,7 +358,12 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 if n.enabled_ip_forward() {
                     eprintln!("sandtrail: set net.ipv4.ip_forward to 1 (it was 0) so that sessions can reach the network; the last session switches it back");
                 }
+                let host_ip = n.host_ip();
                 session_net = Some(n);
+                // The forwarder answers before the command's first query.
+                if let Some(policy) = &opts.policy {
+                    forwarder = Some(start_forwarder(host_ip, policy.clone(), net_tx.clone())?);
+                }
             }
             Ok(())
         })
@@ -373,11 +386,15 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 net: session_net.as_ref(),
                 on_start: opts.on_start.as_ref(),
                 denials,
+                net_records: net_rx,
             },
         )
     })();
     // Whatever happened, leave nothing behind on the host.
     let _ = cg.kill_all();
+    if let Some(f) = forwarder {
+        f.stop();
+    }
     let net_down = session_net.map(SessionNet::teardown);
     let removed = cg.remove();
     let (fs_state, snap) = match (&result, opts.keep) {
@@ -454,6 +471,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
             net: None,
             on_start: opts.on_start.as_ref(),
             denials: None,
+            net_records: None,
         },
     );
     // The provider's filesystem is not ours to delete.
@@ -497,6 +515,8 @@ struct Watch<'a> {
     on_start: Option<&'a Sender<StartReport>>,
     /// Seccomp denials of the sandbox.
     denials: Option<Receiver<isolate::Denial>>,
+    /// DNS queries and policy violations of the session's forwarder.
+    net_records: Option<Receiver<NetRecord>>,
 }
 
 /// From session.start to session.terminate: control requests, timeout, limit hits.
@@ -549,6 +569,7 @@ fn supervise(
     let mut last_cpu = first.cpu_ns;
     let mut denial_log = DenialLog::default();
     let mut violations = 0usize;
+    let mut egress_blocked = 0u64;
     let exit = loop {
         // Seccomp denials.
         if let Some(rx) = &w.denials {
@@ -562,6 +583,9 @@ fn supervise(
                 log.log(lc.violation(&v))?;
                 violations += 1;
             }
+        }
+        if let Some(rx) = &w.net_records {
+            egress_blocked += log_net_records(log, lc, rx.try_iter())?;
         }
         if let Some(exit) = agent.ended(cg)? {
             break exit;
@@ -661,6 +685,9 @@ fn supervise(
         }
         std::thread::sleep(POLL);
     };
+    if let Some(rx) = &w.net_records {
+        egress_blocked += log_net_records(log, lc, rx.try_iter())?;
+    }
     // The denial channel ends once the sandbox has been reaped; what is queued still counts.
     if let Some(rx) = &w.denials {
         let mut found = Vec::new();
@@ -718,7 +745,7 @@ fn supervise(
         processes: Some(watcher.peak_pids),
         bytes_in,
         bytes_out,
-        ..Default::default()
+        egress_blocked: w.net_records.is_some().then_some(egress_blocked),
     };
     log.log(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;
     Ok(Outcome {
@@ -730,4 +757,40 @@ fn supervise(
         violations,
         snapshot: None,
     })
+}
+
+/// Starts the session's DNS forwarder on port 53 of the host end of its veth, forwarding to the
+/// host's resolvers (from /etc/resolv.conf).
+fn start_forwarder(
+    host_ip: std::net::Ipv4Addr,
+    policy: Arc<Policy>,
+    tx: Sender<NetRecord>,
+) -> Result<Forwarder, String> {
+    let upstreams = sandtrail_net::dns::upstreams_from_resolv_conf(Path::new("/etc/resolv.conf"))
+        .map_err(|e| format!("the session's DNS forwarder: {e}"))?;
+    let listen = std::net::SocketAddr::from((host_ip, 53));
+    Forwarder::start(ForwarderConfig::new(listen, upstreams, policy, tx))
+        .map_err(|e| format!("starting the session's DNS forwarder on {listen}: {e}"))
+}
+
+/// Logs DNS queries and burst violations; returns how many queries the policy refused.
+fn log_net_records(
+    log: &dyn EventLog,
+    lc: &Lifecycle,
+    records: impl Iterator<Item = NetRecord>,
+) -> Result<u64> {
+    let mut blocked = 0;
+    for r in records {
+        let ev = match r {
+            NetRecord::Dns(q) => {
+                if q.decision == sandtrail_event::Decision::Deny {
+                    blocked += 1;
+                }
+                q.to_event(&lc.id.session_id, &lc.host_id)
+            }
+            NetRecord::Violation(v) => v.to_event(&lc.id.session_id, &lc.host_id),
+        };
+        log.log(ev)?;
+    }
+    Ok(blocked)
 }
