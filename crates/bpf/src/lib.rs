@@ -34,7 +34,7 @@ use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use record::{decode, proc_status, KernelRecord};
-pub use record::{ExecArgs, ExecAt, ExitStatus, RawRecord, Task};
+pub use record::{CredCall, ExecArgs, ExecAt, ExitStatus, RawRecord, Task};
 
 /// The compiled process programs (rebuilt by `crates/bpf/build.sh`).
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/process.bpf.o");
@@ -62,6 +62,18 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("signal_generate", "signal", "signal_generate"),
     ("signal_deliver", "signal", "signal_deliver"),
     ("sched_exit", "sched", "sched_process_exit"),
+    ("enter_setuid", "syscalls", "sys_enter_setuid"),
+    ("enter_setreuid", "syscalls", "sys_enter_setreuid"),
+    ("enter_setresuid", "syscalls", "sys_enter_setresuid"),
+    ("enter_setgid", "syscalls", "sys_enter_setgid"),
+    ("enter_setregid", "syscalls", "sys_enter_setregid"),
+    ("enter_setresgid", "syscalls", "sys_enter_setresgid"),
+    ("exit_setuid", "syscalls", "sys_exit_setuid"),
+    ("exit_setreuid", "syscalls", "sys_exit_setreuid"),
+    ("exit_setresuid", "syscalls", "sys_exit_setresuid"),
+    ("exit_setgid", "syscalls", "sys_exit_setgid"),
+    ("exit_setregid", "syscalls", "sys_exit_setregid"),
+    ("exit_setresgid", "syscalls", "sys_exit_setresgid"),
 ];
 
 /// Errors of loading and running the probe.
@@ -170,6 +182,8 @@ pub struct Losses {
     /// clone flags not remembered because the map was full (a thread may then be reported as
     /// a forked process).
     pub clone_table_full: u64,
+    /// set*id calls not reported because the table of calls in progress was full.
+    pub cred_table_full: u64,
 }
 
 impl Losses {
@@ -194,6 +208,8 @@ pub struct Probe {
     epoll: sys::Epoll,
     /// Exec arguments waiting for their result, by the tid that called execve.
     pending: StdHashMap<u32, ExecArgs>,
+    /// Parent pids learned from /proc for processes whose fork the probe did not see.
+    ppids: StdHashMap<u32, u32>,
     tracefs_mounted: bool,
     _ebpf: Ebpf,
 }
@@ -319,6 +335,7 @@ impl Probe {
             losses,
             epoll,
             pending: StdHashMap::new(),
+            ppids: StdHashMap::new(),
             tracefs_mounted,
             _ebpf: ebpf,
         })
@@ -377,7 +394,7 @@ impl Probe {
                 None
             }
             KernelRecord::ExecFailed { mut task, errno } => {
-                fill_ppid(&mut task);
+                self.fill_ppid(&mut task, None);
                 Some(RawRecord::ExecFailed {
                     args: self.pending.remove(&task.tid),
                     task,
@@ -386,9 +403,7 @@ impl Probe {
             }
             KernelRecord::Exec { mut task, old_tid } => {
                 let st = proc_status(task.pid);
-                if task.ppid == 0 {
-                    task.ppid = st.ppid.unwrap_or(0);
-                }
+                self.fill_ppid(&mut task, st.ppid);
                 let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
                 Some(RawRecord::Exec {
                     args: self.pending.remove(&old_tid),
@@ -403,14 +418,36 @@ impl Probe {
                 mut parent,
                 child_pid,
             } => {
-                fill_ppid(&mut parent);
+                self.fill_ppid(&mut parent, None);
                 Some(RawRecord::Fork { parent, child_pid })
             }
-            KernelRecord::Exit { task, status } => {
+            KernelRecord::Cred { mut task, call } => {
+                self.fill_ppid(&mut task, None);
+                Some(RawRecord::Cred { task, call })
+            }
+            KernelRecord::Exit { mut task, status } => {
+                self.fill_ppid(&mut task, None);
+                self.ppids.remove(&task.pid);
                 self.pending.remove(&task.tid);
                 self.pending.remove(&task.pid);
                 Some(RawRecord::Exit { task, status })
             }
+        }
+    }
+
+    /// For a process whose fork the probe did not see (ppid 0 from the kernel): the ppid
+    /// learned earlier, else `/proc/<pid>/status` now (`known`, when already read).
+    fn fill_ppid(&mut self, task: &mut Task, known: Option<u32>) {
+        if task.ppid != 0 {
+            return;
+        }
+        if let Some(&ppid) = self.ppids.get(&task.pid) {
+            task.ppid = ppid;
+            return;
+        }
+        if let Some(ppid) = known.or_else(|| proc_status(task.pid).ppid) {
+            task.ppid = ppid;
+            self.ppids.insert(task.pid, ppid);
         }
     }
 
@@ -429,13 +466,8 @@ impl Probe {
             process_table_full: sum(1)?,
             scratch_missing: sum(2)?,
             clone_table_full: sum(3)?,
+            cred_table_full: sum(4)?,
         })
-    }
-}
-
-fn fill_ppid(task: &mut Task) {
-    if task.ppid == 0 {
-        task.ppid = proc_status(task.pid).ppid.unwrap_or(0);
     }
 }
 

@@ -13,6 +13,7 @@ const REC_EXEC_FAILED: u32 = 2;
 const REC_EXEC: u32 = 3;
 const REC_FORK: u32 = 4;
 const REC_EXIT: u32 = 5;
+const REC_CRED: u32 = 6;
 
 // rec_exec_args.flags
 const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -114,6 +115,45 @@ pub enum ExitStatus {
     Unknown,
 }
 
+/// A successful `set*id` call: its arguments as passed (`None` = -1, left unchanged).
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredCall {
+    /// `setuid(uid)`: sets the effective uid (and real and saved ones when privileged).
+    SetUid(u32),
+    /// `setreuid(ruid, euid)`.
+    SetReUid(Option<u32>, Option<u32>),
+    /// `setresuid(ruid, euid, suid)`.
+    SetResUid(Option<u32>, Option<u32>, Option<u32>),
+    /// `setgid(gid)`.
+    SetGid(u32),
+    /// `setregid(rgid, egid)`.
+    SetReGid(Option<u32>, Option<u32>),
+    /// `setresgid(rgid, egid, sgid)`.
+    SetResGid(Option<u32>, Option<u32>, Option<u32>),
+}
+
+impl CredCall {
+    /// The effective uid after the call, when the call sets it.
+    pub fn new_euid(&self) -> Option<u32> {
+        match *self {
+            CredCall::SetUid(u) => Some(u),
+            CredCall::SetReUid(_, e) | CredCall::SetResUid(_, e, _) => e,
+            _ => None,
+        }
+    }
+
+    /// The effective gid after the call, when the call sets it.
+    pub fn new_egid(&self) -> Option<u32> {
+        match *self {
+            CredCall::SetGid(g) => Some(g),
+            CredCall::SetReGid(_, e) | CredCall::SetResGid(_, e, _) => e,
+            _ => None,
+        }
+    }
+}
+
 /// One decoded, typed record of process activity in a watched cgroup subtree.
 ///
 /// Minimum kernel: 5.8 (BPF ring buffer, `bpf_probe_read_user_str`); the descendant-cgroup
@@ -154,6 +194,14 @@ pub enum RawRecord {
         /// The child's pid.
         child_pid: u32,
     },
+    /// A `set*id` call succeeded (`task.uid`/`task.gid` are the real ids after it). Every
+    /// thread that makes the call is reported (glibc makes it in each thread of a process).
+    Cred {
+        /// The calling thread, after the call.
+        task: Task,
+        /// The call and its arguments.
+        call: CredCall,
+    },
     /// A process ended: its last thread exited (`sched/sched_process_exit` with `group_dead`).
     Exit {
         /// The last thread of the process.
@@ -171,6 +219,7 @@ pub(crate) enum KernelRecord {
     Exec { task: Task, old_tid: u32 },
     Fork { parent: Task, child_pid: u32 },
     Exit { task: Task, status: ExitStatus },
+    Cred { task: Task, call: CredCall },
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -286,6 +335,23 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                 ExitStatus::Unknown
             };
             Ok(KernelRecord::Exit { task, status })
+        }
+        REC_CRED => {
+            need(b, HDR_LEN + 16, "cred")?;
+            let id = |i: usize| {
+                let v = u32_at(b, HDR_LEN + 4 + 4 * i);
+                (v != u32::MAX).then_some(v)
+            };
+            let call = match u32_at(b, HDR_LEN) {
+                1 => CredCall::SetUid(u32_at(b, HDR_LEN + 4)),
+                2 => CredCall::SetReUid(id(0), id(1)),
+                3 => CredCall::SetResUid(id(0), id(1), id(2)),
+                4 => CredCall::SetGid(u32_at(b, HDR_LEN + 4)),
+                5 => CredCall::SetReGid(id(0), id(1)),
+                6 => CredCall::SetResGid(id(0), id(1), id(2)),
+                other => return Err(BpfError::Decode(format!("unknown set*id call {other}"))),
+            };
+            Ok(KernelRecord::Cred { task, call })
         }
         other => Err(BpfError::Decode(format!("unknown record kind {other}"))),
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use sandtrail_bpf::{ExitStatus, Probe, ProbeOptions, RawRecord};
+use sandtrail_bpf::{CredCall, ExitStatus, Probe, ProbeOptions, RawRecord};
 
 /// Why the tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {
@@ -241,7 +241,8 @@ fn shell_session_exact_records() {
         let pid = match r {
             RawRecord::Exec { task, .. }
             | RawRecord::ExecFailed { task, .. }
-            | RawRecord::Exit { task, .. } => task.pid,
+            | RawRecord::Exit { task, .. }
+            | RawRecord::Cred { task, .. } => task.pid,
             RawRecord::Fork { parent, .. } => parent.pid,
         };
         assert!(tree.contains(&pid), "record outside the session: {r:?}");
@@ -339,6 +340,17 @@ fn shell_session_exact_records() {
         }
     );
     assert_eq!(exit_of(bash), ExitStatus::Code(0));
+
+    // bash's own fork happened outside the cgroup: its ppid (this test) comes from /proc, read
+    // while bash is alive or a zombie (we reap it only after collecting), and sticks to its exit.
+    for r in &records {
+        match r {
+            RawRecord::Exec { task, .. } | RawRecord::Exit { task, .. } if task.pid == bash => {
+                assert_eq!(task.ppid, std::process::id(), "{r:?}");
+            }
+            _ => {}
+        }
+    }
 
     // The failed exec: ENOENT, with its argv, by a fork of bash that then exits 127.
     let failed: Vec<_> = records
@@ -458,4 +470,60 @@ fn tiny_ring_buffer_counts_losses() {
         n += 1;
     }
     assert!(n > 0);
+}
+
+#[test]
+fn setresuid_transition_is_recorded() {
+    require_root!("setresuid_transition_is_recorded");
+    if !Path::new("/usr/bin/setpriv").exists() {
+        panic!("/usr/bin/setpriv (util-linux) is missing");
+    }
+    let cg = TestCgroup::new();
+    let mut probe = load(ProbeOptions::default());
+    probe.watch_cgroup(cg.path.as_path()).unwrap();
+    let mut child = cg.spawn(Command::new("/usr/bin/setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/bin/true",
+    ]));
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    assert!(child.wait().unwrap().success());
+    let creds: Vec<(u32, CredCall)> = records
+        .iter()
+        .filter_map(|r| match r {
+            RawRecord::Cred { task, call } => Some((task.uid, *call)),
+            _ => None,
+        })
+        .collect();
+    // The uid change: effective (and real) uid 65534, seen after the call as the real uid.
+    assert!(
+        creds
+            .iter()
+            .any(|(uid, c)| *uid == 65534 && c.new_euid() == Some(65534)),
+        "{records:#?}"
+    );
+    assert!(
+        creds.iter().any(|(_, c)| c.new_egid() == Some(65534)),
+        "{records:#?}"
+    );
+    // The exec after it runs as 65534.
+    let true_exec = records
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::Exec {
+                task,
+                args: Some(a),
+                ..
+            } if a.filename == Path::new("/bin/true") => Some(task.clone()),
+            _ => None,
+        })
+        .expect("exec of /bin/true");
+    assert_eq!((true_exec.uid, true_exec.gid), (65534, 65534));
+    assert_eq!(probe.losses().unwrap().total(), 0);
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * sandtrail process collection: exec (with argv and result), fork and exit of the tasks in the
- * watched cgroup v2 subtrees, through one BPF ring buffer.
+ * sandtrail process collection: exec (with argv and result), fork, exit and set*id calls of the
+ * tasks in the watched cgroup v2 subtrees, through one BPF ring buffer.
  *
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
  * own context and user memory (bpf_probe_read_user[_str]). No kernel struct reads, no
@@ -38,6 +38,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define REC_EXEC 3
 #define REC_FORK 4
 #define REC_EXIT 5
+#define REC_CRED 6
+
+/* rec_cred.call */
+#define CRED_SETUID 1
+#define CRED_SETREUID 2
+#define CRED_SETRESUID 3
+#define CRED_SETGID 4
+#define CRED_SETREGID 5
+#define CRED_SETRESGID 6
 
 /* rec_exec_args.flags */
 #define EXEC_ARGV_TRUNCATED 1
@@ -57,7 +66,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define LOSS_PROC_MAP_FULL 1
 #define LOSS_SCRATCH 2
 #define LOSS_CLONE_MAP_FULL 3
-#define LOSS_SLOTS 4
+#define LOSS_CRED_MAP_FULL 4
+#define LOSS_SLOTS 5
 
 /* ---------------------------------------------------------------- tracepoint contexts */
 
@@ -114,6 +124,16 @@ struct tp_enter_clone3 {
 	__u32 pad;
 	__u64 uargs;
 	__u64 size;
+};
+
+/* syscalls/sys_enter_set{,re,res}{u,g}id: up to three ids, each a uid_t/gid_t in an 8-byte
+ * slot from offset 16 (setuid/setgid: id @16; setre*: r @16, e @24; setres*: r @16, e @24,
+ * s @32) */
+struct tp_enter_setid {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 pad;
+	__u64 id[3];
 };
 
 /* sched/sched_process_exec: __data_loc filename @8, pid @12, old_pid @16 */
@@ -223,6 +243,18 @@ struct rec_exit {
 	__u32 pad;
 };
 
+struct rec_cred {
+	struct rec_hdr h; /* after the call: h.uid/h.gid are the new real ids */
+	__u32 call;       /* CRED_* */
+	__u32 ids[3];     /* the arguments as passed; (u32)-1 = unchanged */
+};
+
+/* A set*id call in progress, by thread id. */
+struct cred_call {
+	__u32 call;
+	__u32 ids[3];
+};
+
 /* What the probe remembers about a tracked (watched) process, by tgid. */
 struct proc_state {
 	__u32 ppid;
@@ -264,6 +296,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } clones SEC(".maps");
+
+/* set*id calls in progress of tracked processes, by thread id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct cred_call);
+} creds SEC(".maps");
 
 /* Drops, counted per CPU (index: LOSS_*). */
 struct {
@@ -593,6 +633,119 @@ int sched_fork(struct tp_sched_process_fork *ctx)
 	r->pad = 0;
 	bpf_ringbuf_submit(r, 0);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- credentials */
+
+static __always_inline int setid_enter(struct tp_enter_setid *ctx, __u32 call, int nargs)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	struct cred_call c = {.call = call};
+	c.ids[0] = (__u32)ctx->id[0];
+	c.ids[1] = nargs > 1 ? (__u32)ctx->id[1] : 0xffffffff;
+	c.ids[2] = nargs > 2 ? (__u32)ctx->id[2] : 0xffffffff;
+	if (bpf_map_update_elem(&creds, &tid, &c, BPF_ANY))
+		count_loss(LOSS_CRED_MAP_FULL);
+	return 0;
+}
+
+static __always_inline int setid_exit(struct tp_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct cred_call *c = bpf_map_lookup_elem(&creds, &tid);
+	if (!c)
+		return 0;
+	if (ctx->ret == 0) {
+		struct rec_cred *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+		if (!r) {
+			count_loss(LOSS_RINGBUF);
+		} else {
+			fill_hdr(&r->h, REC_CRED);
+			r->call = c->call;
+			r->ids[0] = c->ids[0];
+			r->ids[1] = c->ids[1];
+			r->ids[2] = c->ids[2];
+			bpf_ringbuf_submit(r, 0);
+		}
+	}
+	bpf_map_delete_elem(&creds, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int enter_setuid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETUID, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setreuid")
+int enter_setreuid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETREUID, 2);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresuid")
+int enter_setresuid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETRESUID, 3);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setgid")
+int enter_setgid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETGID, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setregid")
+int enter_setregid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETREGID, 2);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresgid")
+int enter_setresgid(struct tp_enter_setid *ctx)
+{
+	return setid_enter(ctx, CRED_SETRESGID, 3);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setuid")
+int exit_setuid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setreuid")
+int exit_setreuid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setresuid")
+int exit_setresuid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setgid")
+int exit_setgid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setregid")
+int exit_setregid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setresgid")
+int exit_setresgid(struct tp_sys_exit *ctx)
+{
+	return setid_exit(ctx);
 }
 
 /* ---------------------------------------------------------------- exit */
