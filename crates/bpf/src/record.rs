@@ -382,3 +382,79 @@ pub(crate) fn proc_status(pid: u32) -> ProcStatus {
     }
     st
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(kind: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [kind, 11, 10, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&123u64.to_le_bytes());
+        b.extend_from_slice(&77u64.to_le_bytes());
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        b.extend_from_slice(&100u32.to_le_bytes());
+        b.extend_from_slice(b"bash\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(b.len(), HDR_LEN);
+        b
+    }
+
+    #[test]
+    fn decodes_exec_args() {
+        let mut b = hdr(REC_EXEC_ARGS);
+        let data = b"/bin/ls\0ls\0-l\0\0";
+        for v in [EXEC_ARGV_TRUNCATED, 0, 0, 8, 6, 2] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&data[..14]);
+        let KernelRecord::ExecArgs { task, args } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((task.tid, task.pid, task.ppid), (11, 10, 1));
+        assert_eq!((task.uid, task.gid, task.cgroup_id), (1000, 100, 77));
+        assert_eq!(task.comm, "bash");
+        assert_eq!(args.filename, PathBuf::from("/bin/ls"));
+        assert_eq!(args.argv_lossy(), ["ls", "-l"]);
+        assert!(args.argv_truncated && !args.argv_fault && args.at.is_none());
+    }
+
+    #[test]
+    fn decodes_exit_and_cred() {
+        let mut b = hdr(REC_EXIT);
+        for v in [0, 15, EXIT_HAS_SIGNAL, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let KernelRecord::Exit { status, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(
+            status,
+            ExitStatus::Signal {
+                signal: 15,
+                core_signal: false
+            }
+        );
+        let mut b = hdr(REC_CRED);
+        for v in [3, u32::MAX, 0, u32::MAX] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let KernelRecord::Cred { call, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(call, CredCall::SetResUid(None, Some(0), None));
+        assert_eq!(call.new_euid(), Some(0));
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(decode(&[0u8; 10]).is_err());
+        assert!(decode(&hdr(99)).is_err());
+        let mut b = hdr(REC_EXEC_ARGS);
+        for v in [0u32, 0, 0, 4000, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(decode(&b).is_err(), "filename_len beyond the record");
+    }
+}
