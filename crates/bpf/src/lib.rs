@@ -34,7 +34,7 @@ use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use record::{decode, proc_status, KernelRecord};
-pub use record::{CredCall, ExecArgs, ExecAt, ExitStatus, RawRecord, Task};
+pub use record::{CredCall, ExecArgs, ExecAt, ExitStatus, RawRecord, Task, WaitStatus};
 
 /// The compiled process programs (rebuilt by `crates/bpf/build.sh`).
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/process.bpf.o");
@@ -74,6 +74,10 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("exit_setgid", "syscalls", "sys_exit_setgid"),
     ("exit_setregid", "syscalls", "sys_exit_setregid"),
     ("exit_setresgid", "syscalls", "sys_exit_setresgid"),
+    ("enter_wait4", "syscalls", "sys_enter_wait4"),
+    ("enter_waitid", "syscalls", "sys_enter_waitid"),
+    ("exit_wait4", "syscalls", "sys_exit_wait4"),
+    ("exit_waitid", "syscalls", "sys_exit_waitid"),
 ];
 
 /// Errors of loading and running the probe.
@@ -184,6 +188,10 @@ pub struct Losses {
     pub clone_table_full: u64,
     /// set*id calls not reported because the table of calls in progress was full.
     pub cred_table_full: u64,
+    /// wait4/waitid calls not followed because the table of calls in progress was full.
+    pub wait_table_full: u64,
+    /// Reaped records not made because the status could not be read from the parent's memory.
+    pub reap_unreadable: u64,
 }
 
 impl Losses {
@@ -425,6 +433,18 @@ impl Probe {
                 self.fill_ppid(&mut task, None);
                 Some(RawRecord::Cred { task, call })
             }
+            KernelRecord::Reaped {
+                mut reaper,
+                child_pid,
+                status,
+            } => {
+                self.fill_ppid(&mut reaper, None);
+                status.map(|status| RawRecord::Reaped {
+                    reaper,
+                    child_pid,
+                    status,
+                })
+            }
             KernelRecord::Exit { mut task, status } => {
                 self.fill_ppid(&mut task, None);
                 self.ppids.remove(&task.pid);
@@ -467,6 +487,8 @@ impl Probe {
             scratch_missing: sum(2)?,
             clone_table_full: sum(3)?,
             cred_table_full: sum(4)?,
+            wait_table_full: sum(5)?,
+            reap_unreadable: sum(6)?,
         })
     }
 }

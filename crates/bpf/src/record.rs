@@ -14,6 +14,7 @@ const REC_EXEC: u32 = 3;
 const REC_FORK: u32 = 4;
 const REC_EXIT: u32 = 5;
 const REC_CRED: u32 = 6;
+const REC_REAP: u32 = 7;
 
 // rec_exec_args.flags
 const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -115,6 +116,39 @@ pub enum ExitStatus {
     Unknown,
 }
 
+/// The status a parent got from `wait4`/`waitid` for its child: the kernel's own word.
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// The child exited with this code (`WEXITSTATUS`).
+    Exited(i32),
+    /// The child was killed by `signal`; `core_dumped` is `WCOREDUMP` (a core was written).
+    Signaled {
+        /// The signal number.
+        signal: u32,
+        /// A core dump was written.
+        core_dumped: bool,
+    },
+}
+
+impl WaitStatus {
+    /// Decodes a wait status word (as `wait4` stores it); `None` for stopped/continued.
+    pub fn from_raw(status: i32) -> Option<WaitStatus> {
+        let low = status & 0x7f;
+        if low == 0 {
+            Some(WaitStatus::Exited((status >> 8) & 0xff))
+        } else if low == 0x7f || status == 0xffff {
+            None
+        } else {
+            Some(WaitStatus::Signaled {
+                signal: low as u32,
+                core_dumped: status & 0x80 != 0,
+            })
+        }
+    }
+}
+
 /// A successful `set*id` call: its arguments as passed (`None` = -1, left unchanged).
 ///
 /// Minimum kernel: 5.8.
@@ -202,6 +236,18 @@ pub enum RawRecord {
         /// The call and its arguments.
         call: CredCall,
     },
+    /// A tracked process reaped a child with `wait4`/`waitid` (`sys_exit_wait4`/`waitid`,
+    /// reading the status the kernel just wrote to the parent's memory): the exact exit status,
+    /// including whether a core was dumped. Only for parents inside a watched subtree that pass
+    /// a status pointer; the session's first process is reaped by its launcher.
+    Reaped {
+        /// The parent that waited.
+        reaper: Task,
+        /// The reaped child's pid.
+        child_pid: u32,
+        /// Its status.
+        status: WaitStatus,
+    },
     /// A process ended: its last thread exited (`sched/sched_process_exit` with `group_dead`).
     Exit {
         /// The last thread of the process.
@@ -214,12 +260,35 @@ pub enum RawRecord {
 /// A record as the kernel wrote it, before exec arguments are joined with their result.
 #[derive(Debug)]
 pub(crate) enum KernelRecord {
-    ExecArgs { task: Task, args: ExecArgs },
-    ExecFailed { task: Task, errno: i32 },
-    Exec { task: Task, old_tid: u32 },
-    Fork { parent: Task, child_pid: u32 },
-    Exit { task: Task, status: ExitStatus },
-    Cred { task: Task, call: CredCall },
+    ExecArgs {
+        task: Task,
+        args: ExecArgs,
+    },
+    ExecFailed {
+        task: Task,
+        errno: i32,
+    },
+    Exec {
+        task: Task,
+        old_tid: u32,
+    },
+    Fork {
+        parent: Task,
+        child_pid: u32,
+    },
+    Exit {
+        task: Task,
+        status: ExitStatus,
+    },
+    Cred {
+        task: Task,
+        call: CredCall,
+    },
+    Reaped {
+        reaper: Task,
+        child_pid: u32,
+        status: Option<WaitStatus>,
+    },
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -353,6 +422,14 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
             };
             Ok(KernelRecord::Cred { task, call })
         }
+        REC_REAP => {
+            need(b, HDR_LEN + 8, "reap")?;
+            Ok(KernelRecord::Reaped {
+                reaper: task,
+                child_pid: u32_at(b, HDR_LEN),
+                status: WaitStatus::from_raw(u32_at(b, HDR_LEN + 4) as i32),
+            })
+        }
         other => Err(BpfError::Decode(format!("unknown record kind {other}"))),
     }
 }
@@ -445,6 +522,27 @@ mod tests {
         };
         assert_eq!(call, CredCall::SetResUid(None, Some(0), None));
         assert_eq!(call.new_euid(), Some(0));
+    }
+
+    #[test]
+    fn decodes_wait_status_words() {
+        assert_eq!(WaitStatus::from_raw(3 << 8), Some(WaitStatus::Exited(3)));
+        assert_eq!(
+            WaitStatus::from_raw(9),
+            Some(WaitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            })
+        );
+        assert_eq!(
+            WaitStatus::from_raw(11 | 0x80),
+            Some(WaitStatus::Signaled {
+                signal: 11,
+                core_dumped: true
+            })
+        );
+        assert_eq!(WaitStatus::from_raw((19 << 8) | 0x7f), None);
+        assert_eq!(WaitStatus::from_raw(0xffff), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * sandtrail process collection: exec (with argv and result), fork, exit and set*id calls of the
- * tasks in the watched cgroup v2 subtrees, through one BPF ring buffer.
+ * sandtrail process collection: exec (with argv and result), fork, exit, reaping and set*id
+ * calls of the tasks in the watched cgroup v2 subtrees, through one BPF ring buffer.
  *
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
  * own context and user memory (bpf_probe_read_user[_str]). No kernel struct reads, no
@@ -39,6 +39,16 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define REC_FORK 4
 #define REC_EXIT 5
 #define REC_CRED 6
+#define REC_REAP 7
+
+/* wait_call.kind */
+#define WAIT_WAIT4 1
+#define WAIT_WAITID 2
+
+/* siginfo si_code for SIGCHLD */
+#define CLD_EXITED 1
+#define CLD_KILLED 2
+#define CLD_DUMPED 3
 
 /* rec_cred.call */
 #define CRED_SETUID 1
@@ -67,7 +77,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define LOSS_SCRATCH 2
 #define LOSS_CLONE_MAP_FULL 3
 #define LOSS_CRED_MAP_FULL 4
-#define LOSS_SLOTS 5
+#define LOSS_WAIT_MAP_FULL 5
+#define LOSS_REAP_UNREADABLE 6
+#define LOSS_SLOTS 7
 
 /* ---------------------------------------------------------------- tracepoint contexts */
 
@@ -134,6 +146,29 @@ struct tp_enter_setid {
 	__s32 syscall_nr;
 	__u32 pad;
 	__u64 id[3];
+};
+
+/* syscalls/sys_enter_wait4: upid @16, stat_addr @24, options @32, ru @40 */
+struct tp_enter_wait4 {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 pad;
+	__u64 upid;
+	__u64 stat_addr;
+	__u64 options;
+	__u64 ru;
+};
+
+/* syscalls/sys_enter_waitid: which @16, upid @24, infop @32, options @40, ru @48 */
+struct tp_enter_waitid {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 pad;
+	__u64 which;
+	__u64 upid;
+	__u64 infop;
+	__u64 options;
+	__u64 ru;
 };
 
 /* sched/sched_process_exec: __data_loc filename @8, pid @12, old_pid @16 */
@@ -249,6 +284,19 @@ struct rec_cred {
 	__u32 ids[3];     /* the arguments as passed; (u32)-1 = unchanged */
 };
 
+struct rec_reap {
+	struct rec_hdr h; /* the reaper (the parent that waited) */
+	__u32 child_pid;
+	__s32 status; /* the wait status word the kernel gave the parent (as wait4 stores it) */
+};
+
+/* A wait4()/waitid() in progress, by thread id: where the kernel will write the result. */
+struct wait_call {
+	__u32 kind;
+	__u32 pad;
+	__u64 addr;
+};
+
 /* A set*id call in progress, by thread id. */
 struct cred_call {
 	__u32 call;
@@ -304,6 +352,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct cred_call);
 } creds SEC(".maps");
+
+/* wait4/waitid calls in progress of tracked processes, by thread id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct wait_call);
+} waits SEC(".maps");
 
 /* Drops, counted per CPU (index: LOSS_*). */
 struct {
@@ -746,6 +802,107 @@ SEC("tracepoint/syscalls/sys_exit_setresgid")
 int exit_setresgid(struct tp_sys_exit *ctx)
 {
 	return setid_exit(ctx);
+}
+
+/* ---------------------------------------------------------------- reaping */
+
+/* The parent's wait gives the kernel's own status word of the child (exit code, or signal and
+ * whether a core was dumped). Only for reapers that are tracked processes themselves. */
+static __always_inline int wait_enter(__u32 kind, __u64 addr)
+{
+	if (!addr)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	struct wait_call w = {.kind = kind, .addr = addr};
+	if (bpf_map_update_elem(&waits, &tid, &w, BPF_ANY))
+		count_loss(LOSS_WAIT_MAP_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_wait4")
+int enter_wait4(struct tp_enter_wait4 *ctx)
+{
+	return wait_enter(WAIT_WAIT4, ctx->stat_addr);
+}
+
+SEC("tracepoint/syscalls/sys_enter_waitid")
+int enter_waitid(struct tp_enter_waitid *ctx)
+{
+	return wait_enter(WAIT_WAITID, ctx->infop);
+}
+
+static __always_inline int wait_exit(struct tp_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct wait_call *w = bpf_map_lookup_elem(&waits, &tid);
+	if (!w)
+		return 0;
+	__u32 kind = w->kind;
+	__u64 addr = w->addr;
+	bpf_map_delete_elem(&waits, &tid);
+
+	__u32 child = 0;
+	__s32 status = 0;
+	if (kind == WAIT_WAIT4) {
+		if (ctx->ret <= 0)
+			return 0;
+		child = (__u32)ctx->ret;
+		if (bpf_probe_read_user(&status, sizeof(status), (const void *)addr)) {
+			count_loss(LOSS_REAP_UNREADABLE);
+			return 0;
+		}
+		/* stopped (0x7f) or continued (0xffff): not an end */
+		if ((status & 0xff) == 0x7f || status == 0xffff)
+			return 0;
+	} else {
+		if (ctx->ret != 0)
+			return 0;
+		/* siginfo: si_code @8, si_pid @16, si_status @24 */
+		__s32 fields[7] = {};
+		if (bpf_probe_read_user(fields, sizeof(fields), (const void *)addr)) {
+			count_loss(LOSS_REAP_UNREADABLE);
+			return 0;
+		}
+		child = (__u32)fields[4];
+		if (!child)
+			return 0; /* WNOHANG and nothing to reap */
+		__s32 code = fields[2];
+		__s32 st = fields[6];
+		if (code == CLD_EXITED)
+			status = (st & 0xff) << 8;
+		else if (code == CLD_KILLED)
+			status = st & 0x7f;
+		else if (code == CLD_DUMPED)
+			status = (st & 0x7f) | 0x80;
+		else
+			return 0; /* stopped, trapped, continued */
+	}
+	struct rec_reap *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count_loss(LOSS_RINGBUF);
+		return 0;
+	}
+	fill_hdr(&r->h, REC_REAP);
+	r->child_pid = child;
+	r->status = status;
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_wait4")
+int exit_wait4(struct tp_sys_exit *ctx)
+{
+	return wait_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_waitid")
+int exit_waitid(struct tp_sys_exit *ctx)
+{
+	return wait_exit(ctx);
 }
 
 /* ---------------------------------------------------------------- exit */
