@@ -108,6 +108,9 @@ pub enum BpfError {
         /// The last lines of the verifier log.
         log_tail: String,
     },
+    /// The embedded object lacks a program the loader expects (object and loader out of step).
+    #[error("BPF program {0} is missing from the embedded object")]
+    MissingProgram(&'static str),
     /// A program could not be loaded or attached for another reason.
     #[error("BPF program {program} ({tracepoint}): {source}")]
     Program {
@@ -248,7 +251,7 @@ impl Probe {
         if uid != 0 {
             return Err(BpfError::NotRoot(uid));
         }
-        let page = 4096u32;
+        let page = sys::page_size();
         if !opts.ring_buffer_bytes.is_power_of_two() || opts.ring_buffer_bytes < page {
             return Err(BpfError::RingSize(opts.ring_buffer_bytes));
         }
@@ -280,11 +283,7 @@ impl Probe {
             let tracepoint = format!("{category}/{tp_name}");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
-                .ok_or_else(|| BpfError::Program {
-                    program: name,
-                    tracepoint: tracepoint.clone(),
-                    source: Box::new(ProgramError::UnexpectedProgramType),
-                })?
+                .ok_or(BpfError::MissingProgram(name))?
                 .try_into()
                 .map_err(|e| BpfError::Program {
                     program: name,

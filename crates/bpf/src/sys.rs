@@ -119,3 +119,14 @@ pub(crate) fn is_cgroup2(path: &Path) -> io::Result<bool> {
     }
     Ok(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
 }
+
+/// The page size (the ring buffer size must be a power-of-two multiple of it).
+pub(crate) fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory preconditions; _SC_PAGESIZE is always supported.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u32
+    } else {
+        4096
+    }
+}
