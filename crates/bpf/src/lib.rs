@@ -195,6 +195,10 @@ pub struct Losses {
     pub wait_table_full: u64,
     /// Reaped records not made because the status could not be read from the parent's memory.
     pub reap_unreadable: u64,
+    /// Runs of the programs the kernel skipped because another BPF program was already
+    /// running on that CPU (`recursion_misses`, kernel >= 5.12; summed over the programs). Such
+    /// a skip can lose any kind of record, so it counts as a loss.
+    pub program_skips: u64,
 }
 
 impl Losses {
@@ -222,7 +226,7 @@ pub struct Probe {
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
     ppids: StdHashMap<u32, u32>,
     tracefs_mounted: bool,
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
@@ -344,7 +348,7 @@ impl Probe {
             pending: StdHashMap::new(),
             ppids: StdHashMap::new(),
             tracefs_mounted,
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -470,6 +474,21 @@ impl Probe {
         }
     }
 
+    fn program_skips(&self) -> Result<u64, BpfError> {
+        let mut total = 0;
+        for (name, program) in self.ebpf.programs() {
+            let fd = program.fd().map_err(|e| BpfError::Map {
+                name: "programs",
+                detail: format!("{name}: {e}"),
+            })?;
+            total += sys::prog_recursion_misses(fd.as_fd()).map_err(|e| BpfError::Map {
+                name: "programs",
+                detail: format!("{name}: BPF_OBJ_GET_INFO_BY_FD: {e}"),
+            })?;
+        }
+        Ok(total)
+    }
+
     /// Drops counted in the kernel since the probe was loaded, summed over CPUs.
     pub fn losses(&self) -> Result<Losses, BpfError> {
         let sum = |slot: u32| -> Result<u64, BpfError> {
@@ -488,6 +507,7 @@ impl Probe {
             cred_table_full: sum(4)?,
             wait_table_full: sum(5)?,
             reap_unreadable: sum(6)?,
+            program_skips: self.program_skips()?,
         })
     }
 }

@@ -130,3 +130,42 @@ pub(crate) fn page_size() -> u32 {
         4096
     }
 }
+
+/// `recursion_misses` of a loaded BPF program (BPF_OBJ_GET_INFO_BY_FD): how many times the
+/// kernel skipped it because a BPF program was already running on that CPU. Kernel >= 5.12.
+pub(crate) fn prog_recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info is 232 bytes on 6.x with recursion_misses at offset 208 (UAPI,
+    // only ever extended at the end). Older kernels fill less and leave the rest zero.
+    const INFO_LEN: usize = 232;
+    const RECURSION_MISSES: usize = 208;
+    #[repr(C, align(8))]
+    struct Info([u8; INFO_LEN]);
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = Info([0; INFO_LEN]);
+    let mut attr = Attr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: INFO_LEN as u32,
+        info: info.0.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command, whose `info` points to
+    // INFO_LEN writable bytes that outlive the call; the kernel writes at most info_len bytes.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let b = &info.0[RECURSION_MISSES..RECURSION_MISSES + 8];
+    Ok(u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+}
