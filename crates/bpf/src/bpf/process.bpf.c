@@ -371,7 +371,9 @@ struct {
 
 /* Per-CPU scratch for exec records (too large for the stack or a per-CPU map value). The
  * loader sets max_entries to the number of possible CPUs; indexed by the current CPU. Safe
- * because tracepoint programs run with preemption disabled and never nest on one CPU. */
+ * because tracepoint programs run with preemption disabled (syscall tracepoints became
+ * faultable in 6.x, but perf_syscall_enter/exit take guard(preempt_notrace) before calling BPF)
+ * and never nest on one CPU (bpf_prog_active; a skipped run is counted as recursion_misses). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
