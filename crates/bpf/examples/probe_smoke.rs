@@ -1,4 +1,5 @@
-//! Loads the probe, watches the cgroup given as argument and prints records for a few seconds.
+//! Loads the probe, watches the cgroup given as first argument and prints the records for the
+//! number of seconds given as second argument (default 3); `-q` as third argument only counts.
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -8,12 +9,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut probe = sandtrail_bpf::Probe::load(Default::default())?;
     eprintln!("loaded (mounted tracefs: {})", probe.mounted_tracefs());
     probe.watch_cgroup(cg.as_str())?;
-    let end = Instant::now() + Duration::from_secs(3);
+    let secs: u64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let quiet = std::env::args().nth(3).as_deref() == Some("-q");
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
     while Instant::now() < end {
         if let Some(r) = probe.next_record(Duration::from_millis(200))? {
-            println!("{r:?}");
+            n += 1;
+            if !quiet {
+                println!("{r:?}");
+            }
         }
     }
+    eprintln!("records: {n}");
     eprintln!("losses: {:?}", probe.losses()?);
     Ok(())
 }

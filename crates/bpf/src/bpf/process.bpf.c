@@ -384,7 +384,20 @@ struct {
 /* Argv bytes captured at most per exec (<= ARGV_MAX); set at load time. */
 const volatile __u32 argv_cap = ARGV_MAX;
 
+/* Wake the reader only once this many bytes wait in the ring buffer (set at load time; the
+ * reader also polls on a short timer, so a quiet session's records still flow). Waking the
+ * reader for every record costs a context switch per record. */
+const volatile __u32 wakeup_bytes = 0;
+
 /* ---------------------------------------------------------------- helpers */
+
+static __always_inline __u64 rb_wakeup(void)
+{
+	if (!wakeup_bytes)
+		return 0; /* the kernel's default: wake the reader at every record */
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									  : BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline void count_loss(__u32 slot)
 {
@@ -551,7 +564,7 @@ static __always_inline int exec_enter(__u64 filename, __u64 argv, __u32 flags, _
 	r->argc = argc;
 	/* fl + off <= FILENAME_MAX_LEN + ARGV_MAX; the mask only bounds it for the verifier. */
 	__u64 size = (__u64)(fl + off) & (2 * ARGV_MAX - 1);
-	if (bpf_ringbuf_output(&events, r, sizeof(*r) - EXEC_DATA_MAX + size, 0))
+	if (bpf_ringbuf_output(&events, r, sizeof(*r) - EXEC_DATA_MAX + size, rb_wakeup()))
 		count_loss(LOSS_RINGBUF);
 	return 0;
 }
@@ -580,7 +593,7 @@ static __always_inline int exec_exit(struct tp_sys_exit *ctx)
 	}
 	fill_hdr(&r->h, REC_EXEC_FAILED);
 	r->ret = ctx->ret;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, rb_wakeup());
 	return 0;
 }
 
@@ -618,7 +631,7 @@ int sched_exec(struct tp_sched_process_exec *ctx)
 	fill_hdr(&r->h, REC_EXEC);
 	r->old_pid = ctx->old_pid;
 	r->pad = 0;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, rb_wakeup());
 	return 0;
 }
 
@@ -689,7 +702,7 @@ int sched_fork(struct tp_sched_process_fork *ctx)
 	fill_hdr(&r->h, REC_FORK);
 	r->child_pid = child;
 	r->pad = 0;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, rb_wakeup());
 	return 0;
 }
 
@@ -727,7 +740,7 @@ static __always_inline int setid_exit(struct tp_sys_exit *ctx)
 			r->ids[0] = c->ids[0];
 			r->ids[1] = c->ids[1];
 			r->ids[2] = c->ids[2];
-			bpf_ringbuf_submit(r, 0);
+			bpf_ringbuf_submit(r, rb_wakeup());
 		}
 	}
 	bpf_map_delete_elem(&creds, &tid);
@@ -891,7 +904,7 @@ static __always_inline int wait_exit(struct tp_sys_exit *ctx)
 	fill_hdr(&r->h, REC_REAP);
 	r->child_pid = child;
 	r->status = status;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, rb_wakeup());
 	return 0;
 }
 
@@ -1002,7 +1015,7 @@ int sched_exit(struct tp_sched_process_exit *ctx)
 			r->flags = EXIT_UNTRACKED;
 		}
 		r->pad = 0;
-		bpf_ringbuf_submit(r, 0);
+		bpf_ringbuf_submit(r, rb_wakeup());
 	}
 	if (p)
 		bpf_map_delete_elem(&procs, &tgid);
