@@ -561,3 +561,129 @@ fn setresuid_transition_is_recorded() {
     assert_eq!((true_exec.uid, true_exec.gid), (65534, 65534));
     assert_eq!(probe.losses().unwrap().total(), 0);
 }
+
+/// Threads: a non-leader thread's execve (the kernel's de_thread kills the other threads and
+/// the process takes the leader's pid), and exit_group() from a non-leader thread (the kernel
+/// SIGKILLs the other threads). Neither may be reported as a death by SIGKILL, and thread
+/// creation is not a fork.
+#[test]
+fn thread_exec_and_thread_exit_group() {
+    require_root!("thread_exec_and_thread_exit_group");
+    let python = Path::new("/usr/bin/python3");
+    assert!(python.exists(), "/usr/bin/python3 is needed by this test");
+    let cg = TestCgroup::new();
+    let mut probe = load(ProbeOptions::default());
+    probe.watch_cgroup(cg.path.as_path()).unwrap();
+
+    let exec_in_thread = "import os, threading, time\n\
+        threading.Thread(target=lambda: os.execv('/bin/sh', ['sh', '-c', 'exit 7'])).start()\n\
+        time.sleep(10)\n";
+    let mut a = cg.spawn(Command::new(python).args(["-c", exec_in_thread]));
+    let a_pid = a.id();
+    let records_a = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == a_pid),
+    );
+    assert_eq!(a.wait().unwrap().code(), Some(7));
+
+    let exit_in_thread = "import os, threading, time\n\
+        threading.Thread(target=lambda: os._exit(5)).start()\n\
+        time.sleep(10)\n";
+    let mut b = cg.spawn(Command::new(python).args(["-c", exit_in_thread]));
+    let b_pid = b.id();
+    let records_b = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == b_pid),
+    );
+    assert_eq!(b.wait().unwrap().code(), Some(5));
+
+    // The exec by the thread: joined with its arguments through old_tid.
+    let (task, old_tid) = records_a
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::Exec {
+                task,
+                old_tid,
+                args: Some(args),
+                ..
+            } if args.argv_lossy() == ["sh", "-c", "exit 7"] => Some((task.clone(), *old_tid)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no exec of sh: {records_a:#?}"));
+    assert_eq!(task.pid, a_pid);
+    assert_eq!(task.tid, a_pid);
+    assert_ne!(old_tid, a_pid, "the exec came from a non-leader thread");
+    let exit_status = |records: &[RawRecord], pid: u32| {
+        records.iter().find_map(|r| match r {
+            RawRecord::Exit { task, status } if task.pid == pid => Some(*status),
+            _ => None,
+        })
+    };
+    assert_eq!(exit_status(&records_a, a_pid), Some(ExitStatus::Code(7)));
+    assert_eq!(exit_status(&records_b, b_pid), Some(ExitStatus::Code(5)));
+    // Thread creation is not a fork.
+    for r in records_a.iter().chain(&records_b) {
+        if let RawRecord::Fork { parent, .. } = r {
+            assert!(
+                parent.pid != a_pid && parent.pid != b_pid,
+                "thread reported as fork: {r:?}"
+            );
+        }
+    }
+    assert_eq!(probe.losses().unwrap().total(), 0);
+}
+
+/// More argv entries than the programs read (1024): argv_truncated, the first 1024 kept.
+#[test]
+fn argv_entry_limit_truncates() {
+    require_root!("argv_entry_limit_truncates");
+    let cg = TestCgroup::new();
+    let mut probe = load(ProbeOptions::default());
+    probe.watch_cgroup(cg.path.as_path()).unwrap();
+    let args: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
+    let mut child = cg.spawn(Command::new("/bin/true").args(&args));
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    child.wait().unwrap();
+    let got = records
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::Exec { args: Some(a), .. } => Some(a.clone()),
+            _ => None,
+        })
+        .expect("exec record");
+    assert!(got.argv_truncated);
+    let argv = got.argv_lossy();
+    assert_eq!(argv.len(), 1024);
+    assert_eq!(argv[0], "/bin/true");
+    assert_eq!(argv[1..], args[..1023]);
+    // A command line just under the limit is complete.
+    let mut child = cg.spawn(Command::new("/bin/true").args(&args[..1023]));
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    child.wait().unwrap();
+    let got = records
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::Exec {
+                task,
+                args: Some(a),
+                ..
+            } if task.pid == pid => Some(a.clone()),
+            _ => None,
+        })
+        .expect("exec record");
+    assert!(!got.argv_truncated, "{:?}", got.argv.len());
+    assert_eq!(got.argv.len(), 1024);
+    assert_eq!(probe.losses().unwrap().total(), 0);
+}
