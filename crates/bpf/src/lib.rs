@@ -1,0 +1,587 @@
+//! sandtrail's kernel collection: BPF tracepoint programs (C, compiled objects committed next
+//! to their sources under `src/bpf/`), loaded with aya, yielding typed process records for the
+//! tasks of watched cgroup v2 subtrees.
+//!
+//! Built for kernels in lockdown `confidentiality` mode: only tracepoint programs that read
+//! their own context and user memory. See `docs/bpf.md` for the programs, the tracepoints and
+//! the limits of what they can see.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sandtrail_bpf::{Probe, ProbeOptions};
+//!
+//! let mut probe = Probe::load(ProbeOptions::default())?;
+//! probe.watch_cgroup("/sys/fs/cgroup/unified/my-session")?;
+//! while let Some(record) = probe.next_record(Duration::from_millis(500))? {
+//!     println!("{record:?}");
+//! }
+//! println!("lost: {:?}", probe.losses()?);
+//! # Ok::<(), sandtrail_bpf::BpfError>(())
+//! ```
+
+mod record;
+mod sys;
+
+use std::collections::HashMap as StdHashMap;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{ProgramError, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+
+use record::{decode, proc_status, KernelRecord};
+pub use record::{CredCall, ExecArgs, ExecAt, ExitStatus, RawRecord, Task, WaitStatus};
+
+/// The compiled process programs (rebuilt by `crates/bpf/build.sh`).
+static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/process.bpf.o");
+
+/// Where tracefs is mounted (and mounted by [`Probe::load`] when it is not).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Largest argv capture per exec the programs are compiled for (bytes).
+pub const ARGV_MAX: u32 = 65536;
+
+/// Program name in the object, tracepoint category, tracepoint name.
+const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("enter_execve", "syscalls", "sys_enter_execve"),
+    ("enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("exit_execve", "syscalls", "sys_exit_execve"),
+    ("exit_execveat", "syscalls", "sys_exit_execveat"),
+    ("sched_exec", "sched", "sched_process_exec"),
+    ("enter_clone", "syscalls", "sys_enter_clone"),
+    ("enter_clone3", "syscalls", "sys_enter_clone3"),
+    ("exit_clone", "syscalls", "sys_exit_clone"),
+    ("exit_clone3", "syscalls", "sys_exit_clone3"),
+    ("sched_fork", "sched", "sched_process_fork"),
+    ("enter_exit_group", "syscalls", "sys_enter_exit_group"),
+    ("enter_exit", "syscalls", "sys_enter_exit"),
+    ("signal_generate", "signal", "signal_generate"),
+    ("signal_deliver", "signal", "signal_deliver"),
+    ("sched_exit", "sched", "sched_process_exit"),
+    ("enter_setuid", "syscalls", "sys_enter_setuid"),
+    ("enter_setreuid", "syscalls", "sys_enter_setreuid"),
+    ("enter_setresuid", "syscalls", "sys_enter_setresuid"),
+    ("enter_setgid", "syscalls", "sys_enter_setgid"),
+    ("enter_setregid", "syscalls", "sys_enter_setregid"),
+    ("enter_setresgid", "syscalls", "sys_enter_setresgid"),
+    ("exit_setuid", "syscalls", "sys_exit_setuid"),
+    ("exit_setreuid", "syscalls", "sys_exit_setreuid"),
+    ("exit_setresuid", "syscalls", "sys_exit_setresuid"),
+    ("exit_setgid", "syscalls", "sys_exit_setgid"),
+    ("exit_setregid", "syscalls", "sys_exit_setregid"),
+    ("exit_setresgid", "syscalls", "sys_exit_setresgid"),
+    ("enter_wait4", "syscalls", "sys_enter_wait4"),
+    ("enter_waitid", "syscalls", "sys_enter_waitid"),
+    ("exit_wait4", "syscalls", "sys_exit_wait4"),
+    ("exit_waitid", "syscalls", "sys_exit_waitid"),
+];
+
+/// Errors of loading and running the probe.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// Loading BPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for mounting).
+    #[error("loading the BPF probe needs root; this process runs as uid {0}")]
+    NotRoot(u32),
+    /// tracefs is not mounted and could not be mounted.
+    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}")]
+    Tracefs(#[source] io::Error),
+    /// The BPF object could not be parsed or its maps created.
+    #[error("loading the BPF object: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    /// The kernel refused to load a program (verifier, lockdown, missing helper).
+    #[error(
+        "the kernel refused BPF program {program} (lockdown: {lockdown}): {source}\n\
+         verifier log (tail):\n{log_tail}"
+    )]
+    ProgramRefused {
+        /// Program name.
+        program: &'static str,
+        /// Content of /sys/kernel/security/lockdown, or "unknown".
+        lockdown: String,
+        /// The error of the BPF_PROG_LOAD call.
+        #[source]
+        source: io::Error,
+        /// The last lines of the verifier log.
+        log_tail: String,
+    },
+    /// The embedded object lacks a program the loader expects (object and loader out of step).
+    #[error("BPF program {0} is missing from the embedded object")]
+    MissingProgram(&'static str),
+    /// A program could not be loaded or attached for another reason.
+    #[error("BPF program {program} ({tracepoint}): {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// `category/name` of its tracepoint.
+        tracepoint: String,
+        /// aya's error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map is missing from the object or could not be used.
+    #[error("BPF map {name}: {detail}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The ring buffer size is not a power-of-two multiple of the page size.
+    #[error("ring buffer size {0} is not a power-of-two multiple of the page size")]
+    RingSize(u32),
+    /// A cgroup path could not be used.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The path given.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is not a directory of a cgroup v2 hierarchy.
+    #[error("{0} is not a cgroup v2 directory (not a directory on a cgroup2 filesystem)")]
+    NotCgroup2(PathBuf),
+    /// Waiting on the ring buffer failed.
+    #[error("waiting on the ring buffer: {0}")]
+    Poll(#[source] io::Error),
+    /// A record from the kernel did not have the expected layout.
+    #[error("malformed record: {0}")]
+    Decode(String),
+}
+
+/// Options of [`Probe::load`].
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes: a power of two, multiple of the page size. Default 8 MiB.
+    pub ring_buffer_bytes: u32,
+    /// Most argv bytes captured per exec (NULs included), at most [`ARGV_MAX`]. Default 64 KiB.
+    pub argv_cap: u32,
+    /// Mount tracefs at [`TRACEFS`] when it is not mounted. Default true.
+    pub mount_tracefs: bool,
+    /// The programs wake the reader only once this many bytes wait in the ring buffer (0:
+    /// at every record, the kernel's default). Default: an eighth of the ring, at most 64 KiB.
+    /// Fewer wakeups cost the audited processes fewer context switches.
+    pub wakeup_bytes: Option<u32>,
+    /// Longest a record waits in the ring buffer before [`Probe::next_record`] sees it when
+    /// no wakeup came (the reader polls at this period). Default 20 ms.
+    pub max_latency: Duration,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            ring_buffer_bytes: 8 << 20,
+            argv_cap: ARGV_MAX,
+            mount_tracefs: true,
+            wakeup_bytes: None,
+            max_latency: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Records the kernel side could not deliver, summed over CPUs since the probe was loaded.
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Records dropped because the ring buffer was full.
+    pub ring_buffer_full: u64,
+    /// Processes not tracked because the process table map was full (their exit status is
+    /// then `Unknown`, their ppid 0).
+    pub process_table_full: u64,
+    /// Exec records dropped for want of a per-CPU scratch buffer (should never happen).
+    pub scratch_missing: u64,
+    /// clone flags not remembered because the map was full (a thread may then be reported as
+    /// a forked process).
+    pub clone_table_full: u64,
+    /// set*id calls not reported because the table of calls in progress was full.
+    pub cred_table_full: u64,
+    /// wait4/waitid calls not followed because the table of calls in progress was full.
+    pub wait_table_full: u64,
+    /// Reaped records not made because the status could not be read from the parent's memory.
+    pub reap_unreadable: u64,
+    /// Runs of the programs the kernel skipped because another BPF program was already
+    /// running on that CPU (`recursion_misses`, kernel >= 5.12; summed over the programs). Such
+    /// a skip can lose any kind of record, so it counts as a loss.
+    pub program_skips: u64,
+}
+
+impl Losses {
+    /// Every lost or degraded record.
+    pub fn total(&self) -> u64 {
+        self.ring_buffer_full
+            + self.process_table_full
+            + self.scratch_missing
+            + self.clone_table_full
+    }
+}
+
+/// The loaded and attached process programs, their maps, and the decoding state.
+///
+/// Minimum kernel: 5.8 (BPF ring buffer, `bpf_probe_read_user_str`,
+/// `bpf_get_current_ancestor_cgroup_id` for tracepoints). Dropping it detaches every program.
+pub struct Probe {
+    // Maps taken out of `ebpf` (their fds keep them alive); `ebpf` owns programs and links.
+    ring: RingBuf<MapData>,
+    watched: HashMap<MapData, u64, u8>,
+    losses: PerCpuArray<MapData, u64>,
+    epoll: sys::Epoll,
+    /// Exec arguments waiting for their result, by the tid that called execve.
+    pending: StdHashMap<u32, ExecArgs>,
+    /// Parent pids learned from /proc for processes whose fork the probe did not see.
+    ppids: StdHashMap<u32, u32>,
+    tracefs_mounted: bool,
+    max_latency: Duration,
+    ebpf: Ebpf,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
+    move |e| BpfError::Map {
+        name,
+        detail: e.to_string(),
+    }
+}
+
+fn lockdown() -> String {
+    std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown (securityfs not mounted)".to_owned())
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Probe {
+    /// Mounts tracefs if needed, loads the programs and attaches them to their tracepoints.
+    /// Nothing is recorded until a cgroup is watched.
+    pub fn load(opts: ProbeOptions) -> Result<Probe, BpfError> {
+        let uid = sys::geteuid();
+        if uid != 0 {
+            return Err(BpfError::NotRoot(uid));
+        }
+        let page = sys::page_size();
+        if !opts.ring_buffer_bytes.is_power_of_two() || opts.ring_buffer_bytes < page {
+            return Err(BpfError::RingSize(opts.ring_buffer_bytes));
+        }
+        let tracefs = Path::new(TRACEFS);
+        let mut tracefs_mounted = false;
+        if !sys::is_mounted(tracefs, "tracefs").map_err(BpfError::Tracefs)? {
+            if !opts.mount_tracefs {
+                return Err(BpfError::Tracefs(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "not mounted, and mount_tracefs is off",
+                )));
+            }
+            sys::mount_tracefs(tracefs).map_err(BpfError::Tracefs)?;
+            tracefs_mounted = true;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Map {
+            name: "scratch",
+            detail: format!("{what}: {e}"),
+        })? as u32;
+        let argv_cap = opts.argv_cap.min(ARGV_MAX);
+        let wakeup_bytes = opts
+            .wakeup_bytes
+            .unwrap_or((opts.ring_buffer_bytes / 8).min(64 << 10))
+            .min(opts.ring_buffer_bytes / 2);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("events", opts.ring_buffer_bytes)
+            .map_max_entries("scratch", cpus)
+            .override_global("argv_cap", &argv_cap, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .load(PROCESS_OBJ)
+            .map_err(|e| BpfError::Object(Box::new(e)))?;
+
+        for &(name, category, tp_name) in PROGRAMS {
+            let tracepoint = format!("{category}/{tp_name}");
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(BpfError::MissingProgram(name))?
+                .try_into()
+                .map_err(|e| BpfError::Program {
+                    program: name,
+                    tracepoint: tracepoint.clone(),
+                    source: Box::new(e),
+                })?;
+            match program.load() {
+                Ok(()) => {}
+                Err(ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                }) => {
+                    return Err(BpfError::ProgramRefused {
+                        program: name,
+                        lockdown: lockdown(),
+                        source: io_error,
+                        log_tail: tail(&verifier_log.to_string(), 20),
+                    });
+                }
+                Err(e) => {
+                    return Err(BpfError::Program {
+                        program: name,
+                        tracepoint,
+                        source: Box::new(e),
+                    });
+                }
+            }
+            program
+                .attach(category, tp_name)
+                .map_err(|e| BpfError::Program {
+                    program: name,
+                    tracepoint,
+                    source: Box::new(e),
+                })?;
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map("events").ok_or(BpfError::Map {
+            name: "events",
+            detail: "missing from the object".into(),
+        })?)
+        .map_err(map_err("events"))?;
+        let watched = HashMap::try_from(ebpf.take_map("watched").ok_or(BpfError::Map {
+            name: "watched",
+            detail: "missing from the object".into(),
+        })?)
+        .map_err(map_err("watched"))?;
+        let losses = PerCpuArray::try_from(ebpf.take_map("losses").ok_or(BpfError::Map {
+            name: "losses",
+            detail: "missing from the object".into(),
+        })?)
+        .map_err(map_err("losses"))?;
+        let epoll = sys::Epoll::new(ring.as_fd()).map_err(BpfError::Poll)?;
+        Ok(Probe {
+            ring,
+            watched,
+            losses,
+            epoll,
+            pending: StdHashMap::new(),
+            ppids: StdHashMap::new(),
+            tracefs_mounted,
+            max_latency: opts.max_latency.max(Duration::from_millis(1)),
+            ebpf,
+        })
+    }
+
+    /// Whether [`Probe::load`] mounted tracefs (it was not mounted before).
+    pub fn mounted_tracefs(&self) -> bool {
+        self.tracefs_mounted
+    }
+
+    /// Starts recording the tasks of a cgroup v2 directory and of all its descendants.
+    /// Returns the cgroup id.
+    pub fn watch_cgroup(&mut self, cgroup: impl Into<CgroupRef>) -> Result<u64, BpfError> {
+        let id = cgroup.into().id()?;
+        self.watched
+            .insert(id, 1u8, 0)
+            .map_err(map_err("watched"))?;
+        Ok(id)
+    }
+
+    /// Stops recording a cgroup subtree (records already in the ring buffer are still read).
+    pub fn unwatch(&mut self, cgroup: impl Into<CgroupRef>) -> Result<(), BpfError> {
+        let id = cgroup.into().id()?;
+        match self.watched.remove(&id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("watched")(e)),
+        }
+    }
+
+    /// The next record, waiting up to `timeout` for one; `None` on timeout.
+    pub fn next_record(&mut self, timeout: Duration) -> Result<Option<RawRecord>, BpfError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            loop {
+                let rec = match self.ring.next() {
+                    Some(item) => decode(&item),
+                    None => break,
+                };
+                if let Some(out) = self.join(rec?) {
+                    return Ok(Some(out));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Records may be waiting without a wakeup (see wakeup_bytes): poll at max_latency.
+            self.epoll
+                .wait((deadline - now).min(self.max_latency))
+                .map_err(BpfError::Poll)?;
+        }
+    }
+
+    /// Joins exec arguments with their result and fills in what only /proc can tell.
+    fn join(&mut self, rec: KernelRecord) -> Option<RawRecord> {
+        match rec {
+            KernelRecord::ExecArgs { task, args } => {
+                self.pending.insert(task.tid, args);
+                None
+            }
+            KernelRecord::ExecFailed { mut task, errno } => {
+                self.fill_ppid(&mut task, None);
+                Some(RawRecord::ExecFailed {
+                    args: self.pending.remove(&task.tid),
+                    task,
+                    errno,
+                })
+            }
+            KernelRecord::Exec { mut task, old_tid } => {
+                let st = proc_status(task.pid);
+                self.fill_ppid(&mut task, st.ppid);
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
+                Some(RawRecord::Exec {
+                    args: self.pending.remove(&old_tid),
+                    old_tid,
+                    euid: st.euid,
+                    egid: st.egid,
+                    cwd,
+                    task,
+                })
+            }
+            KernelRecord::Fork {
+                mut parent,
+                child_pid,
+            } => {
+                self.fill_ppid(&mut parent, None);
+                Some(RawRecord::Fork { parent, child_pid })
+            }
+            KernelRecord::Cred { mut task, call } => {
+                self.fill_ppid(&mut task, None);
+                Some(RawRecord::Cred { task, call })
+            }
+            KernelRecord::Reaped {
+                mut reaper,
+                child_pid,
+                status,
+            } => {
+                self.fill_ppid(&mut reaper, None);
+                status.map(|status| RawRecord::Reaped {
+                    reaper,
+                    child_pid,
+                    status,
+                })
+            }
+            KernelRecord::Exit { mut task, status } => {
+                self.fill_ppid(&mut task, None);
+                self.ppids.remove(&task.pid);
+                self.pending.remove(&task.tid);
+                self.pending.remove(&task.pid);
+                Some(RawRecord::Exit { task, status })
+            }
+        }
+    }
+
+    /// For a process whose fork the probe did not see (ppid 0 from the kernel): the ppid
+    /// learned earlier, else `/proc/<pid>/status` now (`known`, when already read).
+    fn fill_ppid(&mut self, task: &mut Task, known: Option<u32>) {
+        if task.ppid != 0 {
+            return;
+        }
+        if let Some(&ppid) = self.ppids.get(&task.pid) {
+            task.ppid = ppid;
+            return;
+        }
+        if let Some(ppid) = known.or_else(|| proc_status(task.pid).ppid) {
+            task.ppid = ppid;
+            self.ppids.insert(task.pid, ppid);
+        }
+    }
+
+    fn program_skips(&self) -> Result<u64, BpfError> {
+        let mut total = 0;
+        for (name, program) in self.ebpf.programs() {
+            let fd = program.fd().map_err(|e| BpfError::Map {
+                name: "programs",
+                detail: format!("{name}: {e}"),
+            })?;
+            total += sys::prog_recursion_misses(fd.as_fd()).map_err(|e| BpfError::Map {
+                name: "programs",
+                detail: format!("{name}: BPF_OBJ_GET_INFO_BY_FD: {e}"),
+            })?;
+        }
+        Ok(total)
+    }
+
+    /// Drops counted in the kernel since the probe was loaded, summed over CPUs.
+    pub fn losses(&self) -> Result<Losses, BpfError> {
+        let sum = |slot: u32| -> Result<u64, BpfError> {
+            Ok(self
+                .losses
+                .get(&slot, 0)
+                .map_err(map_err("losses"))?
+                .iter()
+                .sum())
+        };
+        Ok(Losses {
+            ring_buffer_full: sum(0)?,
+            process_table_full: sum(1)?,
+            scratch_missing: sum(2)?,
+            clone_table_full: sum(3)?,
+            cred_table_full: sum(4)?,
+            wait_table_full: sum(5)?,
+            reap_unreadable: sum(6)?,
+            program_skips: self.program_skips()?,
+        })
+    }
+}
+
+/// A cgroup v2 directory or its id (the inode number of the directory).
+#[derive(Debug, Clone)]
+pub enum CgroupRef {
+    /// A directory of a cgroup2 mount.
+    Path(PathBuf),
+    /// A cgroup id.
+    Id(u64),
+}
+
+impl CgroupRef {
+    fn id(self) -> Result<u64, BpfError> {
+        match self {
+            CgroupRef::Id(id) => Ok(id),
+            CgroupRef::Path(path) => {
+                let meta = std::fs::metadata(&path).map_err(|source| BpfError::Cgroup {
+                    path: path.clone(),
+                    source,
+                })?;
+                let v2 = sys::is_cgroup2(&path).map_err(|source| BpfError::Cgroup {
+                    path: path.clone(),
+                    source,
+                })?;
+                if !meta.is_dir() || !v2 {
+                    return Err(BpfError::NotCgroup2(path));
+                }
+                Ok(meta.ino())
+            }
+        }
+    }
+}
+
+impl From<u64> for CgroupRef {
+    fn from(id: u64) -> Self {
+        CgroupRef::Id(id)
+    }
+}
+
+impl From<&Path> for CgroupRef {
+    fn from(p: &Path) -> Self {
+        CgroupRef::Path(p.to_owned())
+    }
+}
+
+impl From<PathBuf> for CgroupRef {
+    fn from(p: PathBuf) -> Self {
+        CgroupRef::Path(p)
+    }
+}
+
+impl From<&str> for CgroupRef {
+    fn from(p: &str) -> Self {
+        CgroupRef::Path(PathBuf::from(p))
+    }
+}

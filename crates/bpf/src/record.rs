@@ -1,0 +1,558 @@
+//! Decoding of the ring-buffer records of `process.bpf.c` (its `struct rec_*`, little endian),
+//! and the typed records the probe yields.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+use crate::BpfError;
+
+// Record kinds (process.bpf.c REC_*).
+const REC_EXEC_ARGS: u32 = 1;
+const REC_EXEC_FAILED: u32 = 2;
+const REC_EXEC: u32 = 3;
+const REC_FORK: u32 = 4;
+const REC_EXIT: u32 = 5;
+const REC_CRED: u32 = 6;
+const REC_REAP: u32 = 7;
+
+// rec_exec_args.flags
+const EXEC_ARGV_TRUNCATED: u32 = 1;
+const EXEC_FILENAME_TRUNCATED: u32 = 2;
+const EXEC_AT: u32 = 4;
+const EXEC_ARGV_FAULT: u32 = 8;
+
+// rec_exit.flags
+const EXIT_HAS_CODE: u32 = 1;
+const EXIT_HAS_SIGNAL: u32 = 2;
+const EXIT_CORE_SIGNAL: u32 = 4;
+const EXIT_UNTRACKED: u32 = 16;
+
+const HDR_LEN: usize = 56;
+const EXEC_ARGS_FIXED: usize = HDR_LEN + 24;
+
+/// The task a record is about, as the kernel saw it when the tracepoint fired.
+///
+/// Minimum kernel: 5.8 (BPF ring buffer); everything here is read with helpers that need no
+/// kernel memory reads, so it works under lockdown `confidentiality`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Thread id of the acting task.
+    pub tid: u32,
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// Parent process id: from the probe's fork tracking; for a process whose fork the probe
+    /// did not see (the session's first process), read from `/proc/<pid>/status` when the record
+    /// is decoded (best effort); 0 when unknown.
+    pub ppid: u32,
+    /// Real uid (host user namespace).
+    pub uid: u32,
+    /// Real gid (host user namespace).
+    pub gid: u32,
+    /// cgroup v2 id of the task (inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    /// `CLOCK_MONOTONIC` (bpf_ktime_get_ns) nanoseconds.
+    pub ktime_ns: u64,
+    /// `comm`, at most 15 bytes.
+    pub comm: String,
+}
+
+/// What `execve`/`execveat` was asked to run, read from user memory at syscall entry.
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// The filename argument, as passed (may be relative; for `execveat` relative to `dirfd`).
+    pub filename: PathBuf,
+    /// The argument vector, each entry as raw bytes.
+    pub argv: Vec<OsString>,
+    /// argv was cut at the probe's cap (bytes or entries); `argv` holds the part that fit.
+    pub argv_truncated: bool,
+    /// The filename was longer than 4095 bytes and is cut.
+    pub filename_truncated: bool,
+    /// Reading argv from user memory faulted (e.g. a page not present); `argv` is partial.
+    pub argv_fault: bool,
+    /// For `execveat`: the directory fd and flags.
+    pub at: Option<ExecAt>,
+}
+
+impl ExecArgs {
+    /// argv as lossily decoded UTF-8 strings (for display and tests).
+    pub fn argv_lossy(&self) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// The extra arguments of an `execveat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecAt {
+    /// The `dirfd` argument.
+    pub dirfd: i32,
+    /// The `flags` argument (`AT_EMPTY_PATH`, `AT_SYMLINK_NOFOLLOW`).
+    pub flags: u32,
+}
+
+/// How a process ended.
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit_group(code)` (or its leader `exit(code)`); `code` is the low 8 bits.
+    Code(i32),
+    /// A signal whose default action is fatal was delivered while no handler was installed.
+    Signal {
+        /// The signal number.
+        signal: u32,
+        /// The signal's default action is a core dump (whether a core file was actually
+        /// written depends on `RLIMIT_CORE` and `core_pattern`, which the probe cannot see).
+        core_signal: bool,
+    },
+    /// The probe saw the process die but neither its exit call nor a fatal signal (for
+    /// example: it was not tracked yet, or it died of a signal delivered in a way the
+    /// tracepoints do not show).
+    Unknown,
+}
+
+/// The status a parent got from `wait4`/`waitid` for its child: the kernel's own word.
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// The child exited with this code (`WEXITSTATUS`).
+    Exited(i32),
+    /// The child was killed by `signal`; `core_dumped` is `WCOREDUMP` (a core was written).
+    Signaled {
+        /// The signal number.
+        signal: u32,
+        /// A core dump was written.
+        core_dumped: bool,
+    },
+}
+
+impl WaitStatus {
+    /// Decodes a wait status word (as `wait4` stores it); `None` for stopped/continued.
+    pub fn from_raw(status: i32) -> Option<WaitStatus> {
+        let low = status & 0x7f;
+        if low == 0 {
+            Some(WaitStatus::Exited((status >> 8) & 0xff))
+        } else if low == 0x7f || status == 0xffff {
+            None
+        } else {
+            Some(WaitStatus::Signaled {
+                signal: low as u32,
+                core_dumped: status & 0x80 != 0,
+            })
+        }
+    }
+}
+
+/// A successful `set*id` call: its arguments as passed (`None` = -1, left unchanged).
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredCall {
+    /// `setuid(uid)`: sets the effective uid (and real and saved ones when privileged).
+    SetUid(u32),
+    /// `setreuid(ruid, euid)`.
+    SetReUid(Option<u32>, Option<u32>),
+    /// `setresuid(ruid, euid, suid)`.
+    SetResUid(Option<u32>, Option<u32>, Option<u32>),
+    /// `setgid(gid)`.
+    SetGid(u32),
+    /// `setregid(rgid, egid)`.
+    SetReGid(Option<u32>, Option<u32>),
+    /// `setresgid(rgid, egid, sgid)`.
+    SetResGid(Option<u32>, Option<u32>, Option<u32>),
+}
+
+impl CredCall {
+    /// The effective uid after the call, when the call sets it.
+    pub fn new_euid(&self) -> Option<u32> {
+        match *self {
+            CredCall::SetUid(u) => Some(u),
+            CredCall::SetReUid(_, e) | CredCall::SetResUid(_, e, _) => e,
+            _ => None,
+        }
+    }
+
+    /// The effective gid after the call, when the call sets it.
+    pub fn new_egid(&self) -> Option<u32> {
+        match *self {
+            CredCall::SetGid(g) => Some(g),
+            CredCall::SetReGid(_, e) | CredCall::SetResGid(_, e, _) => e,
+            _ => None,
+        }
+    }
+}
+
+/// One decoded, typed record of process activity in a watched cgroup subtree.
+///
+/// Minimum kernel: 5.8 (BPF ring buffer, `bpf_probe_read_user_str`); the descendant-cgroup
+/// filter needs `bpf_get_current_ancestor_cgroup_id` in tracepoint programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawRecord {
+    /// A successful exec (from `sched/sched_process_exec`, joined with the arguments read at
+    /// `sys_enter_execve[at]`).
+    Exec {
+        /// The task after the exec (`tid == pid`).
+        task: Task,
+        /// Thread id that called execve (differs from `task.pid` when a non-leader thread
+        /// exec'd).
+        old_tid: u32,
+        /// The arguments; `None` when the exec entered before the cgroup was watched.
+        args: Option<ExecArgs>,
+        /// Effective uid and gid from `/proc/<pid>/status`, read when the record is decoded:
+        /// best effort, `None` if the process is already gone.
+        euid: Option<u32>,
+        /// See `euid`.
+        egid: Option<u32>,
+        /// Working directory from `/proc/<pid>/cwd` when the record is decoded: best effort.
+        cwd: Option<PathBuf>,
+    },
+    /// An exec that failed with `errno` (from `sys_exit_execve[at]`).
+    ExecFailed {
+        /// The task that called execve (it keeps running its old image).
+        task: Task,
+        /// The arguments; `None` when the exec entered before the cgroup was watched.
+        args: Option<ExecArgs>,
+        /// The error, positive (e.g. `libc::ENOENT`).
+        errno: i32,
+    },
+    /// A new process (not a thread) was forked (`sched/sched_process_fork`).
+    Fork {
+        /// The parent (the forking task).
+        parent: Task,
+        /// The child's pid.
+        child_pid: u32,
+    },
+    /// A `set*id` call succeeded (`task.uid`/`task.gid` are the real ids after it). Every
+    /// thread that makes the call is reported (glibc makes it in each thread of a process).
+    Cred {
+        /// The calling thread, after the call.
+        task: Task,
+        /// The call and its arguments.
+        call: CredCall,
+    },
+    /// A tracked process reaped a child with `wait4`/`waitid` (`sys_exit_wait4`/`waitid`,
+    /// reading the status the kernel just wrote to the parent's memory): the exact exit status,
+    /// including whether a core was dumped. Only for parents inside a watched subtree that pass
+    /// a status pointer; the session's first process is reaped by its launcher.
+    Reaped {
+        /// The parent that waited.
+        reaper: Task,
+        /// The reaped child's pid.
+        child_pid: u32,
+        /// Its status.
+        status: WaitStatus,
+    },
+    /// A process ended: its last thread exited (`sched/sched_process_exit` with `group_dead`).
+    Exit {
+        /// The last thread of the process.
+        task: Task,
+        /// Exit code or killing signal.
+        status: ExitStatus,
+    },
+}
+
+/// A record as the kernel wrote it, before exec arguments are joined with their result.
+#[derive(Debug)]
+pub(crate) enum KernelRecord {
+    ExecArgs {
+        task: Task,
+        args: ExecArgs,
+    },
+    ExecFailed {
+        task: Task,
+        errno: i32,
+    },
+    Exec {
+        task: Task,
+        old_tid: u32,
+    },
+    Fork {
+        parent: Task,
+        child_pid: u32,
+    },
+    Exit {
+        task: Task,
+        status: ExitStatus,
+    },
+    Cred {
+        task: Task,
+        call: CredCall,
+    },
+    Reaped {
+        reaper: Task,
+        child_pid: u32,
+        status: Option<WaitStatus>,
+    },
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+fn cstr(b: &[u8]) -> &[u8] {
+    b.iter().position(|&c| c == 0).map_or(b, |n| &b[..n])
+}
+
+fn decode_task(b: &[u8]) -> Task {
+    Task {
+        tid: u32_at(b, 4),
+        pid: u32_at(b, 8),
+        ppid: u32_at(b, 12),
+        ktime_ns: u64_at(b, 16),
+        cgroup_id: u64_at(b, 24),
+        uid: u32_at(b, 32),
+        gid: u32_at(b, 36),
+        comm: String::from_utf8_lossy(cstr(&b[40..56])).into_owned(),
+    }
+}
+
+fn need(b: &[u8], len: usize, what: &str) -> Result<(), BpfError> {
+    if b.len() < len {
+        Err(BpfError::Decode(format!(
+            "{what} record of {} bytes, expected at least {len}",
+            b.len()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
+    need(b, HDR_LEN, "any")?;
+    let kind = u32_at(b, 0);
+    let task = decode_task(b);
+    match kind {
+        REC_EXEC_ARGS => {
+            need(b, EXEC_ARGS_FIXED, "exec-args")?;
+            let flags = u32_at(b, HDR_LEN);
+            let dirfd = u32_at(b, HDR_LEN + 4) as i32;
+            let at_flags = u32_at(b, HDR_LEN + 8);
+            let filename_len = u32_at(b, HDR_LEN + 12) as usize;
+            let args_len = u32_at(b, HDR_LEN + 16) as usize;
+            let argc = u32_at(b, HDR_LEN + 20) as usize;
+            need(b, EXEC_ARGS_FIXED + filename_len + args_len, "exec-args")?;
+            let data = &b[EXEC_ARGS_FIXED..];
+            let filename = PathBuf::from(OsString::from_vec(cstr(&data[..filename_len]).to_vec()));
+            let mut argv: Vec<OsString> = data[filename_len..filename_len + args_len]
+                .split(|&c| c == 0)
+                .map(|s| OsString::from_vec(s.to_vec()))
+                .collect();
+            // Every captured string ends in a NUL, so split() leaves one empty tail; a string
+            // cut by the cap keeps its NUL too (bpf_probe_read_user_str always terminates).
+            argv.truncate(argc);
+            Ok(KernelRecord::ExecArgs {
+                task,
+                args: ExecArgs {
+                    filename,
+                    argv,
+                    argv_truncated: flags & EXEC_ARGV_TRUNCATED != 0,
+                    filename_truncated: flags & EXEC_FILENAME_TRUNCATED != 0,
+                    argv_fault: flags & EXEC_ARGV_FAULT != 0,
+                    at: (flags & EXEC_AT != 0).then_some(ExecAt {
+                        dirfd,
+                        flags: at_flags,
+                    }),
+                },
+            })
+        }
+        REC_EXEC_FAILED => {
+            need(b, HDR_LEN + 8, "exec-failed")?;
+            let ret = u64_at(b, HDR_LEN) as i64;
+            Ok(KernelRecord::ExecFailed {
+                task,
+                errno: (-ret) as i32,
+            })
+        }
+        REC_EXEC => {
+            need(b, HDR_LEN + 8, "exec")?;
+            Ok(KernelRecord::Exec {
+                task,
+                old_tid: u32_at(b, HDR_LEN),
+            })
+        }
+        REC_FORK => {
+            need(b, HDR_LEN + 8, "fork")?;
+            Ok(KernelRecord::Fork {
+                parent: task,
+                child_pid: u32_at(b, HDR_LEN),
+            })
+        }
+        REC_EXIT => {
+            need(b, HDR_LEN + 16, "exit")?;
+            let code = u32_at(b, HDR_LEN) as i32;
+            let sig = u32_at(b, HDR_LEN + 4);
+            let flags = u32_at(b, HDR_LEN + 8);
+            let status = if flags & EXIT_HAS_SIGNAL != 0 {
+                ExitStatus::Signal {
+                    signal: sig,
+                    core_signal: flags & EXIT_CORE_SIGNAL != 0,
+                }
+            } else if flags & EXIT_HAS_CODE != 0 {
+                ExitStatus::Code(code)
+            } else {
+                let _untracked = flags & EXIT_UNTRACKED != 0;
+                ExitStatus::Unknown
+            };
+            Ok(KernelRecord::Exit { task, status })
+        }
+        REC_CRED => {
+            need(b, HDR_LEN + 16, "cred")?;
+            let id = |i: usize| {
+                let v = u32_at(b, HDR_LEN + 4 + 4 * i);
+                (v != u32::MAX).then_some(v)
+            };
+            let call = match u32_at(b, HDR_LEN) {
+                1 => CredCall::SetUid(u32_at(b, HDR_LEN + 4)),
+                2 => CredCall::SetReUid(id(0), id(1)),
+                3 => CredCall::SetResUid(id(0), id(1), id(2)),
+                4 => CredCall::SetGid(u32_at(b, HDR_LEN + 4)),
+                5 => CredCall::SetReGid(id(0), id(1)),
+                6 => CredCall::SetResGid(id(0), id(1), id(2)),
+                other => return Err(BpfError::Decode(format!("unknown set*id call {other}"))),
+            };
+            Ok(KernelRecord::Cred { task, call })
+        }
+        REC_REAP => {
+            need(b, HDR_LEN + 8, "reap")?;
+            Ok(KernelRecord::Reaped {
+                reaper: task,
+                child_pid: u32_at(b, HDR_LEN),
+                status: WaitStatus::from_raw(u32_at(b, HDR_LEN + 4) as i32),
+            })
+        }
+        other => Err(BpfError::Decode(format!("unknown record kind {other}"))),
+    }
+}
+
+/// Fields of `/proc/<pid>/status` the kernel records cannot give without kernel reads.
+#[derive(Debug, Default)]
+pub(crate) struct ProcStatus {
+    pub ppid: Option<u32>,
+    pub euid: Option<u32>,
+    pub egid: Option<u32>,
+}
+
+pub(crate) fn proc_status(pid: u32) -> ProcStatus {
+    let mut st = ProcStatus::default();
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return st;
+    };
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match it.next() {
+            Some("PPid:") => st.ppid = it.next().and_then(|v| v.parse().ok()),
+            // Uid: real effective saved fs
+            Some("Uid:") => st.euid = it.nth(1).and_then(|v| v.parse().ok()),
+            Some("Gid:") => st.egid = it.nth(1).and_then(|v| v.parse().ok()),
+            _ => {}
+        }
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(kind: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [kind, 11, 10, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&123u64.to_le_bytes());
+        b.extend_from_slice(&77u64.to_le_bytes());
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        b.extend_from_slice(&100u32.to_le_bytes());
+        b.extend_from_slice(b"bash\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(b.len(), HDR_LEN);
+        b
+    }
+
+    #[test]
+    fn decodes_exec_args() {
+        let mut b = hdr(REC_EXEC_ARGS);
+        let data = b"/bin/ls\0ls\0-l\0\0";
+        for v in [EXEC_ARGV_TRUNCATED, 0, 0, 8, 6, 2] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&data[..14]);
+        let KernelRecord::ExecArgs { task, args } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((task.tid, task.pid, task.ppid), (11, 10, 1));
+        assert_eq!((task.uid, task.gid, task.cgroup_id), (1000, 100, 77));
+        assert_eq!(task.comm, "bash");
+        assert_eq!(args.filename, PathBuf::from("/bin/ls"));
+        assert_eq!(args.argv_lossy(), ["ls", "-l"]);
+        assert!(args.argv_truncated && !args.argv_fault && args.at.is_none());
+    }
+
+    #[test]
+    fn decodes_exit_and_cred() {
+        let mut b = hdr(REC_EXIT);
+        for v in [0, 15, EXIT_HAS_SIGNAL, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let KernelRecord::Exit { status, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(
+            status,
+            ExitStatus::Signal {
+                signal: 15,
+                core_signal: false
+            }
+        );
+        let mut b = hdr(REC_CRED);
+        for v in [3, u32::MAX, 0, u32::MAX] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let KernelRecord::Cred { call, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(call, CredCall::SetResUid(None, Some(0), None));
+        assert_eq!(call.new_euid(), Some(0));
+    }
+
+    #[test]
+    fn decodes_wait_status_words() {
+        assert_eq!(WaitStatus::from_raw(3 << 8), Some(WaitStatus::Exited(3)));
+        assert_eq!(
+            WaitStatus::from_raw(9),
+            Some(WaitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            })
+        );
+        assert_eq!(
+            WaitStatus::from_raw(11 | 0x80),
+            Some(WaitStatus::Signaled {
+                signal: 11,
+                core_dumped: true
+            })
+        );
+        assert_eq!(WaitStatus::from_raw((19 << 8) | 0x7f), None);
+        assert_eq!(WaitStatus::from_raw(0xffff), None);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(decode(&[0u8; 10]).is_err());
+        assert!(decode(&hdr(99)).is_err());
+        let mut b = hdr(REC_EXEC_ARGS);
+        for v in [0u32, 0, 0, 4000, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(decode(&b).is_err(), "filename_len beyond the record");
+    }
+}
