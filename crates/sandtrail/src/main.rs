@@ -5,6 +5,7 @@ mod daemon;
 mod output;
 mod session;
 mod signals;
+mod sources;
 mod timearg;
 
 use std::path::PathBuf;

@@ -1014,3 +1014,139 @@ fn dns_queries_are_logged_and_the_policy_refuses_names() {
     assert!(err(&o).contains(":4:"), "{}", err(&o));
     assert!(events_of(d.path(), "ses_badpolicy").is_empty());
 }
+
+/// The process.exec (result ok) and process.exit events of a session, by pid.
+fn execs(evs: &[Value]) -> Vec<&Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == "process.exec" && e["exec"]["result"] == "ok")
+        .collect()
+}
+
+fn argv(e: &Value) -> Vec<&str> {
+    e["exec"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+fn exit_of<'a>(evs: &'a [Value], exec: &Value) -> &'a Value {
+    let id = &exec["process"]["exec_id"];
+    let found: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "process.exit" && e["process"]["exec_id"] == *id)
+        .collect();
+    assert_eq!(found.len(), 1, "exit of {exec}");
+    found[0]
+}
+
+#[test]
+fn the_kernel_records_every_process_of_a_shell_session() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let script = "cd /tmp && mkdir w && cd w && /bin/ls . >/dev/null; /no/such/binary; \
+                  /bin/sh -c 'exit 3'; /bin/sleep 5 & /bin/sleep 0.3; kill -9 $!; wait; exit 0";
+    let o = sandtrail_run(
+        d.path(),
+        "ses_kernel",
+        &["--no-network"],
+        &["/bin/bash", "-c", script],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_kernel");
+    let ex = execs(&evs);
+    let mut argvs: Vec<Vec<&str>> = ex.iter().map(|e| argv(e)).collect();
+    // The two sleeps start concurrently: either may exec first.
+    argvs[4..].sort();
+    assert_eq!(
+        argvs,
+        [
+            vec!["/bin/bash", "-c", script],
+            vec!["mkdir", "w"],
+            vec!["/bin/ls", "."],
+            vec!["/bin/sh", "-c", "exit 3"],
+            vec!["/bin/sleep", "0.3"],
+            vec!["/bin/sleep", "5"],
+        ]
+    );
+    let (bash, mkdir, ls, sh) = (ex[0], ex[1], ex[2], ex[3]);
+    let sleep5 = *ex.iter().find(|e| argv(e) == ["/bin/sleep", "5"]).unwrap();
+    // Lineage: bash's parent is the sandbox's init; every child's parent is bash.
+    let bash_pid = &bash["process"]["pid"];
+    assert!(bash["parent"]["exe"]
+        .as_str()
+        .unwrap()
+        .ends_with("sandtrail"));
+    for e in [mkdir, ls, sh, sleep5] {
+        assert_eq!(e["process"]["ppid"], *bash_pid, "{e}");
+        assert_eq!(e["parent"]["exec_id"], bash["process"]["exec_id"], "{e}");
+        assert_eq!(e["ancestors"][0]["pid"], bash["parent"]["pid"], "{e}");
+        assert_eq!(e["process"]["uid"], 65534);
+        assert_eq!(e["process"]["euid"], 65534);
+        assert_eq!(e["source"], "kernel");
+    }
+    assert_eq!(mkdir["exec"]["path"], "/usr/bin/mkdir");
+    // cwd is read from /proc when the record is decoded: a process that lives a moment has it.
+    assert_eq!(sleep5["exec"]["cwd"], "/tmp/w");
+    // The failed exec, with its error.
+    let failed: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "process.exec" && e["exec"]["result"] != "ok")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["exec"]["result"], "ENOENT");
+    assert_eq!(argv(failed[0]), ["/no/such/binary"]);
+    // Exit codes and the killing signal.
+    assert_eq!(exit_of(&evs, bash)["exit"]["code"], 0);
+    assert_eq!(exit_of(&evs, ls)["exit"]["code"], 0);
+    assert_eq!(exit_of(&evs, sh)["exit"]["code"], 3);
+    let killed = exit_of(&evs, sleep5);
+    assert_eq!(killed["exit"]["signal"], 9, "{killed}");
+    assert!(killed["exit"]["duration_ns"].as_u64().unwrap() >= 250_000_000);
+    // Nothing lost, and the session's story is in order: start, processes, end.
+    assert!(evs.iter().all(|e| e["kind"] != "audit.loss"));
+    let k = kinds(&evs);
+    assert_eq!(k[1], "session.start");
+    assert_eq!(k[2], "process.exec");
+    assert_eq!(k[k.len() - 2], "session.terminate");
+    verify_ok(d.path());
+}
+
+#[test]
+fn a_uid_change_is_visible_in_the_next_exec() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_setuid",
+        &["--no-network", "--as-root"],
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import os; os.setresgid(65534, 65534, 65534); os.setresuid(1000, 65534, 65534); os.execv('/bin/true', ['true'])",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_setuid");
+    let ex = execs(&evs);
+    assert_eq!(ex.len(), 2, "{ex:#?}");
+    let (py, t) = (ex[0], ex[1]);
+    assert_eq!(
+        (&py["process"]["uid"], &py["process"]["euid"]),
+        (&Value::from(0), &Value::from(0))
+    );
+    assert_eq!(argv(t), ["true"]);
+    assert_eq!(
+        t["process"]["pid"], py["process"]["pid"],
+        "same process, new image"
+    );
+    assert_ne!(t["process"]["exec_id"], py["process"]["exec_id"]);
+    assert_eq!(t["process"]["uid"], 1000);
+    assert_eq!(t["process"]["euid"], 65534);
+    assert_eq!(t["process"]["gid"], 65534);
+}

@@ -36,6 +36,7 @@ use sandtrail_sandbox::net::{self, NetConfig, SessionNet};
 use sandtrail_sandbox::Limits;
 use sandtrail_store::{Layout, Writer};
 
+use crate::sources::kernel;
 use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
 use monitor::{DiskWatcher, LimitWatcher, NetRateWatcher, POLL, THROTTLE_WINDOW};
@@ -314,6 +315,7 @@ pub fn run(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outc
 fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outcome> {
     precheck(&opts)?;
     let driver = cgroup::detect().context("cgroups")?;
+    let kernel = kernel::get()?;
     // This session's liveness lock, then sweep what crashed sessions left behind.
     let _alive = liveness::hold(&opts.identity.session_id)?;
     let id = opts.identity.session_id.clone();
@@ -329,7 +331,11 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
     let dir = session_dir(layout, &id);
     let mut session_net = None;
     let mut forwarder: Option<Forwarder> = None;
+    let mut start_logged = false;
+    let cg_id = cg.id();
     let result = (|| {
+        // Watched before anything runs in it: the command is recorded from its first exec.
+        let kernel_events = kernel.watch(cg_id, scope(&lc))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let spec = SandboxSpec {
             argv: opts.argv.clone(),
@@ -353,6 +359,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
         // The caller tears the network down, also when a later step fails.
         let child = isolate::spawn(&spec, &mut |pid| {
             cg.add_pid(pid).map_err(|e| e.to_string())?;
+            kernel.add_root(cg_id, pid as u32);
             if let Some(cfg) = &net_cfg {
                 let n = SessionNet::setup(cfg, pid).map_err(|e| e.to_string())?;
                 if n.enabled_ip_forward() {
@@ -365,6 +372,9 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                     forwarder = Some(start_forwarder(host_ip, policy.clone(), net_tx.clone())?);
                 }
             }
+            // Logged before the command runs, so its first exec comes after the start.
+            log.log(lc.start(res.clone())).map_err(|e| format!("{e:#}"))?;
+            start_logged = true;
             Ok(())
         })
         .with_context(|| format!("starting {:?} in the sandbox", opts.argv[0]))?;
@@ -378,7 +388,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
             cg.as_ref(),
             agent,
             Watch {
-                start: res,
+                start: None,
                 timeout: opts.timeout,
                 on_timeout: opts.on_timeout,
                 idle_pause: opts.idle_pause,
@@ -387,11 +397,13 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 on_start: opts.on_start.as_ref(),
                 denials,
                 net_records: net_rx,
+                kernel: Some((kernel, kernel_events)),
             },
         )
     })();
     // Whatever happened, leave nothing behind on the host.
     let _ = cg.kill_all();
+    kernel.finish(cg_id);
     if let Some(f) = forwarder {
         f.stop();
     }
@@ -418,6 +430,16 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
         (_, Keep::Preserve) => (FsState::Preserved, None),
         _ => (FsState::Deleted, None),
     };
+    if let (Err(e), true) = (&result, start_logged) {
+        // Started, then failed before its end could be logged: say how it ended.
+        let _ = log.log(lc.terminate(
+            TerminateReason::InternalError,
+            None,
+            None,
+            Some(&format!("sandtrail ({e:#})")),
+            Usage::default(),
+        ));
+    }
     let keep_dir = fs_state == FsState::Preserved;
     isolate::cleanup(&dir, keep_dir).context("removing the session's mounts")?;
     log.log(lc.cleanup(fs_state, snap.clone()))?;
@@ -444,6 +466,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
         bail!("attaching to a cgroup needs root (sandtrail freezes, kills and watches its processes): run the daemon as root");
     }
     let driver = cgroup::detect().context("cgroups")?;
+    let kernel = kernel::get()?;
     let cg = driver.attach(&opts.cgroup)?;
     let _alive = liveness::hold(&opts.identity.session_id)?;
     let lc = lifecycle(&opts.identity);
@@ -456,6 +479,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
         ..Default::default()
     };
     log.log(lc.create(res.clone()))?;
+    let kernel_events = kernel.watch(cg.id(), scope(&lc))?;
     let result = supervise(
         layout,
         log,
@@ -463,7 +487,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
         cg.as_ref(),
         Agent::Attached { seen: false },
         Watch {
-            start: res,
+            start: Some(res),
             timeout: opts.timeout,
             on_timeout: opts.on_timeout,
             idle_pause: opts.idle_pause,
@@ -472,8 +496,10 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
             on_start: opts.on_start.as_ref(),
             denials: None,
             net_records: None,
+            kernel: Some((kernel, kernel_events)),
         },
     );
+    kernel.finish(cg.id());
     // The provider's filesystem is not ours to delete.
     log.log(lc.cleanup(FsState::Preserved, None))?;
     result
@@ -505,7 +531,7 @@ impl Agent {
 /// What the supervision loop watches besides the cgroup.
 struct Watch<'a> {
     /// The limits logged in session.start.
-    start: sandtrail_event::Resources,
+    start: Option<sandtrail_event::Resources>,
     timeout: Option<Duration>,
     on_timeout: OnTimeout,
     idle_pause: Option<Duration>,
@@ -517,6 +543,8 @@ struct Watch<'a> {
     denials: Option<Receiver<isolate::Denial>>,
     /// DNS queries and policy violations of the session's forwarder.
     net_records: Option<Receiver<NetRecord>>,
+    /// The kernel source and the session's events from it.
+    kernel: Option<(&'a kernel::KernelSource, Receiver<Event>)>,
 }
 
 /// From session.start to session.terminate: control requests, timeout, limit hits.
@@ -532,7 +560,9 @@ fn supervise(
     let (tx, requests): (Sender<Request>, Receiver<Request>) = mpsc::channel();
     let _control = control::serve(layout.root(), id, tx.clone())?;
     let started = Instant::now();
-    log.log(lc.start(w.start.clone()))?;
+    if let Some(res) = &w.start {
+        log.log(lc.start(res.clone()))?;
+    }
     let paused = Arc::new(AtomicBool::new(false));
     if let Some(s) = w.on_start {
         let _ = s.send(Ok(Started {
@@ -586,6 +616,11 @@ fn supervise(
         }
         if let Some(rx) = &w.net_records {
             egress_blocked += log_net_records(log, lc, rx.try_iter())?;
+        }
+        if let Some((_, rx)) = &w.kernel {
+            for e in rx.try_iter() {
+                log.log(e)?;
+            }
         }
         if let Some(exit) = agent.ended(cg)? {
             break exit;
@@ -687,6 +722,13 @@ fn supervise(
     };
     if let Some(rx) = &w.net_records {
         egress_blocked += log_net_records(log, lc, rx.try_iter())?;
+    }
+    // Every kernel record of the session, up to its last exit, before its end is logged.
+    if let Some((k, rx)) = &w.kernel {
+        k.finish(cg.id());
+        for e in rx.try_iter() {
+            log.log(e)?;
+        }
     }
     // The denial channel ends once the sandbox has been reaped; what is queued still counts.
     if let Some(rx) = &w.denials {
@@ -793,4 +835,12 @@ fn log_net_records(
         log.log(ev)?;
     }
     Ok(blocked)
+}
+
+/// Where the kernel source sends a session's events.
+fn scope(lc: &Lifecycle) -> sandtrail_collector::Scope {
+    sandtrail_collector::Scope {
+        session_id: lc.id.session_id.clone(),
+        host_id: lc.host_id.clone(),
+    }
 }

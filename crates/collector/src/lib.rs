@@ -1,0 +1,17 @@
+//! The collector: raw records of the kernel programs ([`sandtrail_bpf::RawRecord`]) in, typed
+//! `sandtrail.event/1` events out, each addressed to its session.
+//!
+//! It keeps the process table of every watched session: who forked whom (so each exec names
+//! its parent and its ancestors up to the session's first process), which image each process
+//! runs (its `exec_id`, stable across that image's events and unique across pid reuse), its
+//! effective ids as `set*id` calls change them, and when it started (for the exit's duration).
+//! Kernel times (`CLOCK_MONOTONIC`) become wall-clock times with an offset measured when the
+//! collector is made.
+//!
+//! Nothing here touches the kernel: it is fed records, so all of it is unit-tested without root.
+
+mod errno;
+mod process;
+
+pub use errno::errno_name;
+pub use process::{Collector, Scope};

@@ -1,0 +1,666 @@
+//! The process table and the `process.exec` / `process.exit` events built from it.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use sandtrail_bpf::{ExitStatus, RawRecord, Task, WaitStatus};
+use sandtrail_event::{
+    Ancestor, Event, ExecInfo, ExitInfo, Kind, ParentRef, ProcessRef, Severity, Source,
+};
+
+use crate::errno::errno_name;
+
+/// Where a watched cgroup's events go: its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// Session id of the events.
+    pub session_id: String,
+    /// Host id of the events.
+    pub host_id: String,
+}
+
+/// One process image the table knows.
+#[derive(Clone, Debug)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    /// cgroup id of the session it belongs to.
+    session: u64,
+    exe: String,
+    exec_id: String,
+    uid: u32,
+    euid: u32,
+    gid: u32,
+    egid: u32,
+    comm: String,
+    /// ktime of its exec (or fork, until it execs).
+    start_ktime: u64,
+}
+
+impl Proc {
+    fn process_ref(&self) -> ProcessRef {
+        ProcessRef {
+            pid: self.pid,
+            ppid: self.ppid,
+            uid: self.uid,
+            euid: self.euid,
+            gid: self.gid,
+            egid: self.egid,
+            exe: self.exe.clone(),
+            exec_id: self.exec_id.clone(),
+            comm: (!self.comm.is_empty()).then(|| self.comm.clone()),
+        }
+    }
+}
+
+/// An exit whose status the tracepoints did not show, waiting for the parent's `wait`.
+struct Parked {
+    proc: Proc,
+    ktime: u64,
+}
+
+/// Records in, events out; see the crate docs.
+pub struct Collector {
+    /// Wall-clock ns minus `CLOCK_MONOTONIC` ns.
+    offset_ns: i128,
+    scopes: HashMap<u64, Scope>,
+    procs: HashMap<u32, Proc>,
+    parked: HashMap<u32, Parked>,
+}
+
+/// The exec id of the image `pid` started at `ktime`: unique on this host across pid reuse.
+fn exec_id(pid: u32, ktime: u64) -> String {
+    format!("{pid}-{ktime}")
+}
+
+/// `path` made absolute against `cwd` and normalized (`.` and `..` removed) without touching
+/// the file system.
+fn absolute(path: &Path, cwd: Option<&Path>) -> String {
+    let joined = match (path.is_absolute(), cwd) {
+        (true, _) | (false, None) => path.to_path_buf(),
+        (false, Some(c)) => c.join(path),
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collector {
+    /// A collector whose clock offset is measured now.
+    pub fn new() -> Self {
+        Self::with_offset(clock_offset_ns())
+    }
+
+    /// A collector with a given wall-minus-monotonic offset (for tests).
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Collector {
+            offset_ns,
+            scopes: HashMap::new(),
+            procs: HashMap::new(),
+            parked: HashMap::new(),
+        }
+    }
+
+    /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
+    /// `scope`.
+    pub fn watch(&mut self, cgroup_id: u64, scope: Scope) {
+        self.scopes.insert(cgroup_id, scope);
+    }
+
+    /// Makes a process that is not in the cgroup (the sandbox's init, which launches the
+    /// session's first process) known as the root of the session's process tree, so that the
+    /// first process names it as its parent.
+    pub fn add_root(&mut self, cgroup_id: u64, pid: u32, exe: &str, comm: &str, ktime: u64) {
+        self.procs.insert(
+            pid,
+            Proc {
+                pid,
+                ppid: 0,
+                session: cgroup_id,
+                exe: exe.to_string(),
+                exec_id: exec_id(pid, ktime),
+                uid: 0,
+                euid: 0,
+                gid: 0,
+                egid: 0,
+                comm: comm.to_string(),
+                start_ktime: ktime,
+            },
+        );
+    }
+
+    /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
+    /// returned with an unknown status.
+    pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
+        let mut out = Vec::new();
+        let parked: Vec<u32> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.proc.session == cgroup_id)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in parked {
+            let p = self.parked.remove(&pid).expect("listed above");
+            out.extend(self.exit_event(&p.proc, p.ktime, None));
+        }
+        self.procs.retain(|_, p| p.session != cgroup_id);
+        self.scopes.remove(&cgroup_id);
+        out
+    }
+
+    fn ts(&self, ktime: u64) -> u64 {
+        (ktime as i128 + self.offset_ns).max(0) as u64
+    }
+
+    /// The session a task belongs to: its process's, else its cgroup's.
+    fn session_of(&self, task: &Task) -> Option<u64> {
+        self.procs
+            .get(&task.pid)
+            .map(|p| p.session)
+            .or_else(|| {
+                self.scopes
+                    .contains_key(&task.cgroup_id)
+                    .then_some(task.cgroup_id)
+            })
+            .or_else(|| {
+                // A descendant cgroup of a watched one: unambiguous when one session is watched.
+                (self.scopes.len() == 1).then(|| *self.scopes.keys().next().expect("one"))
+            })
+    }
+
+    fn event(&self, kind: Kind, session: u64, ktime: u64) -> Option<Event> {
+        let scope = self.scopes.get(&session)?;
+        Some(Event::new(
+            kind,
+            Source::Kernel,
+            Some(scope.session_id.clone()),
+            &scope.host_id,
+            self.ts(ktime),
+        ))
+    }
+
+    /// The process of a task, from the table or (first sighting) from the task itself.
+    fn proc_for(&mut self, task: &Task, session: u64) -> &mut Proc {
+        self.procs.entry(task.pid).or_insert_with(|| Proc {
+            pid: task.pid,
+            ppid: task.ppid,
+            session,
+            exe: String::new(),
+            exec_id: exec_id(task.pid, task.ktime_ns),
+            uid: task.uid,
+            euid: task.uid,
+            gid: task.gid,
+            egid: task.gid,
+            comm: task.comm.clone(),
+            start_ktime: task.ktime_ns,
+        })
+    }
+
+    /// Parent and ancestors (nearest first) of a process with parent `ppid`, as far as the
+    /// table knows them.
+    fn lineage(&self, ppid: u32) -> (Option<ParentRef>, Vec<Ancestor>) {
+        let Some(parent) = self.procs.get(&ppid) else {
+            return (None, Vec::new());
+        };
+        let mut ancestors = Vec::new();
+        let mut next = parent.ppid;
+        while let Some(a) = self.procs.get(&next) {
+            if ancestors.len() >= 64 || a.pid == parent.pid {
+                break;
+            }
+            ancestors.push(Ancestor {
+                pid: a.pid,
+                exe: a.exe.clone(),
+            });
+            next = a.ppid;
+        }
+        let parent_ref = ParentRef {
+            pid: parent.pid,
+            exe: parent.exe.clone(),
+            exec_id: parent.exec_id.clone(),
+        };
+        (Some(parent_ref), ancestors)
+    }
+
+    /// Feeds one record; returns the events it completes, with the cgroup id of their session.
+    pub fn record(&mut self, r: RawRecord) -> Vec<(u64, Event)> {
+        match r {
+            RawRecord::Fork { parent, child_pid } => {
+                let Some(session) = self.session_of(&parent) else {
+                    return Vec::new();
+                };
+                let p = self.proc_for(&parent, session).clone();
+                // The same image as its parent, but a process of its own: its own exec_id, so
+                // that its exit (e.g. a subshell's) is not taken for its parent's.
+                self.procs.insert(
+                    child_pid,
+                    Proc {
+                        pid: child_pid,
+                        ppid: p.pid,
+                        exec_id: exec_id(child_pid, parent.ktime_ns),
+                        start_ktime: parent.ktime_ns,
+                        ..p
+                    },
+                );
+                Vec::new()
+            }
+            RawRecord::Exec {
+                task,
+                args,
+                euid,
+                egid,
+                cwd,
+                ..
+            } => {
+                let Some(session) = self.session_of(&task) else {
+                    return Vec::new();
+                };
+                let cwd_s = cwd.as_deref().map(|c| c.to_string_lossy().into_owned());
+                let (path, argv, truncated) = match &args {
+                    Some(a) => (
+                        absolute(&a.filename, cwd.as_deref()),
+                        a.argv_lossy(),
+                        a.argv_truncated || a.filename_truncated || a.argv_fault,
+                    ),
+                    None => (String::new(), Vec::new(), false),
+                };
+                let p = self.proc_for(&task, session);
+                let ppid = if task.ppid != 0 { task.ppid } else { p.ppid };
+                p.ppid = ppid;
+                p.exe = if path.is_empty() {
+                    format!("[{}]", task.comm)
+                } else {
+                    path.clone()
+                };
+                p.exec_id = exec_id(task.pid, task.ktime_ns);
+                p.uid = task.uid;
+                p.gid = task.gid;
+                // From /proc when the process was still there to read (a setuid binary's new
+                // euid); else what its set*id calls and its parent's left it with.
+                p.euid = euid.unwrap_or(p.euid);
+                p.egid = egid.unwrap_or(p.egid);
+                p.comm = task.comm.clone();
+                p.start_ktime = task.ktime_ns;
+                let process = p.process_ref();
+                let (parent, ancestors) = self.lineage(ppid);
+                let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
+                    return Vec::new();
+                };
+                e.process = Some(process.clone());
+                e.exec = Some(ExecInfo {
+                    path: process.exe,
+                    argv,
+                    argv_truncated: truncated,
+                    cwd: cwd_s,
+                    result: Some("ok".into()),
+                });
+                e.parent = parent;
+                e.ancestors = ancestors;
+                vec![(session, e)]
+            }
+            RawRecord::ExecFailed { task, args, errno } => {
+                let Some(session) = self.session_of(&task) else {
+                    return Vec::new();
+                };
+                let cwd = procfs_cwd(task.pid);
+                let p = self.proc_for(&task, session).clone();
+                let (parent, ancestors) = self.lineage(p.ppid);
+                let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
+                    return Vec::new();
+                };
+                e.severity = Severity::Low;
+                let mut process = p.process_ref();
+                if process.exe.is_empty() {
+                    process.exe = format!("[{}]", task.comm);
+                }
+                e.process = Some(process);
+                e.exec = Some(match args {
+                    Some(a) => ExecInfo {
+                        path: absolute(&a.filename, cwd.as_deref()),
+                        argv: a.argv_lossy(),
+                        argv_truncated: a.argv_truncated || a.filename_truncated || a.argv_fault,
+                        cwd: cwd.map(|c| c.to_string_lossy().into_owned()),
+                        result: Some(errno_name(errno)),
+                    },
+                    None => ExecInfo {
+                        result: Some(errno_name(errno)),
+                        ..Default::default()
+                    },
+                });
+                e.parent = parent;
+                e.ancestors = ancestors;
+                vec![(session, e)]
+            }
+            RawRecord::Cred { task, call } => {
+                if let Some(p) = self.procs.get_mut(&task.pid) {
+                    p.uid = task.uid;
+                    p.gid = task.gid;
+                    if let Some(u) = call.new_euid() {
+                        p.euid = u;
+                    }
+                    if let Some(g) = call.new_egid() {
+                        p.egid = g;
+                    }
+                }
+                Vec::new()
+            }
+            RawRecord::Exit { task, status } => {
+                let Some(session) = self.session_of(&task) else {
+                    return Vec::new();
+                };
+                let p = self.proc_for(&task, session).clone();
+                self.procs.remove(&task.pid);
+                match status {
+                    ExitStatus::Unknown => {
+                        // The parent's wait may still tell; until then it is parked.
+                        self.parked.insert(
+                            task.pid,
+                            Parked {
+                                proc: p,
+                                ktime: task.ktime_ns,
+                            },
+                        );
+                        Vec::new()
+                    }
+                    s => self.exit_event(&p, task.ktime_ns, Some(s)),
+                }
+            }
+            RawRecord::Reaped {
+                child_pid, status, ..
+            } => match self.parked.remove(&child_pid) {
+                Some(p) => {
+                    let s = match status {
+                        WaitStatus::Exited(c) => ExitStatus::Code(c),
+                        WaitStatus::Signaled {
+                            signal,
+                            core_dumped,
+                        } => ExitStatus::Signal {
+                            signal,
+                            core_signal: core_dumped,
+                        },
+                    };
+                    self.exit_event(&p.proc, p.ktime, Some(s))
+                }
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn exit_event(&self, p: &Proc, ktime: u64, status: Option<ExitStatus>) -> Vec<(u64, Event)> {
+        let Some(mut e) = self.event(Kind::ProcessExit, p.session, ktime) else {
+            return Vec::new();
+        };
+        let mut process = p.process_ref();
+        if process.exe.is_empty() {
+            process.exe = format!("[{}]", p.comm);
+        }
+        e.process = Some(process);
+        let duration_ns = Some(ktime.saturating_sub(p.start_ktime));
+        e.exit = Some(match status {
+            Some(ExitStatus::Code(c)) => ExitInfo {
+                code: Some(c),
+                duration_ns,
+                ..Default::default()
+            },
+            Some(ExitStatus::Signal {
+                signal,
+                core_signal,
+            }) => {
+                e.severity = Severity::Low;
+                ExitInfo {
+                    signal: Some(signal as i32),
+                    core_dumped: core_signal,
+                    duration_ns,
+                    ..Default::default()
+                }
+            }
+            Some(ExitStatus::Unknown) | None => ExitInfo {
+                duration_ns,
+                ..Default::default()
+            },
+        });
+        vec![(p.session, e)]
+    }
+}
+
+/// The working directory of `pid`, best effort.
+fn procfs_cwd(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+/// Wall-clock minus `CLOCK_MONOTONIC`, in ns.
+fn clock_offset_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    let mono = read(libc::CLOCK_MONOTONIC);
+    let real = read(libc::CLOCK_REALTIME);
+    real - mono
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandtrail_bpf::{CredCall, ExecArgs};
+
+    const CG: u64 = 4242;
+
+    fn task(pid: u32, ppid: u32, ktime: u64, comm: &str) -> Task {
+        Task {
+            tid: pid,
+            pid,
+            ppid,
+            uid: 65534,
+            gid: 65534,
+            cgroup_id: CG,
+            ktime_ns: ktime,
+            comm: comm.into(),
+        }
+    }
+
+    fn exec(pid: u32, ppid: u32, ktime: u64, file: &str, argv: &[&str], cwd: &str) -> RawRecord {
+        RawRecord::Exec {
+            task: task(
+                pid,
+                ppid,
+                ktime,
+                Path::new(file).file_name().unwrap().to_str().unwrap(),
+            ),
+            old_tid: pid,
+            args: Some(ExecArgs {
+                filename: file.into(),
+                argv: argv.iter().map(|a| a.into()).collect(),
+                argv_truncated: false,
+                filename_truncated: false,
+                argv_fault: false,
+                at: None,
+            }),
+            euid: None,
+            egid: None,
+            cwd: Some(cwd.into()),
+        }
+    }
+
+    fn collector() -> Collector {
+        let mut c = Collector::with_offset(1_000_000_000_000);
+        c.watch(
+            CG,
+            Scope {
+                session_id: "s1".into(),
+                host_id: "h".into(),
+            },
+        );
+        c.add_root(CG, 10, "/usr/bin/sandtrail", "sandtrail-init", 100);
+        c
+    }
+
+    fn one(v: Vec<(u64, Event)>) -> Event {
+        assert_eq!(v.len(), 1, "{v:#?}");
+        let (cg, e) = v.into_iter().next().unwrap();
+        assert_eq!(cg, CG);
+        e.validate().unwrap();
+        e
+    }
+
+    #[test]
+    fn a_shell_pipeline_has_exact_lineage_and_statuses() {
+        let mut c = collector();
+        // init (10) forks the command (11), which execs bash.
+        assert!(c
+            .record(RawRecord::Fork {
+                parent: task(10, 1, 150, "sandtrail-init"),
+                child_pid: 11
+            })
+            .is_empty());
+        let e = one(c.record(exec(11, 10, 200, "/bin/bash", &["bash", "-c", "x"], "/tmp")));
+        assert_eq!(e.kind, Kind::ProcessExec);
+        assert_eq!(e.ts_ns, 1_000_000_000_200);
+        assert_eq!(e.session_id.as_deref(), Some("s1"));
+        let p = e.process.as_ref().unwrap();
+        assert_eq!((p.pid, p.ppid, p.exe.as_str()), (11, 10, "/bin/bash"));
+        assert_eq!(p.exec_id, "11-200");
+        assert_eq!(e.exec.as_ref().unwrap().argv, ["bash", "-c", "x"]);
+        assert_eq!(e.exec.as_ref().unwrap().cwd.as_deref(), Some("/tmp"));
+        assert_eq!(e.exec.as_ref().unwrap().result.as_deref(), Some("ok"));
+        let parent = e.parent.as_ref().unwrap();
+        assert_eq!(
+            (parent.pid, parent.exe.as_str(), parent.exec_id.as_str()),
+            (10, "/usr/bin/sandtrail", "10-100")
+        );
+        assert!(e.ancestors.is_empty());
+
+        // bash forks 12, which runs a relative path after cd.
+        c.record(RawRecord::Fork {
+            parent: task(11, 10, 300, "bash"),
+            child_pid: 12,
+        });
+        let e = one(c.record(exec(12, 11, 400, "../bin/./tool", &["tool"], "/work/src")));
+        assert_eq!(e.exec.as_ref().unwrap().path, "/work/bin/tool");
+        assert_eq!(e.parent.as_ref().unwrap().exec_id, "11-200");
+        assert_eq!(
+            e.ancestors,
+            [Ancestor {
+                pid: 10,
+                exe: "/usr/bin/sandtrail".into()
+            }]
+        );
+        // It becomes root through setresuid, then exits 3 after 600 ns.
+        c.record(RawRecord::Cred {
+            task: task(12, 11, 450, "tool"),
+            call: CredCall::SetResUid(None, Some(0), None),
+        });
+        let e = one(c.record(RawRecord::Exit {
+            task: task(12, 11, 1000, "tool"),
+            status: ExitStatus::Code(3),
+        }));
+        assert_eq!(e.kind, Kind::ProcessExit);
+        let p = e.process.as_ref().unwrap();
+        assert_eq!((p.uid, p.euid, p.exec_id.as_str()), (65534, 0, "12-400"));
+        assert_eq!(
+            e.exit,
+            Some(ExitInfo {
+                code: Some(3),
+                duration_ns: Some(600),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn failed_execs_and_unknown_exits_resolved_by_the_parents_wait() {
+        let mut c = collector();
+        c.record(RawRecord::Fork {
+            parent: task(10, 1, 150, "sandtrail-init"),
+            child_pid: 11,
+        });
+        c.record(exec(11, 10, 200, "/bin/sh", &["sh"], "/"));
+        let e = one(c.record(RawRecord::ExecFailed {
+            task: task(11, 10, 300, "sh"),
+            args: Some(ExecArgs {
+                filename: "/no/such/binary".into(),
+                argv: vec!["/no/such/binary".into()],
+                argv_truncated: false,
+                filename_truncated: false,
+                argv_fault: false,
+                at: None,
+            }),
+            errno: libc::ENOENT,
+        }));
+        assert_eq!(e.exec.as_ref().unwrap().result.as_deref(), Some("ENOENT"));
+        assert_eq!(e.exec.as_ref().unwrap().path, "/no/such/binary");
+        assert_eq!(
+            e.process.as_ref().unwrap().exe,
+            "/bin/sh",
+            "the old image stays"
+        );
+
+        // 13 dies without its status showing; its parent's wait gives it: SIGKILL.
+        c.record(RawRecord::Fork {
+            parent: task(11, 10, 400, "sh"),
+            child_pid: 13,
+        });
+        c.record(exec(13, 11, 500, "/bin/sleep", &["sleep", "5"], "/"));
+        assert!(c
+            .record(RawRecord::Exit {
+                task: task(13, 11, 900, "sleep"),
+                status: ExitStatus::Unknown
+            })
+            .is_empty());
+        let e = one(c.record(RawRecord::Reaped {
+            reaper: task(11, 10, 950, "sh"),
+            child_pid: 13,
+            status: WaitStatus::Signaled {
+                signal: 9,
+                core_dumped: false,
+            },
+        }));
+        let x = e.exit.as_ref().unwrap();
+        assert_eq!(
+            (x.code, x.signal, x.duration_ns),
+            (None, Some(9), Some(400))
+        );
+
+        // One nobody waits for: reported with an unknown status when the session ends.
+        c.record(RawRecord::Exit {
+            task: task(11, 10, 2000, "sh"),
+            status: ExitStatus::Unknown,
+        });
+        let e = one(c.unwatch(CG));
+        assert_eq!(e.exit.as_ref().unwrap().code, None);
+        assert_eq!(e.exit.as_ref().unwrap().signal, None);
+        // Unwatched: nothing more for it.
+        assert!(c
+            .record(exec(20, 1, 3000, "/bin/true", &["true"], "/"))
+            .is_empty());
+    }
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(
+            absolute(Path::new("a/../b/./c"), Some(Path::new("/x/y"))),
+            "/x/y/b/c"
+        );
+        assert_eq!(absolute(Path::new("/a/b/../../.."), None), "/");
+        assert_eq!(absolute(Path::new("rel"), None), "rel");
+    }
+}

@@ -1,0 +1,260 @@
+//! Kernel collection for every session of this process: one [`Probe`] (the BPF programs) and
+//! one [`Collector`] (the process table), on one thread that reads the ring buffer and sends
+//! each session its events.
+//!
+//! Control calls ([`KernelSource::watch`], [`KernelSource::add_root`],
+//! [`KernelSource::finish`]) are synchronous: when `watch` returns, the cgroup is watched, so a
+//! command started afterwards is recorded from its first exec.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use sandtrail_bpf::{CgroupRef, Losses, Probe, ProbeOptions};
+use sandtrail_collector::{Collector, Scope};
+use sandtrail_event::{Event, Kind, LossInfo, Severity, Source};
+
+/// How long the reader waits for a record before it looks at control requests again.
+const TICK: Duration = Duration::from_millis(20);
+/// How often loss counters are read.
+const LOSS_PERIOD: Duration = Duration::from_secs(1);
+
+enum Cmd {
+    Watch {
+        cgroup_id: u64,
+        scope: Scope,
+        events: Sender<Event>,
+        reply: Sender<Result<(), String>>,
+    },
+    AddRoot {
+        cgroup_id: u64,
+        pid: u32,
+        reply: Sender<()>,
+    },
+    /// Read everything in the ring buffer, stop watching, report exits still unresolved.
+    Finish { cgroup_id: u64, reply: Sender<()> },
+}
+
+/// The kernel source of this process; see the module docs.
+pub struct KernelSource {
+    cmds: Sender<Cmd>,
+}
+
+/// The process-wide kernel source, loaded on first use (root only).
+pub fn get() -> Result<&'static KernelSource> {
+    static SOURCE: OnceLock<Result<KernelSource, String>> = OnceLock::new();
+    SOURCE
+        .get_or_init(|| KernelSource::start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("kernel collection is unavailable: {e}"))
+}
+
+fn ktime_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl KernelSource {
+    fn start() -> Result<KernelSource> {
+        let probe = Probe::load(ProbeOptions::default())?;
+        if probe.mounted_tracefs() {
+            eprintln!(
+                "sandtrail: mounted tracefs at {} (the kernel programs attach to tracepoints)",
+                sandtrail_bpf::TRACEFS
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sandtrail-kernel".into())
+            .spawn(move || Reader::new(probe).run(rx))?;
+        Ok(KernelSource { cmds: tx })
+    }
+
+    /// Starts recording cgroup `cgroup_id` (and its descendants) for `scope`; its events arrive
+    /// on the returned receiver.
+    pub fn watch(&self, cgroup_id: u64, scope: Scope) -> Result<Receiver<Event>> {
+        let (events, rx) = mpsc::channel();
+        let (reply, answer) = mpsc::channel();
+        self.cmds
+            .send(Cmd::Watch {
+                cgroup_id,
+                scope,
+                events,
+                reply,
+            })
+            .map_err(|_| anyhow!("the kernel reader has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow!("the kernel reader has stopped"))?
+            .map_err(|e| anyhow!("watching cgroup {cgroup_id}: {e}"))?;
+        Ok(rx)
+    }
+
+    /// Makes `pid` (outside the cgroup: the sandbox's init) the root of the session's process
+    /// tree.
+    pub fn add_root(&self, cgroup_id: u64, pid: u32) {
+        let (reply, answer) = mpsc::channel();
+        if self
+            .cmds
+            .send(Cmd::AddRoot {
+                cgroup_id,
+                pid,
+                reply,
+            })
+            .is_ok()
+        {
+            let _ = answer.recv();
+        }
+    }
+
+    /// Delivers everything recorded for the session so far and stops watching it.
+    pub fn finish(&self, cgroup_id: u64) {
+        let (reply, answer) = mpsc::channel();
+        if self.cmds.send(Cmd::Finish { cgroup_id, reply }).is_ok() {
+            let _ = answer.recv();
+        }
+    }
+}
+
+struct Reader {
+    probe: Probe,
+    collector: Collector,
+    routes: std::collections::HashMap<u64, (Scope, Sender<Event>)>,
+    losses: Losses,
+    next_loss_check: Instant,
+}
+
+impl Reader {
+    fn new(probe: Probe) -> Self {
+        let losses = probe.losses().unwrap_or_default();
+        Reader {
+            probe,
+            collector: Collector::new(),
+            routes: Default::default(),
+            losses,
+            next_loss_check: Instant::now() + LOSS_PERIOD,
+        }
+    }
+
+    fn deliver(&self, events: Vec<(u64, Event)>) {
+        for (cg, e) in events {
+            if let Some((_, tx)) = self.routes.get(&cg) {
+                let _ = tx.send(e);
+            }
+        }
+    }
+
+    /// Reads and routes every record now in the ring buffer.
+    fn drain(&mut self, wait: Duration) {
+        let mut wait = wait;
+        loop {
+            match self.probe.next_record(wait) {
+                Ok(Some(r)) => {
+                    let ev = self.collector.record(r);
+                    self.deliver(ev);
+                    wait = Duration::ZERO;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("sandtrail: kernel record unreadable: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// New losses since the last look become an `audit.loss` for every watched session (the
+    /// kernel counts them per CPU, not per session).
+    fn check_losses(&mut self) {
+        let Ok(now) = self.probe.losses() else {
+            return;
+        };
+        let lost = now.total().saturating_sub(self.losses.total());
+        if lost > 0 {
+            for (scope, tx) in self.routes.values() {
+                let mut e = Event::new(
+                    Kind::AuditLoss,
+                    Source::Kernel,
+                    Some(scope.session_id.clone()),
+                    &scope.host_id,
+                    sandtrail_store::now_ns(),
+                );
+                e.severity = Severity::High;
+                e.loss = Some(LossInfo {
+                    source: "kernel".into(),
+                    count: lost,
+                    window_ns: Some(LOSS_PERIOD.as_nanos() as u64),
+                });
+                let _ = tx.send(e);
+            }
+        }
+        self.losses = now;
+    }
+
+    fn run(mut self, cmds: Receiver<Cmd>) {
+        loop {
+            loop {
+                match cmds.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            self.drain(TICK);
+            if Instant::now() >= self.next_loss_check {
+                self.next_loss_check = Instant::now() + LOSS_PERIOD;
+                self.check_losses();
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Watch {
+                cgroup_id,
+                scope,
+                events,
+                reply,
+            } => {
+                let r = self
+                    .probe
+                    .watch_cgroup(CgroupRef::Id(cgroup_id))
+                    .map(drop)
+                    .map_err(|e| e.to_string());
+                if r.is_ok() {
+                    self.collector.watch(cgroup_id, scope.clone());
+                    self.routes.insert(cgroup_id, (scope, events));
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::AddRoot {
+                cgroup_id,
+                pid,
+                reply,
+            } => {
+                let exe = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "sandtrail".into());
+                self.collector
+                    .add_root(cgroup_id, pid, &exe, "sandtrail-init", ktime_now());
+                let _ = reply.send(());
+            }
+            Cmd::Finish { cgroup_id, reply } => {
+                // Records of the session's last moments may still be in flight.
+                self.drain(TICK);
+                self.check_losses();
+                let _ = self.probe.unwatch(CgroupRef::Id(cgroup_id));
+                let ev = self.collector.unwatch(cgroup_id);
+                self.deliver(ev);
+                self.routes.remove(&cgroup_id);
+                let _ = reply.send(());
+            }
+        }
+    }
+}
