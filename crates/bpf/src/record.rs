@@ -26,7 +26,6 @@ const EXEC_ARGV_FAULT: u32 = 8;
 const EXIT_HAS_CODE: u32 = 1;
 const EXIT_HAS_SIGNAL: u32 = 2;
 const EXIT_CORE_SIGNAL: u32 = 4;
-const EXIT_UNTRACKED: u32 = 16;
 
 const HDR_LEN: usize = 56;
 const EXEC_ARGS_FIXED: usize = HDR_LEN + 24;
@@ -400,7 +399,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
             } else if flags & EXIT_HAS_CODE != 0 {
                 ExitStatus::Code(code)
             } else {
-                let _untracked = flags & EXIT_UNTRACKED != 0;
+                // Neither seen (EXIT_UNTRACKED: the probe did not even track the process).
                 ExitStatus::Unknown
             };
             Ok(KernelRecord::Exit { task, status })
