@@ -336,14 +336,14 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!sock.exists());
 
-    let exit5 = events_of(&state, "d_exit5");
+    let exit5 = session_events(events_of(&state, "d_exit5"));
     assert_eq!(kinds(&exit5), LIFECYCLE);
     assert_eq!(exit5[2]["session"]["exit_code"], 5);
     assert!(
         events_of(&state, "d_bad").is_empty(),
         "a refused session logs nothing"
     );
-    let long = events_of(&state, "d_long");
+    let long = session_events(events_of(&state, "d_long"));
     assert_eq!(kinds(&long), PAUSED_LIFECYCLE);
     assert_eq!(long[2]["session"]["actor"], "root");
     assert_eq!(long[3]["session"]["actor"], "root");
@@ -352,7 +352,7 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
         long[4]["session"]["actor"],
         "sandtrail daemon (shutdown on SIGTERM)"
     );
-    let att = events_of(&state, "d_attach");
+    let att = session_events(events_of(&state, "d_attach"));
     assert_eq!(kinds(&att), PAUSED_LIFECYCLE);
     assert_eq!(att[2]["session"]["reason"], "api");
     assert_eq!(att[4]["session"]["reason"], "exit");

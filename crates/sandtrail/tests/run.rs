@@ -61,7 +61,7 @@ fn exit_code_and_lifecycle() {
         err(&o)
     );
     let evs = events_of(d.path(), "ses_exit3");
-    assert_eq!(kinds(&evs), LIFECYCLE);
+    assert_eq!(session_kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "exit");
     assert_eq!(t["session"]["exit_code"], 3);
@@ -383,7 +383,7 @@ fn idle_sessions_autopause_and_timeouts_can_pause() {
     let evs = events_of(d.path(), "ses_idle");
     // Resumed, it slept on: it may go idle again; each pause has its resume or its end.
     assert_eq!(
-        &kinds(&evs)[..4],
+        &session_kinds(&evs)[..4],
         [
             "session.create",
             "session.start",
@@ -411,7 +411,7 @@ fn idle_sessions_autopause_and_timeouts_can_pause() {
     let o = runner.join().unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", err(&o));
     let evs = events_of(d.path(), "ses_tpause");
-    assert_eq!(kinds(&evs), PAUSED_LIFECYCLE);
+    assert_eq!(session_kinds(&evs), PAUSED_LIFECYCLE);
     assert_eq!(one(&evs, "session.terminate")["session"]["reason"], "exit");
     assert!(limit_hits(&evs, "timeout").is_empty(), "paused, not killed");
     verify_ok(d.path());
@@ -682,7 +682,7 @@ fn sigterm_to_sandtrail_stops_the_session_cleanly() {
         err(&o)
     );
     let evs = events_of(d.path(), "ses_term");
-    assert_eq!(kinds(&evs), LIFECYCLE);
+    assert_eq!(session_kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "api");
     assert_eq!(t["session"]["actor"], "sandtrail run (SIGTERM)");
@@ -894,7 +894,7 @@ fn kill_dash_nine_of_sandtrail_is_swept_and_logged_by_the_next_run() {
     let kept = d.path().join("sessions/ses_orphan.swept/upper/root/left");
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "evidence\n");
     let evs = events_of(d.path(), "ses_orphan");
-    assert_eq!(kinds(&evs), LIFECYCLE);
+    assert_eq!(session_kinds(&evs), LIFECYCLE);
     let t = one(&evs, "session.terminate");
     assert_eq!(t["session"]["reason"], "internal_error");
     assert_eq!(t["session"]["actor"], "sweep by session ses_next");

@@ -186,6 +186,21 @@ pub fn kinds(evs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The `session.*` events of `evs` (the lifecycle, without what the session's processes did).
+pub fn session_events(evs: Vec<Value>) -> Vec<Value> {
+    evs.into_iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("session."))
+        .collect()
+}
+
+/// The kinds of the `session.*` events of `evs`, in order.
+pub fn session_kinds(evs: &[Value]) -> Vec<String> {
+    kinds(evs)
+        .into_iter()
+        .filter(|k| k.starts_with("session."))
+        .collect()
+}
+
 /// The lifecycle of a session that ran to its end.
 pub const LIFECYCLE: [&str; 4] = [
     "session.create",
