@@ -14,4 +14,4 @@ mod errno;
 mod process;
 
 pub use errno::errno_name;
-pub use process::{Collector, Scope};
+pub use process::{Adopted, Collector, Scope};

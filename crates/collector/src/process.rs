@@ -53,6 +53,33 @@ impl Proc {
     }
 }
 
+/// A process that was running before its session began, as /proc shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Its executable.
+    pub exe: String,
+    /// Its argument list.
+    pub argv: Vec<String>,
+    /// Its working directory.
+    pub cwd: Option<String>,
+    /// Its `comm`.
+    pub comm: String,
+    /// When it started, `CLOCK_MONOTONIC` ns (boot-time based).
+    pub start_ktime: u64,
+}
+
 /// An exit whose status the tracepoints did not show, waiting for the parent's `wait`.
 struct Parked {
     proc: Proc,
@@ -141,6 +168,44 @@ impl Collector {
                 start_ktime: ktime,
             },
         );
+    }
+
+    /// Takes up a process that was already running when the session began (read from /proc by
+    /// the caller): it joins the table, so its children name it as their parent, and a
+    /// `process.exec` with source `sandbox` (not seen by the kernel programs: read from /proc)
+    /// and the process's start time records that it was there.
+    pub fn adopt(&mut self, cgroup_id: u64, p: Adopted) -> Vec<(u64, Event)> {
+        let proc = Proc {
+            pid: p.pid,
+            ppid: p.ppid,
+            session: cgroup_id,
+            exe: p.exe.clone(),
+            exec_id: exec_id(p.pid, p.start_ktime),
+            uid: p.uid,
+            euid: p.euid,
+            gid: p.gid,
+            egid: p.egid,
+            comm: p.comm.clone(),
+            start_ktime: p.start_ktime,
+        };
+        let process = proc.process_ref();
+        self.procs.insert(p.pid, proc);
+        let (parent, ancestors) = self.lineage(p.ppid);
+        let Some(mut e) = self.event(Kind::ProcessExec, cgroup_id, p.start_ktime) else {
+            return Vec::new();
+        };
+        e.source = Source::Sandbox;
+        e.process = Some(process);
+        e.exec = Some(ExecInfo {
+            path: p.exe,
+            argv: p.argv,
+            argv_truncated: false,
+            cwd: p.cwd,
+            result: Some("ok".into()),
+        });
+        e.parent = parent;
+        e.ancestors = ancestors;
+        vec![(cgroup_id, e)]
     }
 
     /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
@@ -652,6 +717,37 @@ mod tests {
         assert!(c
             .record(exec(20, 1, 3000, "/bin/true", &["true"], "/"))
             .is_empty());
+    }
+
+    #[test]
+    fn adopted_processes_are_parents_of_what_they_start() {
+        let mut c = collector();
+        let e = one(c.adopt(
+            CG,
+            Adopted {
+                pid: 30,
+                ppid: 1,
+                uid: 1000,
+                euid: 1000,
+                gid: 1000,
+                egid: 1000,
+                exe: "/usr/bin/python3".into(),
+                argv: vec!["python3".into(), "agent.py".into()],
+                cwd: Some("/work".into()),
+                comm: "python3".into(),
+                start_ktime: 50,
+            },
+        ));
+        assert_eq!(e.source, Source::Sandbox);
+        assert_eq!(e.ts_ns, 1_000_000_000_050);
+        assert_eq!(e.exec.as_ref().unwrap().argv, ["python3", "agent.py"]);
+        c.record(RawRecord::Fork {
+            parent: task(30, 1, 60, "python3"),
+            child_pid: 31,
+        });
+        let e = one(c.record(exec(31, 30, 70, "/bin/ls", &["ls"], "/work")));
+        let parent = e.parent.unwrap();
+        assert_eq!((parent.pid, parent.exec_id.as_str()), (30, "30-50"));
     }
 
     #[test]

@@ -247,6 +247,15 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
     // Attach to a provider's cgroup with a process already in it.
     let mut cg = ProviderCgroup::new("sandtrail-test-provider");
     let pid = cg.spawn("exec sleep 60");
+    // Already running its final image when the session begins.
+    let t = Instant::now();
+    while !std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .starts_with(b"sleep\0")
+    {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (st, v) = api(
         &sock,
         "POST",
@@ -352,7 +361,27 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
         long[4]["session"]["actor"],
         "sandtrail daemon (shutdown on SIGTERM)"
     );
-    let att = session_events(events_of(&state, "d_attach"));
+    // The provider's process, there before the session began, is taken up from /proc; its
+    // end is seen by the kernel programs.
+    let all = events_of(&state, "d_attach");
+    let execs: Vec<&Value> = all.iter().filter(|e| e["kind"] == "process.exec").collect();
+    assert_eq!(execs.len(), 1, "{execs:#?}");
+    assert_eq!(execs[0]["source"], "sandbox");
+    assert_eq!(execs[0]["exec"]["argv"], json!(["sleep", "60"]));
+    assert_eq!(execs[0]["process"]["pid"], pid);
+    let exits: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "process.exit" && e["process"]["pid"] == pid)
+        .collect();
+    assert_eq!(exits.len(), 1, "{all:#?}");
+    // Its status is not known: the kernel programs did not track it from its start, and its
+    // parent (this test) is outside the session, so no wait of the session reports it.
+    assert_eq!(exits[0]["exit"].get("signal"), None);
+    assert_eq!(
+        exits[0]["process"]["exec_id"],
+        execs[0]["process"]["exec_id"]
+    );
+    let att = session_events(all);
     assert_eq!(kinds(&att), PAUSED_LIFECYCLE);
     assert_eq!(att[2]["session"]["reason"], "api");
     assert_eq!(att[4]["session"]["reason"], "exit");

@@ -480,6 +480,9 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
     };
     log.log(lc.create(res.clone()))?;
     let kernel_events = kernel.watch(cg.id(), scope(&lc))?;
+    // Watched first, then listed: a process started in between is seen by both, and the
+    // collector's table takes the later word.
+    kernel.adopt(cg.id(), &cg.procs()?);
     let result = supervise(
         layout,
         log,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use sandtrail_bpf::{CgroupRef, Losses, Probe, ProbeOptions};
-use sandtrail_collector::{Collector, Scope};
+use sandtrail_collector::{Adopted, Collector, Scope};
 use sandtrail_event::{Event, Kind, LossInfo, Severity, Source};
 
 /// How long the reader waits for a record before it looks at control requests again.
@@ -30,6 +30,12 @@ enum Cmd {
     AddRoot {
         cgroup_id: u64,
         pid: u32,
+        reply: Sender<()>,
+    },
+    /// Take up processes that were there before the session began.
+    Adopt {
+        cgroup_id: u64,
+        procs: Vec<Adopted>,
         reply: Sender<()>,
     },
     /// Read everything in the ring buffer, stop watching, report exits still unresolved.
@@ -105,6 +111,25 @@ impl KernelSource {
             .send(Cmd::AddRoot {
                 cgroup_id,
                 pid,
+                reply,
+            })
+            .is_ok()
+        {
+            let _ = answer.recv();
+        }
+    }
+
+    /// Takes up the processes `pids` that were in the cgroup before it was watched (attach
+    /// mode): read from /proc, oldest first, so that parents come before their children.
+    pub fn adopt(&self, cgroup_id: u64, pids: &[i32]) {
+        let mut procs: Vec<Adopted> = pids.iter().filter_map(|p| read_proc(*p as u32)).collect();
+        procs.sort_by_key(|p| (p.start_ktime, p.pid));
+        let (reply, answer) = mpsc::channel();
+        if self
+            .cmds
+            .send(Cmd::Adopt {
+                cgroup_id,
+                procs,
                 reply,
             })
             .is_ok()
@@ -245,6 +270,17 @@ impl Reader {
                     .add_root(cgroup_id, pid, &exe, "sandtrail-init", ktime_now());
                 let _ = reply.send(());
             }
+            Cmd::Adopt {
+                cgroup_id,
+                procs,
+                reply,
+            } => {
+                for p in procs {
+                    let ev = self.collector.adopt(cgroup_id, p);
+                    self.deliver(ev);
+                }
+                let _ = reply.send(());
+            }
             Cmd::Finish { cgroup_id, reply } => {
                 // Records of the session's last moments may still be in flight.
                 self.drain(TICK);
@@ -257,4 +293,57 @@ impl Reader {
             }
         }
     }
+}
+
+/// A running process as /proc shows it; `None` if it is gone.
+fn read_proc(pid: u32) -> Option<Adopted> {
+    let dir = format!("/proc/{pid}");
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    let field = |name: &str, i: usize| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .nth(i)?
+            .parse()
+            .ok()
+    };
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // Field 22 (start time in clock ticks after boot), counted after the parenthesized comm.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let argv = std::fs::read(format!("{dir}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let link = |name: &str| {
+        std::fs::read_link(format!("{dir}/{name}"))
+            .ok()
+            .map(|p| p.display().to_string())
+    };
+    Some(Adopted {
+        pid,
+        ppid: field("PPid:", 0)?,
+        uid: field("Uid:", 0)?,
+        euid: field("Uid:", 1)?,
+        gid: field("Gid:", 0)?,
+        egid: field("Gid:", 1)?,
+        exe: link("exe").unwrap_or_else(|| "[unknown]".into()),
+        argv,
+        cwd: link("cwd"),
+        comm: std::fs::read_to_string(format!("{dir}/comm"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+        start_ktime: ticks * 1_000_000_000 / hz,
+    })
 }
