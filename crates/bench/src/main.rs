@@ -8,10 +8,12 @@
 //! cargo run --release -p sandtrail-bench -- verify --dir D
 //! cargo run --release -p sandtrail-bench -- query --dir D
 //! cargo run --release -p sandtrail-bench -- size --dir D
+//! cargo run --release -p sandtrail-bench -- overhead --rounds 7
 //! ```
 
 mod build;
 mod ingest;
+mod overhead;
 mod query;
 mod size;
 mod util;
@@ -125,6 +127,21 @@ enum Cmd {
         #[arg(long)]
         cold: bool,
     },
+    /// Collection overhead: a syscall-heavy workload unaudited, under sandtrail's kernel
+    /// programs, and under auditd with equivalent rules, side by side (root; Debian's auditd).
+    Overhead {
+        #[arg(long, default_value_t = 7)]
+        rounds: u32,
+        #[arg(long, default_value_t = 400)]
+        spawns: u32,
+        #[arg(long, default_value_t = 300)]
+        files: u32,
+        #[arg(long, default_value_t = 10)]
+        builds: u32,
+        /// Leave auditd out (when it cannot be installed).
+        #[arg(long)]
+        no_auditd: bool,
+    },
     /// Bytes per event on disk, by file kind, plus what-if recompression of a few segments.
     Size {
         #[arg(long, default_value = "/work/bench-state/store-10m")]
@@ -137,6 +154,13 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Overhead {
+            rounds,
+            spawns,
+            files,
+            builds,
+            no_auditd,
+        } => overhead::overhead(rounds.max(1), spawns, files, builds, no_auditd),
         Cmd::Ingest {
             events,
             sessions,
