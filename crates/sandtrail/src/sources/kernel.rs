@@ -298,25 +298,7 @@ impl Reader {
 /// A running process as /proc shows it; `None` if it is gone.
 fn read_proc(pid: u32) -> Option<Adopted> {
     let dir = format!("/proc/{pid}");
-    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
-    let field = |name: &str, i: usize| -> Option<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .nth(i)?
-            .parse()
-            .ok()
-    };
-    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
-    // Field 22 (start time in clock ticks after boot), counted after the parenthesized comm.
-    let ticks: u64 = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
+    let ids = sandtrail_sandbox::isolate::ProcIds::read(pid as i32)?;
     // SAFETY: sysconf has no memory preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let argv = std::fs::read(format!("{dir}/cmdline"))
@@ -332,11 +314,11 @@ fn read_proc(pid: u32) -> Option<Adopted> {
     };
     Some(Adopted {
         pid,
-        ppid: field("PPid:", 0)?,
-        uid: field("Uid:", 0)?,
-        euid: field("Uid:", 1)?,
-        gid: field("Gid:", 0)?,
-        egid: field("Gid:", 1)?,
+        ppid: ids.ppid,
+        uid: ids.uid,
+        euid: ids.euid,
+        gid: ids.gid,
+        egid: ids.egid,
         exe: link("exe").unwrap_or_else(|| "[unknown]".into()),
         argv,
         cwd: link("cwd"),
@@ -344,6 +326,6 @@ fn read_proc(pid: u32) -> Option<Adopted> {
             .unwrap_or_default()
             .trim_end()
             .to_string(),
-        start_ktime: ticks * 1_000_000_000 / hz,
+        start_ktime: ids.start_ticks * 1_000_000_000 / hz,
     })
 }
