@@ -282,6 +282,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         );
     }
     eprintln!("sandtrail: see `sandtrail timeline {}`", outcome.session_id);
+    crate::sources::kernel::detach_in_background();
     Ok(ExitCode::from(outcome.exit_status().clamp(0, 255) as u8))
 }
 

@@ -310,5 +310,6 @@ pub fn run(layout: Layout, cfg: Config) -> Result<()> {
     eprintln!("sandtrail daemon: {why}");
     let r = daemon.shutdown(&why);
     let _ = std::fs::remove_file(&cfg.socket);
+    crate::sources::kernel::detach_in_background();
     r.map_err(|e| anyhow!("closing the store: {e:#}"))
 }

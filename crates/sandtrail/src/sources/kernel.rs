@@ -47,13 +47,54 @@ pub struct KernelSource {
     cmds: Sender<Cmd>,
 }
 
+static SOURCE: OnceLock<Result<KernelSource, String>> = OnceLock::new();
+
 /// The process-wide kernel source, loaded on first use (root only).
 pub fn get() -> Result<&'static KernelSource> {
-    static SOURCE: OnceLock<Result<KernelSource, String>> = OnceLock::new();
     SOURCE
         .get_or_init(|| KernelSource::start().map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow!("kernel collection is unavailable: {e}"))
+}
+
+/// Lets this process exit without waiting for the kernel to detach its programs.
+///
+/// Detaching syscall tracepoints waits for RCU grace periods: seconds on a small VM, paid when
+/// the last descriptor of each program's link is closed. A forked child holds the same
+/// descriptors and outlives this process (it waits for the end of a pipe this process holds
+/// open until it exits), so this process's exit detaches nothing; the child has closed its
+/// standard streams (nobody waiting for this process's output waits for it) and the detach
+/// happens in its exit, in the background. Call it last, when nothing more is to be recorded.
+pub fn detach_in_background() {
+    if SOURCE.get().is_none_or(|s| s.is_err()) {
+        return;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return;
+    }
+    let [read_end, write_end] = fds;
+    // SAFETY: fork in a multithreaded process is sound when the child only makes
+    // async-signal-safe calls, as it does below: close, read, _exit; no allocation, no locks.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: close, read and _exit are async-signal-safe; `byte` is a valid one-byte
+        // buffer; nothing of the copied Rust state is touched.
+        unsafe {
+            libc::close(write_end);
+            libc::close(0);
+            libc::close(1);
+            libc::close(2);
+            let mut byte = 0u8;
+            // Returns 0 (end of file) once the parent, the last holder of the write end, exits.
+            while libc::read(read_end, (&mut byte as *mut u8).cast(), 1) < 0 {}
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the read end, a descriptor this function created.
+    unsafe { libc::close(read_end) };
+    // The write end stays open until this process exits.
 }
 
 fn ktime_now() -> u64 {
