@@ -353,14 +353,11 @@ impl Default for NetOptions {
 }
 
 /// Records the programs could not deliver, summed over CPUs. The decision was enforced all
-/// the same.
+/// the same. (cgroup programs have no `recursion_misses`: the kernel never skips them.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetLosses {
     /// Records dropped because the ring buffer was full.
     pub ring_buffer_full: u64,
-    /// Runs the kernel skipped because another BPF program was running on that CPU
-    /// (`recursion_misses`). Such a skipped run also skips the decision: the kernel allows.
-    pub program_skips: u64,
 }
 
 /// `struct config` of net.bpf.c.
@@ -677,21 +674,7 @@ impl NetProbe {
             .map_err(map_err("net_losses"))?
             .iter()
             .sum();
-        let mut program_skips = 0;
-        for (name, program) in self.ebpf.programs() {
-            let fd = program.fd().map_err(|e| NetError::Map {
-                name: "programs",
-                detail: format!("{name}: {e}"),
-            })?;
-            program_skips += sys::prog_recursion_misses(fd.as_fd()).map_err(|e| NetError::Map {
-                name: "programs",
-                detail: format!("{name}: BPF_OBJ_GET_INFO_BY_FD: {e}"),
-            })?;
-        }
-        Ok(NetLosses {
-            ring_buffer_full,
-            program_skips,
-        })
+        Ok(NetLosses { ring_buffer_full })
     }
 }
 
