@@ -38,8 +38,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, ProgramError};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::record::proc_status;
@@ -48,8 +48,17 @@ use crate::{sys, Task};
 /// The compiled egress programs (rebuilt by `crates/bpf/build.sh`).
 static NET_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/net.bpf.o");
 
-/// The four programs, in the object and as attached.
-const PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
+/// The programs, in the object and as attached: four deciding (sock_addr), three counting
+/// (cgroup_skb egress and ingress, sock_release).
+const PROGRAMS: &[&str] = &[
+    "connect4",
+    "connect6",
+    "sendmsg4",
+    "sendmsg6",
+    "flow_egress",
+    "flow_ingress",
+    "flow_release",
+];
 
 /// Rule ids from this value up are the programs' own ([`Rule`]); entries use lower ids.
 pub const RULE_BUILTIN: u32 = 0xffff_ff00;
@@ -64,6 +73,8 @@ const CFG_DNS6: u32 = 2;
 
 /// Size of one record of the ring buffer (`struct net_rec`).
 const REC_LEN: usize = 88;
+/// Size of one flow (`struct flow`), in the map and in the closed-flow ring buffer.
+const FLOW_LEN: usize = 112;
 
 /// Errors of the egress probe.
 #[derive(Debug, thiserror::Error)]
@@ -356,8 +367,41 @@ impl Default for NetOptions {
 /// the same. (cgroup programs have no `recursion_misses`: the kernel never skips them.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetLosses {
-    /// Records dropped because the ring buffer was full.
+    /// Attempt records dropped because their ring buffer was full.
     pub ring_buffer_full: u64,
+    /// Closed-flow records dropped because their ring buffer was full (the flow's counters stay
+    /// in [`NetProbe::flows`] until evicted).
+    pub flow_ring_buffer_full: u64,
+}
+
+/// Bytes and packets of one socket of the attached cgroup, counted by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The socket cookie, as in the [`NetRecord`] of the socket's connect or sendmsg.
+    pub socket_cookie: u64,
+    /// Local address and port as the socket had them at its latest packet.
+    pub src: SocketAddr,
+    /// Remote address and port of a connected socket; unspecified (`0.0.0.0:0`, `[::]:0`) for
+    /// an unconnected UDP socket, whose datagrams may go anywhere (their destinations are in
+    /// the sendmsg [`NetRecord`]s).
+    pub dst: SocketAddr,
+    /// TCP, UDP or other.
+    pub proto: Proto,
+    /// Sent: IP packet lengths, headers included.
+    pub bytes_out: u64,
+    /// Received: IP packet lengths, headers included.
+    pub bytes_in: u64,
+    /// Packets sent (a GSO/TSO super-packet counts once).
+    pub packets_out: u64,
+    /// Packets received (a GRO-merged packet counts once).
+    pub packets_in: u64,
+    /// `CLOCK_MONOTONIC` of the first packet counted.
+    pub first_ktime_ns: u64,
+    /// `CLOCK_MONOTONIC` of the latest packet counted.
+    pub last_ktime_ns: u64,
+    /// For a closed flow ([`NetProbe::next_flow`]): the process that closed the socket last
+    /// (pid, uid, cgroup id); `None` in a snapshot of live flows ([`NetProbe::flows`]).
+    pub closed_by: Option<(u32, u32, u64)>,
 }
 
 /// `struct config` of net.bpf.c.
@@ -380,6 +424,9 @@ unsafe impl aya::Pod for Config {}
 /// Dropping it detaches the programs from every cgroup they were attached to.
 pub struct NetProbe {
     ring: RingBuf<MapData>,
+    flow_ring: RingBuf<MapData>,
+    flow_map: HashMap<MapData, u64, [u8; FLOW_LEN]>,
+    flow_epoll: sys::Epoll,
     config: Array<MapData, Config>,
     allow4: LpmTrie<MapData, [u8; 8], u32>,
     allow6: LpmTrie<MapData, [u8; 20], u32>,
@@ -453,18 +500,20 @@ impl NetProbe {
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("net_events", opts.ring_buffer_bytes)
+            .map_max_entries("flow_events", opts.ring_buffer_bytes)
             .load(NET_OBJ)
             .map_err(|e| NetError::Object(Box::new(e)))?;
         for &name in PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
+            let program = ebpf
                 .program_mut(name)
-                .ok_or(NetError::MissingProgram(name))?
-                .try_into()
-                .map_err(|e| NetError::Program {
-                    program: name,
-                    source: Box::new(e),
-                })?;
-            match program.load() {
+                .ok_or(NetError::MissingProgram(name))?;
+            let loaded = match program {
+                Program::CgroupSockAddr(p) => p.load(),
+                Program::CgroupSkb(p) => p.load(),
+                Program::CgroupSock(p) => p.load(),
+                _ => Err(ProgramError::UnexpectedProgramType),
+            };
+            match loaded {
                 Ok(()) => {}
                 Err(ProgramError::LoadError {
                     io_error,
@@ -492,8 +541,14 @@ impl NetProbe {
         let deny6 = take(&mut ebpf, "deny6", LpmTrie::try_from)?;
         let losses = take(&mut ebpf, "net_losses", PerCpuArray::try_from)?;
         let epoll = sys::Epoll::new(ring.as_fd()).map_err(NetError::Poll)?;
+        let flow_ring = take(&mut ebpf, "flow_events", RingBuf::try_from)?;
+        let flow_map = take(&mut ebpf, "flows", HashMap::try_from)?;
+        let flow_epoll = sys::Epoll::new(flow_ring.as_fd()).map_err(NetError::Poll)?;
         Ok(NetProbe {
             ring,
+            flow_ring,
+            flow_map,
+            flow_epoll,
             config,
             allow4,
             allow6,
@@ -510,7 +565,8 @@ impl NetProbe {
     /// Attaches the four programs to a cgroup v2 directory: from now on every connect and
     /// unconnected sendmsg of its tasks and of its descendants' tasks is decided. Attached as
     /// `bpf_link`s (kernel >= 5.7), which the kernel keeps in multi mode: programs attached to
-    /// ancestor cgroups still run, and any of them denying denies.
+    /// ancestor cgroups still run, and any of them denying denies. The counting programs
+    /// (`cgroup_skb` egress/ingress, `cgroup/sock_release`) are attached too.
     pub fn attach(&mut self, cgroup_dir: impl AsRef<Path>) -> Result<(), NetError> {
         let path = cgroup_dir.as_ref();
         let cgroup_err = |source| NetError::Cgroup {
@@ -521,24 +577,31 @@ impl NetProbe {
             return Err(NetError::NotCgroup2(path.to_owned()));
         }
         let dir = File::open(path).map_err(cgroup_err)?;
+        // On kernels >= 5.7 aya attaches through bpf_links, which the kernel always attaches
+        // in multi mode and whose flags must be 0: "Single" passes 0.
+        let mode = CgroupAttachMode::Single;
         for &name in PROGRAMS {
-            let program: &mut CgroupSockAddr = self
+            let program = self
                 .ebpf
                 .program_mut(name)
-                .ok_or(NetError::MissingProgram(name))?
-                .try_into()
-                .map_err(|e| NetError::Program {
-                    program: name,
-                    source: Box::new(e),
-                })?;
-            // On kernels >= 5.7 aya attaches through a bpf_link, which the kernel always
-            // attaches in multi mode and whose flags must be 0: "Single" passes 0.
-            program
-                .attach(&dir, CgroupAttachMode::Single)
-                .map_err(|e| NetError::Program {
-                    program: name,
-                    source: Box::new(e),
-                })?;
+                .ok_or(NetError::MissingProgram(name))?;
+            let attached = match program {
+                Program::CgroupSockAddr(p) => p.attach(&dir, mode).map(drop),
+                Program::CgroupSkb(p) => {
+                    let kind = if name == "flow_egress" {
+                        CgroupSkbAttachType::Egress
+                    } else {
+                        CgroupSkbAttachType::Ingress
+                    };
+                    p.attach(&dir, kind, mode).map(drop)
+                }
+                Program::CgroupSock(p) => p.attach(&dir, mode).map(drop),
+                _ => Err(ProgramError::UnexpectedProgramType),
+            };
+            attached.map_err(|e| NetError::Program {
+                program: name,
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
@@ -666,6 +729,35 @@ impl NetProbe {
         }
     }
 
+    /// The next closed flow (a socket of the cgroup was released), waiting up to `timeout`;
+    /// `None` on timeout.
+    pub fn next_flow(&mut self, timeout: Duration) -> Result<Option<FlowRecord>, NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.flow_ring.next() {
+                return decode_flow(&item, true).map(Some);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.flow_epoll
+                .wait((deadline - now).min(self.max_latency))
+                .map_err(NetError::Poll)?;
+        }
+    }
+
+    /// The counters of the sockets not closed yet (a snapshot; also sockets closed while their
+    /// closed-flow record was lost, until the map evicts them: it keeps the 65,536 most recent).
+    pub fn flows(&self) -> Result<Vec<FlowRecord>, NetError> {
+        let mut out = Vec::new();
+        for item in self.flow_map.iter() {
+            let (_, v) = item.map_err(map_err("flows"))?;
+            out.push(decode_flow(&v, false)?);
+        }
+        Ok(out)
+    }
+
     /// Records lost since the probe was loaded, summed over CPUs.
     pub fn losses(&self) -> Result<NetLosses, NetError> {
         let ring_buffer_full = self
@@ -674,7 +766,16 @@ impl NetProbe {
             .map_err(map_err("net_losses"))?
             .iter()
             .sum();
-        Ok(NetLosses { ring_buffer_full })
+        let flow_ring_buffer_full = self
+            .losses
+            .get(&1, 0)
+            .map_err(map_err("net_losses"))?
+            .iter()
+            .sum();
+        Ok(NetLosses {
+            ring_buffer_full,
+            flow_ring_buffer_full,
+        })
     }
 }
 
@@ -688,6 +789,52 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+fn proto_of(sock_type: u16, protocol: u16) -> Proto {
+    match (sock_type as i32, protocol as i32) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Proto::Tcp,
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Proto::Udp,
+        _ => Proto::Other {
+            sock_type,
+            protocol,
+        },
+    }
+}
+
+fn addr_of(family: u8, b: &[u8]) -> Result<IpAddr, NetError> {
+    match family {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        6 => {
+            let o: [u8; 16] = b[..16].try_into().expect("16 bytes");
+            Ok(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        f => Err(NetError::Decode(format!("family {f}"))),
+    }
+}
+
+/// Decodes one `struct flow` (see net.bpf.c for the offsets).
+fn decode_flow(b: &[u8], closed: bool) -> Result<FlowRecord, NetError> {
+    if b.len() < FLOW_LEN {
+        return Err(NetError::Decode(format!(
+            "flow of {} bytes, want {FLOW_LEN}",
+            b.len()
+        )));
+    }
+    let family = b[92];
+    Ok(FlowRecord {
+        socket_cookie: u64_at(b, 16),
+        src: SocketAddr::new(addr_of(family, &b[56..72])?, u16_at(b, 88)),
+        dst: SocketAddr::new(addr_of(family, &b[72..88])?, u16_at(b, 90)),
+        proto: proto_of(u16_at(b, 94), u16::from(b[93])),
+        bytes_out: u64_at(b, 24),
+        bytes_in: u64_at(b, 32),
+        packets_out: u64_at(b, 40),
+        packets_in: u64_at(b, 48),
+        first_ktime_ns: u64_at(b, 0),
+        last_ktime_ns: u64_at(b, 8),
+        closed_by: closed.then(|| (u32_at(b, 96), u32_at(b, 100), u64_at(b, 104))),
+    })
 }
 
 /// Decodes one `struct net_rec` (see net.bpf.c for the offsets).
@@ -712,22 +859,8 @@ fn decode(b: &[u8]) -> Result<NetRecord, NetError> {
     };
     let sock_type = u16_at(b, 48);
     let protocol = u16_at(b, 50);
-    let proto = match (sock_type as i32, protocol as i32) {
-        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Proto::Tcp,
-        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Proto::Udp,
-        _ => Proto::Other {
-            sock_type,
-            protocol,
-        },
-    };
-    let ip = match b[52] {
-        4 => IpAddr::V4(Ipv4Addr::new(b[56], b[57], b[58], b[59])),
-        6 => {
-            let o: [u8; 16] = b[56..72].try_into().expect("16 bytes");
-            IpAddr::V6(Ipv6Addr::from(o))
-        }
-        f => return Err(NetError::Decode(format!("family {f}"))),
-    };
+    let proto = proto_of(sock_type, protocol);
+    let ip = addr_of(b[52], &b[56..72])?;
     let comm = &b[72..88];
     let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
     Ok(NetRecord {

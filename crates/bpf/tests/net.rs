@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandtrail_bpf::net::{Decision, Hook, NetMode, NetOptions, NetProbe, NetRecord, Proto, Rule};
+use sandtrail_bpf::net::{
+    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, NetRecord, Proto, Rule,
+};
 
 /// Env var that turns the `zz_child_helper` test into the child's action.
 const HELPER_ENV: &str = "STTEST_NET_HELPER";
@@ -275,6 +277,17 @@ fn zz_child_helper() {
     let start = Instant::now();
     let result = match kind {
         "tcp" => TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(|_| ()),
+        // Send 10,000 bytes, read the answer to its end.
+        "tcpio" => TcpStream::connect_timeout(&addr, Duration::from_secs(3)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(&[7u8; 10_000])?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer)?;
+            assert_eq!(answer.len(), 5_000);
+            Ok(())
+        }),
         "udp" => {
             let bind = if addr.is_ipv4() {
                 "0.0.0.0:0"
@@ -506,4 +519,68 @@ fn modes_and_dns_forwarder() {
     let o = run_child(&cg, &format!("udp {dst}"));
     assert_eq!(o.errno, None, "loopback in mode none: {o:?}");
     assert_eq!(record_for(&mut probe, o.pid, dst).rule, Rule::Loopback);
+}
+
+/// The closed flow of socket `cookie`, waiting up to 3 s for it.
+fn flow_for(probe: &mut NetProbe, cookie: u64) -> FlowRecord {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(f) = probe.next_flow(Duration::from_millis(100)).unwrap() {
+            if f.socket_cookie == cookie {
+                return f;
+            }
+            seen.push(f);
+        }
+    }
+    panic!("no closed flow for socket {cookie}; saw {seen:#?}");
+}
+
+#[test]
+fn flows_count_bytes_and_packets_both_ways() {
+    require_root!("flows_count_bytes_and_packets_both_ways");
+    let net = TestNet::new('c');
+    let cg = TestCgroup::new("c");
+    let (tcp, _udp) = net.servers(0);
+    let tport = tcp.local_addr().unwrap().port();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.set_mode(NetMode::Allowlist).unwrap();
+    probe
+        .allow(format!("10.254.{}.2", net.n).parse().unwrap(), None, 1)
+        .unwrap();
+    probe.attach(&cg.path).unwrap();
+
+    // The peer in the namespace: reads the 10,000 bytes, answers 5,000, closes.
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = tcp.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&[9u8; 5_000]).unwrap();
+        got.len()
+    });
+    let dst = net.v4(2, tport);
+    let o = run_child(&cg, &format!("tcpio {dst}"));
+    assert_eq!(o.errno, None, "{o:?}");
+    assert_eq!(server.join().unwrap(), 10_000);
+    let r = record_for(&mut probe, o.pid, dst);
+    assert_eq!(r.decision, Decision::Allow);
+    let f = flow_for(&mut probe, r.socket_cookie);
+    assert_eq!(f.dst, dst);
+    assert_eq!(f.src.ip(), net.v4(1, 0).ip());
+    assert_ne!(f.src.port(), 0);
+    assert_eq!(f.proto, Proto::Tcp);
+    // Payload plus IP and TCP headers (at least 40 bytes a packet); the closing handshake's
+    // last packets may come after the release and are not in the record.
+    assert!(f.packets_out >= 3 && f.packets_in >= 3, "{f:?}");
+    assert!(f.bytes_out >= 10_000 + 40 * f.packets_out, "{f:?}");
+    assert!(f.bytes_out < 10_000 + 100 * f.packets_out, "{f:?}");
+    assert!(f.bytes_in >= 5_000 + 40 * f.packets_in, "{f:?}");
+    assert!(f.bytes_in < 5_000 + 100 * f.packets_in, "{f:?}");
+    assert!(f.first_ktime_ns <= f.last_ktime_ns);
+    let (pid, uid, cgroup_id) = f.closed_by.unwrap();
+    assert_eq!((pid, uid), (o.pid, 0));
+    assert_ne!(cgroup_id, 0);
+    assert_eq!(probe.losses().unwrap().flow_ring_buffer_full, 0);
 }

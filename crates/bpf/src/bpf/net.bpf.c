@@ -5,6 +5,11 @@
  * are attached to may connect (TCP, connected UDP) or send an unconnected datagram to an address,
  * and report every attempt, allowed or not, through a ring buffer.
  *
+ * Three more programs count what the sockets of that subtree send and receive (net.flow):
+ * cgroup_skb/egress and cgroup_skb/ingress add every IP packet's length to the socket's entry
+ * of the flows map (by socket cookie), and cgroup/sock_release sends that entry to the
+ * flow_events ring buffer and deletes it when the socket is closed. They never drop a packet.
+ *
  * One loaded object is one policy: the maps below belong to the object, and the loader
  * (crates/bpf/src/net.rs) loads one object per session cgroup it attaches to.
  *
@@ -32,9 +37,74 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TASK_COMM_LEN 16
 
 /* UAPI values not in bpf_defs.h (shared with the process programs; kept here to stay apart). */
+#define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
 #define BPF_F_NO_PREALLOC 1
+#define AF_INET 2
+#define AF_INET6 10
+/* The socket cookie of a sock_addr, skb or sock context (one id, a proto per program type). */
 static __u64 (*bpf_get_socket_cookie)(void *ctx) = (void *)46;
+static struct bpf_sock *(*bpf_sk_fullsock)(struct bpf_sock *sk) = (void *)95;
+
+/* struct bpf_sock (UAPI): the context of cgroup/sock_release and skb->sk. */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+	__u32 src_ip4;
+	__u32 src_ip6[4];
+	__u32 src_port;   /* host order */
+	__u16 dst_port;   /* network order */
+	__u16 pad;
+	__u32 dst_ip4;
+	__u32 dst_ip6[4];
+	__u32 state;
+	__s32 rx_queue_mapping;
+};
+
+/* struct __sk_buff (UAPI), up to the sk pointer: the context of cgroup_skb programs. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+	__u32 napi_id;
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	union {
+		void *flow_keys;
+		__u64 flow_keys_slot;
+	} __attribute__((aligned(8)));
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	union {
+		struct bpf_sock *sk;
+		__u64 sk_slot;
+	} __attribute__((aligned(8)));
+};
 
 /* struct bpf_sock_addr (include/uapi/linux/bpf.h), the context of cgroup/connect* and
  * cgroup/sendmsg*. Addresses and port in network byte order. */
@@ -400,4 +470,141 @@ SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return handle6(ctx, HOOK_SENDMSG6);
+}
+
+/* ---------------------------------------------------------------- flows (net.flow) */
+
+/* Counters of one socket, by socket cookie; 112 bytes, also the closed-flow record. */
+struct flow {
+	__u64 first_ns;     /* 0 */
+	__u64 last_ns;      /* 8 */
+	__u64 cookie;       /* 16 */
+	__u64 bytes_out;    /* 24 IP packet lengths, headers included */
+	__u64 bytes_in;     /* 32 */
+	__u64 packets_out;  /* 40 */
+	__u64 packets_in;   /* 48 */
+	__u8 src[16];       /* 56 local address, network order (4 bytes for family 4) */
+	__u8 dst[16];       /* 72 remote address */
+	__u16 src_port;     /* 88 host order */
+	__u16 dst_port;     /* 90 host order */
+	__u8 family;        /* 92 4 or 6 */
+	__u8 protocol;      /* 93 IPPROTO_* */
+	__u16 sock_type;    /* 94 */
+	__u32 pid;          /* 96 tgid that closed the socket (0 in the live map) */
+	__u32 uid;          /* 100 */
+	__u64 cgroup_id;    /* 104 cgroup of the closing task */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct flow);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} flow_events SEC(".maps");
+
+#define LOSS_FLOW_RINGBUF 1
+
+static __always_inline void copy_tuple(struct flow *f, struct bpf_sock *sk)
+{
+	if (sk->family == AF_INET) {
+		f->family = 4;
+		__u32 a = sk->src_ip4;
+		__builtin_memcpy(f->src, &a, 4);
+		a = sk->dst_ip4;
+		__builtin_memcpy(f->dst, &a, 4);
+	} else {
+		f->family = 6;
+		__u32 a[4];
+		a[0] = sk->src_ip6[0];
+		a[1] = sk->src_ip6[1];
+		a[2] = sk->src_ip6[2];
+		a[3] = sk->src_ip6[3];
+		__builtin_memcpy(f->src, a, 16);
+		a[0] = sk->dst_ip6[0];
+		a[1] = sk->dst_ip6[1];
+		a[2] = sk->dst_ip6[2];
+		a[3] = sk->dst_ip6[3];
+		__builtin_memcpy(f->dst, a, 16);
+	}
+	f->src_port = sk->src_port;
+	f->dst_port = __builtin_bswap16(sk->dst_port);
+	f->protocol = sk->protocol;
+	f->sock_type = sk->type;
+}
+
+static __always_inline int count(struct __sk_buff *skb, int egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	if (sk->family != AF_INET && sk->family != AF_INET6)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 len = skb->len;
+	struct flow *f = bpf_map_lookup_elem(&flows, &cookie);
+	if (!f) {
+		struct flow init = {};
+		init.first_ns = now;
+		init.cookie = cookie;
+		copy_tuple(&init, sk);
+		bpf_map_update_elem(&flows, &cookie, &init, BPF_NOEXIST);
+		f = bpf_map_lookup_elem(&flows, &cookie);
+		if (!f)
+			return 1;
+	}
+	f->last_ns = now;
+	/* The tuple may have been incomplete when the entry was made (before bind/connect). */
+	if (f->src_port == 0 || f->dst_port == 0)
+		copy_tuple(f, sk);
+	if (egress) {
+		__sync_fetch_and_add(&f->bytes_out, len);
+		__sync_fetch_and_add(&f->packets_out, 1);
+	} else {
+		__sync_fetch_and_add(&f->bytes_in, len);
+		__sync_fetch_and_add(&f->packets_in, 1);
+	}
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int flow_egress(struct __sk_buff *skb)
+{
+	return count(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int flow_ingress(struct __sk_buff *skb)
+{
+	return count(skb, 0);
+}
+
+SEC("cgroup/sock_release")
+int flow_release(struct bpf_sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct flow *f = bpf_map_lookup_elem(&flows, &cookie);
+	if (!f)
+		return 1;
+	struct flow *r = bpf_ringbuf_reserve(&flow_events, sizeof(*r), 0);
+	if (!r) {
+		count_loss(LOSS_FLOW_RINGBUF);
+		return 1;
+	}
+	__builtin_memcpy(r, f, sizeof(*r));
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	r->pid = pid_tgid >> 32;
+	r->uid = (__u32)bpf_get_current_uid_gid();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_ringbuf_submit(r, 0);
+	bpf_map_delete_elem(&flows, &cookie);
+	return 1;
 }
