@@ -270,7 +270,8 @@ pub enum Decision {
 pub enum Rule {
     /// An allow or deny entry, by the id given to [`NetProbe::allow`] / [`NetProbe::deny`].
     Entry(u32),
-    /// A loopback destination (always allowed).
+    /// A loopback destination, or the unspecified address (which means this host): always
+    /// allowed.
     Loopback,
     /// The session's DNS forwarder ([`NetProbe::set_dns_forwarder`]).
     DnsForwarder,
@@ -925,6 +926,33 @@ mod tests {
         let k = allow_key4(Ipv4Addr::new(10, 0, 0, 0), 8, None);
         assert_eq!(k.prefix_len(), 24);
         assert_eq!(k.data()[..3], [0, 0, 10]);
+    }
+
+    #[test]
+    fn decodes_a_flow() {
+        let mut b = [0u8; FLOW_LEN];
+        b[16..24].copy_from_slice(&42u64.to_ne_bytes());
+        b[24..32].copy_from_slice(&1500u64.to_ne_bytes());
+        b[48..56].copy_from_slice(&3u64.to_ne_bytes());
+        b[56..60].copy_from_slice(&[10, 254, 0, 1]);
+        b[72..76].copy_from_slice(&[10, 254, 0, 2]);
+        b[88..90].copy_from_slice(&40000u16.to_ne_bytes());
+        b[90..92].copy_from_slice(&443u16.to_ne_bytes());
+        b[92] = 4;
+        b[93] = libc::IPPROTO_TCP as u8;
+        b[94..96].copy_from_slice(&(libc::SOCK_STREAM as u16).to_ne_bytes());
+        b[96..100].copy_from_slice(&100u32.to_ne_bytes());
+        b[104..112].copy_from_slice(&77u64.to_ne_bytes());
+        let f = decode_flow(&b, true).unwrap();
+        assert_eq!(f.socket_cookie, 42);
+        assert_eq!(f.src, "10.254.0.1:40000".parse().unwrap());
+        assert_eq!(f.dst, "10.254.0.2:443".parse().unwrap());
+        assert_eq!((f.bytes_out, f.packets_in), (1500, 3));
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(f.closed_by, Some((100, 0, 77)));
+        assert_eq!(decode_flow(&b, false).unwrap().closed_by, None);
+        b[92] = 5;
+        assert!(decode_flow(&b, true).is_err());
     }
 
     #[test]

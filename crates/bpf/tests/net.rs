@@ -447,6 +447,12 @@ fn allow_deny_and_loopback_for_tcp_and_udp() {
     assert_eq!(o.errno, None, "loopback: {o:?}");
     let r = record_for(&mut probe, o.pid, dst);
     assert_eq!((r.decision, r.rule), (Decision::Allow, Rule::Loopback));
+    // 0.0.0.0 goes to this host too.
+    let dst: SocketAddr = format!("0.0.0.0:{lport}").parse().unwrap();
+    let o = run_child(&cg, &format!("tcp {dst}"));
+    assert_eq!(o.errno, None, "0.0.0.0: {o:?}");
+    let r = record_for(&mut probe, o.pid, dst);
+    assert_eq!((r.decision, r.rule), (Decision::Allow, Rule::Loopback));
 
     assert_eq!(probe.losses().unwrap().ring_buffer_full, 0);
 

@@ -14,7 +14,8 @@
  * (crates/bpf/src/net.rs) loads one object per session cgroup it attaches to.
  *
  * Order of the decision (first match wins):
- *   1. loopback destination (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104): allow, RULE_LOOPBACK
+ *   1. loopback destination (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, and the unspecified
+ *      0.0.0.0, ::, ::ffff:0.0.0.0, which the kernel sends to this host): allow, RULE_LOOPBACK
  *   2. mode none: deny, RULE_MODE_NONE
  *   3. the session's DNS forwarder (config dns4/dns6 and dns_port): allow, RULE_DNS
  *   4. deny4/deny6 longest-prefix match: deny, that entry's rule
@@ -345,10 +346,10 @@ static __always_inline void decide6(struct config *cfg, const __u32 ip[4], __u32
 	}
 }
 
-/* 127.0.0.0/8, in network order. */
+/* 127.0.0.0/8, in network order, or 0.0.0.0, which the kernel routes to this host. */
 static __always_inline int is_loopback4(__u32 ip)
 {
-	return (ip & 0xff) == 127;
+	return (ip & 0xff) == 127 || ip == 0;
 }
 
 static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 hook, __u8 family,
@@ -421,8 +422,9 @@ static __always_inline int handle6(struct bpf_sock_addr *ctx, __u8 hook)
 	__u32 port = ctx->user_port & 0xffff;
 	/* ::ffff:0:0/96 in network order */
 	int mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == __builtin_bswap32(0x0000ffff);
-	/* ::1 */
-	int loop6 = ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] == __builtin_bswap32(1);
+	/* ::1, or ::, which the kernel turns into ::1 */
+	int loop6 = ip[0] == 0 && ip[1] == 0 && ip[2] == 0 &&
+		    (ip[3] == __builtin_bswap32(1) || ip[3] == 0);
 	struct verdict v = {.decision = DECISION_DENY, .rule = RULE_DEFAULT_ALLOWLIST};
 	struct config *cfg = config();
 	if (!cfg) {
