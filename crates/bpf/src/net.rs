@@ -2,16 +2,19 @@
 //! (`src/bpf/net.bpf.c`) attached to a session's cgroup v2 directory decide every `connect()`
 //! and every unconnected `sendmsg()`/`sendto()` of its tasks against an allow list, a deny list
 //! and a mode, make a denied call fail at once with `EPERM`, and report every attempt, allowed
-//! or denied, as a [`NetRecord`].
+//! or denied, as a [`NetRecord`]. `cgroup_skb` egress/ingress and `cgroup/sock_release`
+//! programs count the bytes and packets of each socket and report them as a [`FlowRecord`]
+//! when it is closed (`net.flow`).
 //!
 //! One [`NetProbe`] is one policy: its maps belong to its own loaded object, so two sessions
 //! each load their own probe and attach it to their own cgroup.
 //!
-//! Minimum kernel: 5.8 (BPF ring buffer; `bpf_link` cgroup attachment from 5.7, LPM tries and
-//! sock_addr programs older). The `bpf_get_current_*` helpers in sock_addr programs are
-//! available on current kernels; the programs were verified and tested on 6.18 only. They read
-//! nothing but their own context, so they load under lockdown `confidentiality`.
-//! See `docs/bpf.md` ("Egress programs") for exactly what is and is not enforced.
+//! Minimum kernel: 5.9 (`cgroup/sock_release`; the BPF ring buffer is 5.8, `bpf_link` cgroup
+//! attachment 5.7, LPM tries and sock_addr programs older). The `bpf_get_current_*` helpers in
+//! sock_addr and sock programs are available on current kernels; the programs were verified and
+//! tested on 6.18 only. They read nothing but their own context, so they load under lockdown
+//! `confidentiality`. See `docs/network.md` ("Kernel egress programs") for exactly what is and
+//! is not enforced.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -19,7 +22,7 @@
 //!
 //! let mut probe = NetProbe::load(NetOptions::default())?;
 //! probe.set_mode(NetMode::Allowlist)?;
-//! probe.deny("169.254.169.254/32".parse()?, 1)?;
+//! probe.deny(Prefix::host("169.254.169.254".parse()?), 1)?;
 //! probe.allow("10.254.0.0/16".parse()?, Some(443), 2)?;
 //! probe.attach("/sys/fs/cgroup/unified/my-session")?;
 //! while let Some(record) = probe.next_record(Duration::from_millis(500))? {
@@ -464,6 +467,19 @@ fn tail(log: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The result of removing a map entry: true when there was one.
+fn removed(r: Result<(), MapError>, name: &'static str) -> Result<bool, NetError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        // aya reports a missing key of a map delete as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
 fn check_rule(rule: u32) -> Result<(), NetError> {
     if rule >= RULE_BUILTIN {
         Err(NetError::ReservedRule(rule))
@@ -670,11 +686,7 @@ impl NetProbe {
             IpAddr::V4(a) => self.allow4.remove(&allow_key4(a, prefix.len, port)),
             IpAddr::V6(a) => self.allow6.remove(&allow_key6(a, prefix.len, port)),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err("allow")(e)),
-        }
+        removed(r, "allow")
     }
 
     /// Denies a prefix on every port, reported as [`Rule::Entry`]`(rule)`; deny entries win
@@ -703,11 +715,7 @@ impl NetProbe {
                 .deny6
                 .remove(&Key::new(u32::from(prefix.len), a.octets())),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err("deny")(e)),
-        }
+        removed(r, "deny")
     }
 
     /// The next record, waiting up to `timeout` for one; `None` on timeout.

@@ -512,6 +512,32 @@ fn modes_and_dns_forwarder() {
     let o = run_child(&cg, &format!("tcp {dst}"));
     assert_eperm_fast(&o, "deny entry in open mode");
     assert_eq!(record_for(&mut probe, o.pid, dst).rule, Rule::Entry(1));
+    // Entries removed take effect at once.
+    assert!(probe
+        .remove_deny(format!("10.254.{n}.3").parse().unwrap())
+        .unwrap());
+    assert!(!probe
+        .remove_deny(format!("10.254.{n}.3").parse().unwrap())
+        .unwrap());
+    let o = run_child(&cg, &format!("tcp {dst}"));
+    assert_eq!(o.errno, None, "after remove_deny: {o:?}");
+    assert_eq!(record_for(&mut probe, o.pid, dst).rule, Rule::DefaultOpen);
+    probe.set_mode(NetMode::Allowlist).unwrap();
+    probe
+        .allow(format!("10.254.{n}.3").parse().unwrap(), Some(tport), 5)
+        .unwrap();
+    let o = run_child(&cg, &format!("tcp {dst}"));
+    assert_eq!(o.errno, None, "allowed: {o:?}");
+    assert_eq!(record_for(&mut probe, o.pid, dst).rule, Rule::Entry(5));
+    assert!(probe
+        .remove_allow(format!("10.254.{n}.3").parse().unwrap(), Some(tport))
+        .unwrap());
+    let o = run_child(&cg, &format!("tcp {dst}"));
+    assert_eperm_fast(&o, "after remove_allow");
+    assert_eq!(
+        record_for(&mut probe, o.pid, dst).rule,
+        Rule::DefaultAllowlist
+    );
 
     // None: even the forwarder is denied; loopback still passes.
     probe.set_mode(NetMode::None).unwrap();
