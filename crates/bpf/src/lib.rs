@@ -19,6 +19,7 @@
 //! # Ok::<(), sandtrail_bpf::BpfError>(())
 //! ```
 
+pub mod net;
 mod record;
 mod sys;
 
