@@ -379,6 +379,8 @@ impl Collector {
                     s => self.exit_event(&p, task.ktime_ns, Some(s)),
                 }
             }
+            // File events come in the next commit.
+            RawRecord::File { .. } => Vec::new(),
             RawRecord::Reaped {
                 child_pid, status, ..
             } => match self.parked.remove(&child_pid) {
