@@ -11,7 +11,9 @@
 //! Nothing here touches the kernel: it is fed records, so all of it is unit-tested without root.
 
 mod errno;
+mod file;
 mod process;
 
 pub use errno::errno_name;
+pub use file::FilePolicy;
 pub use process::{Collector, Scope};

@@ -9,6 +9,7 @@ use sandtrail_event::{
 };
 
 use crate::errno::errno_name;
+use crate::file::{FilePolicy, ReadSummaries};
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,13 +22,13 @@ pub struct Scope {
 
 /// One process image the table knows.
 #[derive(Clone, Debug)]
-struct Proc {
-    pid: u32,
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
     ppid: u32,
     /// cgroup id of the session it belongs to.
-    session: u64,
+    pub(crate) session: u64,
     exe: String,
-    exec_id: String,
+    pub(crate) exec_id: String,
     uid: u32,
     euid: u32,
     gid: u32,
@@ -35,10 +36,17 @@ struct Proc {
     comm: String,
     /// ktime of its exec (or fork, until it execs).
     start_ktime: u64,
+    /// Working directory: from `chdir`/`fchdir` records, else from `/proc` at first sighting or
+    /// the exec record, else inherited at fork; `None` while unknown.
+    pub(crate) cwd: Option<PathBuf>,
+    /// Absolute paths of the fds its successful opens returned (inherited at fork; never
+    /// forgotten, since `close` is not traced: an fd reused by `dup2`/`socket`/`pipe` keeps
+    /// its old path until an open returns it again).
+    pub(crate) fds: HashMap<i32, PathBuf>,
 }
 
 impl Proc {
-    fn process_ref(&self) -> ProcessRef {
+    pub(crate) fn process_ref(&self) -> ProcessRef {
         ProcessRef {
             pid: self.pid,
             ppid: self.ppid,
@@ -66,6 +74,12 @@ pub struct Collector {
     scopes: HashMap<u64, Scope>,
     procs: HashMap<u32, Proc>,
     parked: HashMap<u32, Parked>,
+    /// Which reads are logged one by one (see [`FilePolicy`]).
+    pub(crate) file_policy: FilePolicy,
+    /// Summarized reads waiting for their process's exit or the session's end.
+    pub(crate) reads: ReadSummaries,
+    /// The working directory of a pid at its first sighting (`/proc/<pid>/cwd`; tests swap it).
+    pub(crate) cwd_of: fn(u32) -> Option<PathBuf>,
 }
 
 /// The exec id of the image `pid` started at `ktime`: unique on this host across pid reuse.
@@ -75,7 +89,7 @@ fn exec_id(pid: u32, ktime: u64) -> String {
 
 /// `path` made absolute against `cwd` and normalized (`.` and `..` removed) without touching
 /// the file system.
-fn absolute(path: &Path, cwd: Option<&Path>) -> String {
+pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
     let joined = match (path.is_absolute(), cwd) {
         (true, _) | (false, None) => path.to_path_buf(),
         (false, Some(c)) => c.join(path),
@@ -112,7 +126,21 @@ impl Collector {
             scopes: HashMap::new(),
             procs: HashMap::new(),
             parked: HashMap::new(),
+            file_policy: FilePolicy::default(),
+            reads: ReadSummaries::default(),
+            cwd_of: procfs_cwd,
         }
+    }
+
+    /// Sets which read-only opens are logged one by one (the rest are summarized).
+    pub fn set_file_policy(&mut self, policy: FilePolicy) {
+        self.file_policy = policy;
+    }
+
+    /// Replaces how the working directory of a process first seen is found (default: the
+    /// `/proc/<pid>/cwd` link); for tests.
+    pub fn set_cwd_lookup(&mut self, lookup: fn(u32) -> Option<PathBuf>) {
+        self.cwd_of = lookup;
     }
 
     /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
@@ -139,6 +167,8 @@ impl Collector {
                 egid: 0,
                 comm: comm.to_string(),
                 start_ktime: ktime,
+                cwd: None,
+                fds: HashMap::new(),
             },
         );
     }
@@ -146,7 +176,7 @@ impl Collector {
     /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
     /// returned with an unknown status.
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
-        let mut out = Vec::new();
+        let mut out = self.flush_reads(|k| k.session == cgroup_id);
         let parked: Vec<u32> = self
             .parked
             .iter()
@@ -162,12 +192,12 @@ impl Collector {
         out
     }
 
-    fn ts(&self, ktime: u64) -> u64 {
+    pub(crate) fn ts(&self, ktime: u64) -> u64 {
         (ktime as i128 + self.offset_ns).max(0) as u64
     }
 
     /// The session a task belongs to: its process's, else its cgroup's.
-    fn session_of(&self, task: &Task) -> Option<u64> {
+    pub(crate) fn session_of(&self, task: &Task) -> Option<u64> {
         self.procs
             .get(&task.pid)
             .map(|p| p.session)
@@ -182,7 +212,7 @@ impl Collector {
             })
     }
 
-    fn event(&self, kind: Kind, session: u64, ktime: u64) -> Option<Event> {
+    pub(crate) fn event(&self, kind: Kind, session: u64, ktime: u64) -> Option<Event> {
         let scope = self.scopes.get(&session)?;
         Some(Event::new(
             kind,
@@ -194,7 +224,8 @@ impl Collector {
     }
 
     /// The process of a task, from the table or (first sighting) from the task itself.
-    fn proc_for(&mut self, task: &Task, session: u64) -> &mut Proc {
+    pub(crate) fn proc_for(&mut self, task: &Task, session: u64) -> &mut Proc {
+        let cwd_of = self.cwd_of;
         self.procs.entry(task.pid).or_insert_with(|| Proc {
             pid: task.pid,
             ppid: task.ppid,
@@ -207,7 +238,14 @@ impl Collector {
             egid: task.gid,
             comm: task.comm.clone(),
             start_ktime: task.ktime_ns,
+            cwd: cwd_of(task.pid),
+            fds: HashMap::new(),
         })
+    }
+
+    /// The table's entry of a pid known to be there (after `proc_for`).
+    pub(crate) fn procs_get(&self, pid: u32) -> &Proc {
+        &self.procs[&pid]
     }
 
     /// Parent and ancestors (nearest first) of a process with parent `ppid`, as far as the
@@ -295,6 +333,9 @@ impl Collector {
                 p.egid = egid.unwrap_or(p.egid);
                 p.comm = task.comm.clone();
                 p.start_ktime = task.ktime_ns;
+                if p.cwd.is_none() {
+                    p.cwd = cwd.clone();
+                }
                 let process = p.process_ref();
                 let (parent, ancestors) = self.lineage(ppid);
                 let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
@@ -364,7 +405,9 @@ impl Collector {
                 };
                 let p = self.proc_for(&task, session).clone();
                 self.procs.remove(&task.pid);
-                match status {
+                // Its summarized reads first: they happened before it ended.
+                let mut out = self.flush_reads(|k| k.pid == task.pid);
+                out.extend(match status {
                     ExitStatus::Unknown => {
                         // The parent's wait may still tell; until then it is parked.
                         self.parked.insert(
@@ -377,10 +420,10 @@ impl Collector {
                         Vec::new()
                     }
                     s => self.exit_event(&p, task.ktime_ns, Some(s)),
-                }
+                });
+                out
             }
-            // File events come in the next commit.
-            RawRecord::File { .. } => Vec::new(),
+            RawRecord::File { task, call, result } => self.file(task, call, result),
             RawRecord::Reaped {
                 child_pid, status, ..
             } => match self.parked.remove(&child_pid) {
@@ -440,7 +483,7 @@ impl Collector {
 }
 
 /// The working directory of `pid`, best effort.
-fn procfs_cwd(pid: u32) -> Option<PathBuf> {
+pub(crate) fn procfs_cwd(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
 }
 
