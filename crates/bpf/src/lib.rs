@@ -550,9 +550,23 @@ impl Probe {
                 }
                 None
             }
-            KernelRecord::FileRet { task, op, ret } => {
-                let (ftask, call) = self.pending_files.remove(&task.tid)?;
+            KernelRecord::FileRet {
+                task,
+                op,
+                ret,
+                reread,
+            } => {
+                let (ftask, mut call) = self.pending_files.remove(&task.tid)?;
                 if Some(call.op) == op {
+                    if let Some(rr) = reread {
+                        if let Some(p) = rr.path {
+                            call.path = p;
+                        }
+                        if rr.path2.is_some() {
+                            call.path2 = rr.path2;
+                        }
+                        call.path_fault = rr.fault;
+                    }
                     Some(RawRecord::File {
                         task: ftask,
                         call,

@@ -17,6 +17,9 @@ const REC_CRED: u32 = 6;
 const REC_REAP: u32 = 7;
 const REC_FILE_ARGS: u32 = 8;
 const REC_FILE_RET: u32 = 9;
+const REC_FILE_RET_PATHS: u32 = 10;
+/// Bytes of `rec_file_ret_paths` before its first path.
+const FILE_RET_PATHS_FIXED: usize = HDR_LEN + 24;
 
 // rec_file_args.rflags
 const FILE_PATH_FAULT: u32 = 1;
@@ -409,7 +412,18 @@ pub(crate) enum KernelRecord {
         task: Task,
         op: Option<FileOp>,
         ret: i64,
+        /// Paths whose entry read faulted, read again at exit.
+        reread: Option<Reread>,
     },
+}
+
+/// Paths read again at a call's exit because they could not be read at its entry.
+#[derive(Debug, Default)]
+pub(crate) struct Reread {
+    pub path: Option<PathBuf>,
+    pub path2: Option<PathBuf>,
+    /// A path still could not be read.
+    pub fault: bool,
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -597,6 +611,33 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                 task,
                 op: FileOp::from_raw(u32_at(b, HDR_LEN)),
                 ret: u64_at(b, HDR_LEN + 8) as i64,
+                reread: None,
+            })
+        }
+        REC_FILE_RET_PATHS => {
+            need(b, FILE_RET_PATHS_FIXED, "file-ret-paths")?;
+            let rflags = u32_at(b, HDR_LEN + 4);
+            let path_len = (u32_at(b, HDR_LEN + 16) as usize).min(FILE_PATH_MAX);
+            let path2_len = (u32_at(b, HDR_LEN + 20) as usize).min(FILE_PATH_MAX);
+            let end = if path2_len > 0 {
+                FILE_RET_PATHS_FIXED + FILE_PATH_MAX + path2_len
+            } else {
+                FILE_RET_PATHS_FIXED + path_len
+            };
+            need(b, end, "file-ret-paths")?;
+            let path_of = |off: usize, len: usize| {
+                (len > 0)
+                    .then(|| PathBuf::from(OsString::from_vec(cstr(&b[off..off + len]).to_vec())))
+            };
+            Ok(KernelRecord::FileRet {
+                task,
+                op: FileOp::from_raw(u32_at(b, HDR_LEN)),
+                ret: u64_at(b, HDR_LEN + 8) as i64,
+                reread: Some(Reread {
+                    path: path_of(FILE_RET_PATHS_FIXED, path_len),
+                    path2: path_of(FILE_RET_PATHS_FIXED + FILE_PATH_MAX, path2_len),
+                    fault: rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT) != 0,
+                }),
             })
         }
         other => Err(BpfError::Decode(format!("unknown record kind {other}"))),
@@ -839,6 +880,28 @@ mod tests {
             panic!("wrong kind")
         };
         assert_eq!((op, ret), (Some(FileOp::Unlink), -2));
+
+        // The exit of a call whose path faulted at entry: the path read again.
+        let mut b = hdr(REC_FILE_RET_PATHS);
+        for v in [1u32, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&3i64.to_le_bytes());
+        for v in [9u32, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(b.len(), FILE_RET_PATHS_FIXED);
+        b.extend_from_slice(b"/dev/tty\0");
+        let KernelRecord::FileRet {
+            op, ret, reread, ..
+        } = decode(&b).unwrap()
+        else {
+            panic!("wrong kind")
+        };
+        let reread = reread.unwrap();
+        assert_eq!((op, ret), (Some(FileOp::Open), 3));
+        assert_eq!(reread.path, Some(PathBuf::from("/dev/tty")));
+        assert_eq!((reread.path2, reread.fault), (None, false));
     }
 
     #[test]

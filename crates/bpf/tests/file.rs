@@ -314,6 +314,11 @@ fn file_script_exact_records() {
         assert!(res.unwrap() >= 0, "{p}: {res:?}");
     }
 
+    // Every path was read (at entry, or again at exit when its page was not yet faulted in).
+    assert!(
+        files.iter().all(|(_, c, _)| !c.path_fault),
+        "a path unread: {files:#?}"
+    );
     // Every file call got its result, and nothing was lost.
     assert!(
         files.iter().all(|(_, _, r)| r.is_some()),

@@ -12,6 +12,9 @@ use crate::errno::errno_name;
 use crate::process::{absolute, Collector, Proc};
 
 const AT_FDCWD: i32 = -100;
+/// The path of an event whose path argument could not be read from the process's memory
+/// (neither at the call's entry nor at its exit).
+const UNREADABLE: &str = "/(unreadable)";
 const O_ACCMODE: u64 = 0o3;
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
@@ -184,15 +187,28 @@ impl Collector {
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid))
             }
+            _ if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
             _ => resolve(p, call.dirfd, &call.path),
         };
-        let new_path = call.path2.as_deref().map(|p2| resolve(p, call.dirfd2, p2));
+        let new_path = match call.path2.as_deref() {
+            Some(p2) => Some(resolve(p, call.dirfd2, p2)),
+            None if call.path_fault && matches!(call.op, FileOp::Rename | FileOp::Link) => {
+                Some(UNREADABLE.to_string())
+            }
+            None => None,
+        };
         match call.op {
-            FileOp::Open if ok => {
+            FileOp::Open if ok && path != UNREADABLE => {
                 p.fds
                     .insert(result.unwrap_or(-1) as i32, PathBuf::from(&path));
             }
-            FileOp::Chdir if ok => p.cwd = Some(PathBuf::from(&path)),
+            FileOp::Chdir if ok => {
+                p.cwd = if path == UNREADABLE {
+                    cwd_of(task.pid)
+                } else {
+                    Some(PathBuf::from(&path))
+                };
+            }
             FileOp::Fchdir if ok => {
                 p.cwd = p
                     .fds
@@ -205,6 +221,9 @@ impl Collector {
         let Some(kind) = kind_of(call.op) else {
             return Vec::new();
         };
+        if p.setup {
+            return Vec::new();
+        }
         let result_s = result.map(|r| {
             if r >= 0 {
                 "ok".to_string()
@@ -582,6 +601,13 @@ mod tests {
             [(Kind::FileUnmount, info("/work/mnt"))]
         );
         assert!(feed(&mut c, 11, 10, call(FileOp::Mkdir, AT_FDCWD, "d"), 0).is_empty());
+        // A path that could not be read is said so, not guessed.
+        let mut u = call(FileOp::Unlink, AT_FDCWD, "");
+        u.path_fault = true;
+        assert_eq!(
+            feed(&mut c, 11, 11, u, 0),
+            [(Kind::FileDelete, info("/(unreadable)"))]
+        );
         // The exit record was lost: the result is unknown, not "ok".
         let ev = c.record(RawRecord::File {
             task: task(11, 11),
@@ -651,6 +677,38 @@ mod tests {
         e.validate().unwrap();
         assert_eq!(e.process.as_ref().unwrap().pid, 12);
         assert_eq!(e.file.as_ref().unwrap().count, Some(1));
+    }
+
+    #[test]
+    fn the_sandbox_setup_by_sandtrails_init_is_not_logged() {
+        let mut c = collector();
+        c.add_root(CG, 10, "/usr/bin/sandtrail", "sandtrail-init", 0);
+        let mut m = call(FileOp::Mount, AT_FDCWD, "/r/proc");
+        m.fstype = Some("proc".into());
+        assert!(feed(&mut c, 10, 1, m, 0).is_empty(), "init's own mount");
+        c.record(RawRecord::Fork {
+            parent: task(10, 2),
+            child_pid: 11,
+        });
+        assert!(feed(&mut c, 11, 3, call(FileOp::Chdir, AT_FDCWD, "/w"), 0).is_empty());
+        assert!(feed(&mut c, 11, 4, open(AT_FDCWD, "/dev/null", O_WRONLY, 0), 1).is_empty());
+        // The command's exec: from here on it is the agent.
+        c.record(RawRecord::Exec {
+            task: task(11, 5),
+            old_tid: 11,
+            args: None,
+            euid: None,
+            egid: None,
+            cwd: None,
+        });
+        let ev = feed(
+            &mut c,
+            11,
+            6,
+            open(AT_FDCWD, "x", O_WRONLY | O_CREAT, 0o644),
+            3,
+        );
+        assert_eq!(ev[0].1.path, "/w/x", "the cwd tracked during setup");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub(crate) struct Proc {
     /// forgotten, since `close` is not traced: an fd reused by `dup2`/`socket`/`pipe` keeps
     /// its old path until an open returns it again).
     pub(crate) fds: HashMap<i32, PathBuf>,
+    /// sandtrail's own code: the tree's root (the sandbox's init) and its forks until they
+    /// exec. Their file calls (the sandbox's mounts, /dev nodes, pivot_root) are the sandbox
+    /// being built, not the agent: tracked for cwd and fds, not logged.
+    pub(crate) setup: bool,
 }
 
 impl Proc {
@@ -169,6 +173,7 @@ impl Collector {
                 start_ktime: ktime,
                 cwd: None,
                 fds: HashMap::new(),
+                setup: true,
             },
         );
     }
@@ -240,6 +245,7 @@ impl Collector {
             start_ktime: task.ktime_ns,
             cwd: cwd_of(task.pid),
             fds: HashMap::new(),
+            setup: false,
         })
     }
 
@@ -336,6 +342,7 @@ impl Collector {
                 if p.cwd.is_none() {
                     p.cwd = cwd.clone();
                 }
+                p.setup = false;
                 let process = p.process_ref();
                 let (parent, ancestors) = self.lineage(ppid);
                 let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {

@@ -20,6 +20,7 @@
 
 #define REC_FILE_ARGS 8
 #define REC_FILE_RET 9
+#define REC_FILE_RET_PATHS 10
 
 /* rec_file_args.op */
 #define FOP_OPEN 1
@@ -89,6 +90,38 @@ struct rec_file_ret {
 	__s64 ret; /* the syscall's return value: fd, 0, or -errno */
 };
 
+/* The exit of a call whose path could not be read at entry (a string in a page not yet
+ * faulted in: bpf_probe_read_user cannot fault pages in). By the exit the kernel has read the
+ * string itself (faulting the page in), so it is read again then. */
+struct rec_file_ret_paths {
+	struct rec_hdr h;
+	__u32 op;
+	__u32 rflags; /* FILE_PATH*_FAULT: still unreadable at exit */
+	__s64 ret;
+	__u32 path_len;  /* 0 when not re-read or still unreadable */
+	__u32 path2_len;
+	char path[FILE_PATH_MAX];
+	char path2[FILE_PATH_MAX];
+};
+
+#define FILE_RET_PATHS_FIXED (sizeof(struct rec_file_ret_paths) - 2 * FILE_PATH_MAX)
+
+/* A file call in progress (file_calls): its op and, when a path read faulted at entry, the
+ * user pointers to read again at exit. */
+struct file_call {
+	__u32 op;
+	__u32 faulted; /* FILE_PATH*_FAULT */
+	__u64 ptr;
+	__u64 ptr2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rec_file_ret_paths);
+} file_ret_scratch SEC(".maps");
+
 /* One file record under construction per CPU (too large for the stack). Tracepoint programs
  * do not nest on a CPU and run with preemption disabled (see `scratch`). */
 struct {
@@ -98,13 +131,22 @@ struct {
 	__type(value, struct rec_file_args);
 } file_scratch SEC(".maps");
 
-/* File calls in progress whose entry was recorded, by thread id: the op. */
+/* File calls in progress whose entry was recorded, by thread id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct file_call);
 } file_calls SEC(".maps");
+
+/* The user pointers of the path arguments of the call being built on this CPU (kept for a
+ * re-read at exit when the entry read faults). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct file_call);
+} file_ptrs SEC(".maps");
 
 static __always_inline struct rec_file_args *file_begin(__u32 op)
 {
@@ -132,11 +174,29 @@ static __always_inline struct rec_file_args *file_begin(__u32 op)
 	r->fstype[0] = 0;
 	r->path[0] = 0;
 	r->path2[0] = 0;
+	struct file_call *c = bpf_map_lookup_elem(&file_ptrs, &zero);
+	if (c) {
+		c->ptr = 0;
+		c->ptr2 = 0;
+	}
 	return r;
+}
+
+static __always_inline void file_keep_ptr(__u64 ptr, int second)
+{
+	__u32 zero = 0;
+	struct file_call *c = bpf_map_lookup_elem(&file_ptrs, &zero);
+	if (!c)
+		return;
+	if (second)
+		c->ptr2 = ptr;
+	else
+		c->ptr = ptr;
 }
 
 static __always_inline void file_path(struct rec_file_args *r, __u64 ptr)
 {
+	file_keep_ptr(ptr, 0);
 	long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)ptr);
 	if (n > 0) {
 		r->path_len = n;
@@ -148,6 +208,7 @@ static __always_inline void file_path(struct rec_file_args *r, __u64 ptr)
 
 static __always_inline void file_path2(struct rec_file_args *r, __u64 ptr)
 {
+	file_keep_ptr(ptr, 1);
 	long n = bpf_probe_read_user_str(r->path2, sizeof(r->path2), (const void *)ptr);
 	if (n > 0) {
 		r->path2_len = n;
@@ -175,24 +236,83 @@ static __always_inline int file_send(struct rec_file_args *r)
 	if (size > sizeof(*r))
 		size = sizeof(*r);
 	__u32 tid = r->h.pid;
-	__u32 op = r->op;
+	struct file_call call = {.op = r->op, .faulted = r->rflags};
+	if (r->rflags) {
+		__u32 zero = 0;
+		struct file_call *c = bpf_map_lookup_elem(&file_ptrs, &zero);
+		if (c) {
+			call.ptr = c->ptr;
+			call.ptr2 = c->ptr2;
+		}
+	}
 	if (bpf_ringbuf_output(&events, r, size, rb_wakeup())) {
 		count_loss(LOSS_RINGBUF);
 		return 0;
 	}
-	if (bpf_map_update_elem(&file_calls, &tid, &op, BPF_ANY))
+	if (bpf_map_update_elem(&file_calls, &tid, &call, BPF_ANY))
 		count_loss(LOSS_FILE_MAP_FULL);
+	return 0;
+}
+
+/* The exit of a call whose path(s) faulted at entry: the result and the paths read again. */
+static __always_inline int file_exit_paths(struct tp_sys_exit *ctx, struct file_call *call)
+{
+	__u32 zero = 0;
+	struct rec_file_ret_paths *r = bpf_map_lookup_elem(&file_ret_scratch, &zero);
+	if (!r) {
+		count_loss(LOSS_SCRATCH);
+		return 0;
+	}
+	fill_hdr(&r->h, REC_FILE_RET_PATHS);
+	r->op = call->op;
+	r->rflags = 0;
+	r->ret = ctx->ret;
+	r->path_len = 0;
+	r->path2_len = 0;
+	if (call->faulted & FILE_PATH_FAULT) {
+		long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)call->ptr);
+		if (n > 0)
+			r->path_len = n;
+		else
+			r->rflags |= FILE_PATH_FAULT;
+	}
+	if (call->faulted & FILE_PATH2_FAULT) {
+		long n = bpf_probe_read_user_str(r->path2, sizeof(r->path2), (const void *)call->ptr2);
+		if (n > 0)
+			r->path2_len = n;
+		else
+			r->rflags |= FILE_PATH2_FAULT;
+	}
+	__u64 size;
+	__u32 len2 = r->path2_len;
+	__u32 len1 = r->path_len;
+	if (len2) {
+		if (len2 > FILE_PATH_MAX)
+			len2 = FILE_PATH_MAX;
+		size = FILE_RET_PATHS_FIXED + FILE_PATH_MAX + len2;
+	} else {
+		if (len1 > FILE_PATH_MAX)
+			len1 = FILE_PATH_MAX;
+		size = FILE_RET_PATHS_FIXED + len1;
+	}
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&events, r, size, rb_wakeup()))
+		count_loss(LOSS_RINGBUF);
 	return 0;
 }
 
 static __always_inline int file_exit(struct tp_sys_exit *ctx)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 *opp = bpf_map_lookup_elem(&file_calls, &tid);
-	if (!opp)
+	struct file_call *c = bpf_map_lookup_elem(&file_calls, &tid);
+	if (!c)
 		return 0;
-	__u32 op = *opp;
+	struct file_call call = *c;
 	bpf_map_delete_elem(&file_calls, &tid);
+	if (call.faulted && call.op != FOP_FCHDIR && call.op != FOP_FTRUNCATE)
+		return file_exit_paths(ctx, &call);
+	__u32 op = call.op;
 	struct rec_file_ret *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count_loss(LOSS_RINGBUF);
