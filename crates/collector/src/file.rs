@@ -112,9 +112,22 @@ struct ReadSummary {
     count: u64,
 }
 
-/// Summarized reads, by key.
-#[derive(Default)]
-pub(crate) struct ReadSummaries(HashMap<ReadKey, ReadSummary>);
+/// Summarized reads, by key; at most `cap` of them wait (then all are emitted early, with the
+/// counts so far, so that a process reading millions of distinct files cannot grow the table
+/// without bound).
+pub(crate) struct ReadSummaries {
+    map: HashMap<ReadKey, ReadSummary>,
+    pub(crate) cap: usize,
+}
+
+impl Default for ReadSummaries {
+    fn default() -> Self {
+        ReadSummaries {
+            map: HashMap::new(),
+            cap: 65536,
+        }
+    }
+}
 
 fn kind_of(op: FileOp) -> Option<Kind> {
     Some(match op {
@@ -262,7 +275,7 @@ impl Collector {
                     };
                     let process = named_ref(p);
                     self.reads
-                        .0
+                        .map
                         .entry(key)
                         .or_insert(ReadSummary {
                             process,
@@ -271,6 +284,9 @@ impl Collector {
                             count: 0,
                         })
                         .count += 1;
+                    if self.reads.map.len() >= self.reads.cap {
+                        return self.flush_reads(|_| true);
+                    }
                     return Vec::new();
                 }
             }
@@ -314,11 +330,17 @@ impl Collector {
 
     /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first.
     pub(crate) fn flush_reads(&mut self, which: impl Fn(&ReadKey) -> bool) -> Vec<(u64, Event)> {
-        let keys: Vec<ReadKey> = self.reads.0.keys().filter(|k| which(k)).cloned().collect();
+        let keys: Vec<ReadKey> = self
+            .reads
+            .map
+            .keys()
+            .filter(|k| which(k))
+            .cloned()
+            .collect();
         let mut done: Vec<(ReadKey, ReadSummary)> = keys
             .into_iter()
             .map(|k| {
-                let v = self.reads.0.remove(&k).expect("listed above");
+                let v = self.reads.map.remove(&k).expect("listed above");
                 (k, v)
             })
             .collect();
@@ -709,6 +731,21 @@ mod tests {
             3,
         );
         assert_eq!(ev[0].1.path, "/w/x", "the cwd tracked during setup");
+    }
+
+    #[test]
+    fn a_full_summary_table_is_emitted_early() {
+        let mut c = collector();
+        c.reads.cap = 2;
+        assert!(feed(&mut c, 11, 1, open(AT_FDCWD, "a", 0, 0), 3).is_empty());
+        assert!(feed(&mut c, 11, 2, open(AT_FDCWD, "a", 0, 0), 3).is_empty());
+        let out = feed(&mut c, 11, 3, open(AT_FDCWD, "b", 0, 0), 3);
+        let got: Vec<(&str, Option<u64>)> = out
+            .iter()
+            .map(|(_, f)| (f.path.as_str(), f.count))
+            .collect();
+        assert_eq!(got, [("/work/a", Some(2)), ("/work/b", Some(1))]);
+        assert!(c.unwatch(CG).is_empty());
     }
 
     #[test]
