@@ -358,3 +358,110 @@ fn file_records_only_from_the_watched_cgroup() {
     let (_, _, res) = find(&files, FileOp::Open, &format!("{marker}-inside"));
     assert_eq!(*res, Some(-(libc::ENOENT as i64)));
 }
+
+/// chmod, chown, link, symlink, truncate, ftruncate, fchdir, rmdir, mount and umount, each with
+/// its exact arguments and result.
+const SCRIPT2: &str = r#"set -e
+cd "$DIR"
+python3 -c 'import os
+open("f", "w").close()
+os.chmod("f", 0o640)
+os.chown("f", 65534, -1)
+os.link("f", "hard")
+os.symlink("../target", "soft")
+os.truncate("f", 10)
+fd = os.open("f", os.O_WRONLY)
+os.ftruncate(fd, 3)
+os.mkdir("d")
+dfd = os.open("d", os.O_RDONLY)
+os.fchdir(dfd)
+os.chdir("..")
+os.rmdir("d")'
+mkdir mnt
+mount -t tmpfs -o size=1m sandtrail-test mnt
+umount mnt
+exit 0"#;
+
+#[test]
+fn file_script_other_operations() {
+    require_root!("file_script_other_operations");
+    let cg = TestCgroup::new();
+    let dir = std::env::temp_dir().join(format!("sandtrail-file-test2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut probe = load(ProbeOptions::default());
+    probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    let mut child = cg.spawn(
+        Command::new("/bin/bash")
+            .args(["-c", SCRIPT2])
+            .env("DIR", &dir),
+    );
+    let bash = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(30),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == bash),
+    );
+    let status = child.wait().expect("wait bash");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(0));
+    let files = files(&records);
+
+    let (_, c, res) = find(&files, FileOp::Chmod, "f");
+    assert_eq!((c.mode, *res), (0o640, Some(0)));
+    let (_, c, res) = find(&files, FileOp::Chown, "f");
+    assert_eq!((c.uid, c.gid, *res), (65534, u32::MAX, Some(0)));
+    let (_, c, res) = find(&files, FileOp::Link, "f");
+    assert_eq!(
+        (c.path2.as_deref(), *res),
+        (Some(Path::new("hard")), Some(0))
+    );
+    let (_, c, res) = find(&files, FileOp::Symlink, "../target");
+    assert_eq!(
+        (c.path2.as_deref(), *res),
+        (Some(Path::new("soft")), Some(0))
+    );
+    let (_, c, res) = find(&files, FileOp::Truncate, "f");
+    assert_eq!((c.length, *res), (10, Some(0)));
+    // The fd of `os.open("f", O_WRONLY)` (not the O_CREAT one of `open("f", "w")`).
+    let fd_open = files
+        .iter()
+        .find(|(_, c, _)| {
+            c.op == FileOp::Open
+                && c.path == Path::new("f")
+                && c.flags & (O_ACCMODE | O_CREAT) == O_WRONLY
+        })
+        .and_then(|(_, _, r)| *r)
+        .unwrap_or_else(|| panic!("no O_WRONLY open of f: {files:#?}"));
+    let ft = files
+        .iter()
+        .find(|(_, c, _)| c.op == FileOp::Ftruncate)
+        .unwrap_or_else(|| panic!("no ftruncate: {files:#?}"));
+    assert_eq!(
+        (ft.1.fd, ft.1.length, ft.2),
+        (Some(fd_open as i32), 3, Some(0))
+    );
+    let (_, _, res) = find(&files, FileOp::Mkdir, "d");
+    assert_eq!(*res, Some(0));
+    let dfd = files
+        .iter()
+        .find(|(_, c, _)| c.op == FileOp::Open && c.path == Path::new("d"))
+        .and_then(|(_, _, r)| *r)
+        .unwrap();
+    let fc = files
+        .iter()
+        .find(|(_, c, _)| c.op == FileOp::Fchdir)
+        .unwrap_or_else(|| panic!("no fchdir: {files:#?}"));
+    assert_eq!((fc.1.fd, fc.2), (Some(dfd as i32), Some(0)));
+    let (_, _, res) = find(&files, FileOp::Chdir, "..");
+    assert_eq!(*res, Some(0));
+    let (_, c, res) = find(&files, FileOp::Rmdir, "d");
+    assert_eq!(*res, Some(0), "{c:?}");
+    // util-linux's mount and umount pass the canonical absolute path.
+    let (_, c, res) = find(&files, FileOp::Mount, &format!("{}/mnt", dir.display()));
+    assert_eq!(c.path2.as_deref(), Some(Path::new("sandtrail-test")));
+    assert_eq!((c.fstype.as_deref(), *res), (Some("tmpfs"), Some(0)));
+    let (_, _, res) = find(&files, FileOp::Umount, &format!("{}/mnt", dir.display()));
+    assert_eq!(*res, Some(0));
+    assert!(files.iter().all(|(_, c, r)| r.is_some() && !c.path_fault));
+}
