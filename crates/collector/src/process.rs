@@ -313,6 +313,13 @@ impl Collector {
                 let Some(session) = self.session_of(&task) else {
                     return Vec::new();
                 };
+                // The cwd tracked from chdir/fchdir records (exact unless one was lost), else the
+                // /proc read when the record was decoded (racy).
+                let cwd = self
+                    .procs
+                    .get(&task.pid)
+                    .and_then(|p| p.cwd.clone())
+                    .or(cwd);
                 let cwd_s = cwd.as_deref().map(|c| c.to_string_lossy().into_owned());
                 let (path, argv, truncated) = match &args {
                     Some(a) => (
@@ -364,8 +371,8 @@ impl Collector {
                 let Some(session) = self.session_of(&task) else {
                     return Vec::new();
                 };
-                let cwd = procfs_cwd(task.pid);
                 let p = self.proc_for(&task, session).clone();
+                let cwd = p.cwd.clone().or_else(|| (self.cwd_of)(task.pid));
                 let (parent, ancestors) = self.lineage(p.ppid);
                 let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
                     return Vec::new();
@@ -513,7 +520,7 @@ fn clock_offset_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandtrail_bpf::{CredCall, ExecArgs};
+    use sandtrail_bpf::{CredCall, ExecArgs, FileCall, FileOp};
 
     const CG: u64 = 4242;
 
@@ -563,6 +570,7 @@ mod tests {
             },
         );
         c.add_root(CG, 10, "/usr/bin/sandtrail", "sandtrail-init", 100);
+        c.set_cwd_lookup(|_| None);
         c
     }
 
@@ -601,13 +609,36 @@ mod tests {
         );
         assert!(e.ancestors.is_empty());
 
-        // bash forks 12, which runs a relative path after cd.
+        // bash cds (the tracked cwd), forks 12, which runs a relative path.
+        assert!(c
+            .record(RawRecord::File {
+                task: task(11, 10, 250, "bash"),
+                call: FileCall {
+                    op: FileOp::Chdir,
+                    path: "/work/src".into(),
+                    path2: None,
+                    dirfd: -100,
+                    dirfd2: -100,
+                    fd: None,
+                    flags: 0,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    length: 0,
+                    fstype: None,
+                    path_fault: false,
+                },
+                result: Some(0),
+            })
+            .is_empty());
         c.record(RawRecord::Fork {
             parent: task(11, 10, 300, "bash"),
             child_pid: 12,
         });
-        let e = one(c.record(exec(12, 11, 400, "../bin/./tool", &["tool"], "/work/src")));
+        // The /proc cwd read at decode time is stale ("/"): the tracked one wins.
+        let e = one(c.record(exec(12, 11, 400, "../bin/./tool", &["tool"], "/")));
         assert_eq!(e.exec.as_ref().unwrap().path, "/work/bin/tool");
+        assert_eq!(e.exec.as_ref().unwrap().cwd.as_deref(), Some("/work/src"));
         assert_eq!(e.parent.as_ref().unwrap().exec_id, "11-200");
         assert_eq!(
             e.ancestors,
