@@ -24,6 +24,7 @@ const FILE_RET_PATHS_FIXED: usize = HDR_LEN + 24;
 // rec_file_args.rflags
 const FILE_PATH_FAULT: u32 = 1;
 const FILE_PATH2_FAULT: u32 = 2;
+const FILE_BY_FD: u32 = 4;
 /// Size of each path buffer in a file record (PATH_MAX).
 const FILE_PATH_MAX: usize = 4096;
 /// Bytes of `rec_file_args` before its first path.
@@ -217,9 +218,9 @@ pub enum FileOp {
     Chdir,
     /// `fchdir(fd)`.
     Fchdir,
-    /// `chmod`, `fchmodat`.
+    /// `chmod`, `fchmodat`, `fchmod` (by fd).
     Chmod,
-    /// `chown`, `fchownat`.
+    /// `chown`, `fchownat`, `lchown` (flags `AT_SYMLINK_NOFOLLOW`), `fchown` (by fd).
     Chown,
     /// `link`, `linkat`: existing `path`, new link `path2`.
     Link,
@@ -274,7 +275,8 @@ pub struct FileCall {
     pub dirfd: i32,
     /// Directory fd `path2` is relative to.
     pub dirfd2: i32,
-    /// The fd argument of `fchdir`/`ftruncate`.
+    /// The fd argument of the calls that name their file by an fd: `fchdir`, `ftruncate`,
+    /// `fchmod`, `fchown` (then `path` is empty).
     pub fd: Option<i32>,
     /// open `O_*` flags (openat2: `how.flags`); unlinkat/linkat/fchownat/renameat2 flags; mount
     /// `MS_*`; umount flags.
@@ -593,7 +595,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                     path2: (path2_len > 0).then(|| path_of(FILE_FIXED + FILE_PATH_MAX, path2_len)),
                     dirfd: f(8) as i32,
                     dirfd2: f(12) as i32,
-                    fd: matches!(op, FileOp::Fchdir | FileOp::Ftruncate).then_some(fd),
+                    fd: (rflags & FILE_BY_FD != 0).then_some(fd),
                     flags: u64_at(b, HDR_LEN + 16),
                     mode: f(24),
                     uid: f(28),
@@ -858,7 +860,18 @@ mod tests {
         assert_eq!(call.fstype.as_deref(), Some("tmpfs"));
         assert_eq!(call.path2, Some(PathBuf::from("none")));
 
-        let b = file_args(7, FILE_PATH_FAULT, -100, -100, 0, 0, 4, b"", b"", None);
+        let b = file_args(
+            7,
+            FILE_PATH_FAULT | FILE_BY_FD,
+            -100,
+            -100,
+            0,
+            0,
+            4,
+            b"",
+            b"",
+            None,
+        );
         let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
             panic!("wrong kind")
         };

@@ -372,6 +372,9 @@ os.symlink("../target", "soft")
 os.truncate("f", 10)
 fd = os.open("f", os.O_WRONLY)
 os.ftruncate(fd, 3)
+os.fchmod(fd, 0o600)
+os.fchown(fd, -1, 65534)
+os.lchown("soft", 65534, -1)
 os.mkdir("d")
 dfd = os.open("d", os.O_RDONLY)
 os.fchdir(dfd)
@@ -441,6 +444,21 @@ fn file_script_other_operations() {
         (ft.1.fd, ft.1.length, ft.2),
         (Some(fd_open as i32), 3, Some(0))
     );
+    let fcm = files
+        .iter()
+        .find(|(_, c, _)| c.op == FileOp::Chmod && c.fd.is_some())
+        .unwrap_or_else(|| panic!("no fchmod: {files:#?}"));
+    assert_eq!(
+        (fcm.1.fd, fcm.1.mode, fcm.2),
+        (Some(fd_open as i32), 0o600, Some(0))
+    );
+    let fco = files
+        .iter()
+        .find(|(_, c, _)| c.op == FileOp::Chown && c.fd.is_some())
+        .unwrap_or_else(|| panic!("no fchown: {files:#?}"));
+    assert_eq!((fco.1.uid, fco.1.gid, fco.2), (u32::MAX, 65534, Some(0)));
+    let (_, c, res) = find(&files, FileOp::Chown, "soft");
+    assert_eq!((c.uid, c.flags, *res), (65534, 0x100, Some(0)), "lchown");
     let (_, _, res) = find(&files, FileOp::Mkdir, "d");
     assert_eq!(*res, Some(0));
     let dfd = files

@@ -192,16 +192,14 @@ impl Collector {
             p.cwd = cwd_of(task.pid);
         }
         let ok = result.is_some_and(|r| r >= 0);
-        let path = match call.op {
-            FileOp::Fchdir | FileOp::Ftruncate => {
-                let fd = call.fd.unwrap_or(-1);
-                p.fds
-                    .get(&fd)
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid))
-            }
-            _ if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
-            _ => resolve(p, call.dirfd, &call.path),
+        let path = match call.fd {
+            Some(fd) => p
+                .fds
+                .get(&fd)
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid)),
+            None if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
+            None => resolve(p, call.dirfd, &call.path),
         };
         let new_path = match call.path2.as_deref() {
             Some(p2) => Some(resolve(p, call.dirfd2, p2)),
@@ -579,6 +577,20 @@ mod tests {
         let mut m = call(FileOp::Chmod, AT_FDCWD, "f");
         m.mode = 0o100755;
         assert_eq!(feed(&mut c, 11, 3, m, 0)[0].1.mode, Some(0o755));
+        // fchmod: the path of the fd an earlier open returned.
+        feed(&mut c, 11, 3, open(AT_FDCWD, "../e/x", O_WRONLY, 0), 9);
+        let mut fm = call(FileOp::Chmod, AT_FDCWD, "");
+        (fm.fd, fm.mode) = (Some(9), 0o600);
+        assert_eq!(
+            feed(&mut c, 11, 3, fm, 0),
+            [(
+                Kind::FileChmod,
+                FileInfo {
+                    mode: Some(0o600),
+                    ..info("/e/x")
+                }
+            )]
+        );
         let mut o = call(FileOp::Chown, AT_FDCWD, "f");
         (o.uid, o.gid) = (0, u32::MAX);
         let ev = feed(&mut c, 11, 4, o.clone(), -1);

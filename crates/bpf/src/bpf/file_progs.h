@@ -42,6 +42,7 @@
 /* rec_file_args.rflags */
 #define FILE_PATH_FAULT 1  /* the path could not be read from user memory */
 #define FILE_PATH2_FAULT 2 /* the second path could not be read */
+#define FILE_BY_FD 4       /* the call names its file by an fd (rec.fd), not a path */
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
@@ -236,8 +237,8 @@ static __always_inline int file_send(struct rec_file_args *r)
 	if (size > sizeof(*r))
 		size = sizeof(*r);
 	__u32 tid = r->h.pid;
-	struct file_call call = {.op = r->op, .faulted = r->rflags};
-	if (r->rflags) {
+	struct file_call call = {.op = r->op, .faulted = r->rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT)};
+	if (call.faulted) {
 		__u32 zero = 0;
 		struct file_call *c = bpf_map_lookup_elem(&file_ptrs, &zero);
 		if (c) {
@@ -310,7 +311,7 @@ static __always_inline int file_exit(struct tp_sys_exit *ctx)
 		return 0;
 	struct file_call call = *c;
 	bpf_map_delete_elem(&file_calls, &tid);
-	if (call.faulted && call.op != FOP_FCHDIR && call.op != FOP_FTRUNCATE)
+	if (call.faulted)
 		return file_exit_paths(ctx, &call);
 	__u32 op = call.op;
 	struct rec_file_ret *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
@@ -532,6 +533,7 @@ int enter_fchdir(struct tp_sys_enter *ctx)
 	if (!r)
 		return 0;
 	r->fd = (__s32)ctx->args[0];
+	r->rflags |= FILE_BY_FD;
 	return file_send(r);
 }
 FILE_EXIT(fchdir)
@@ -564,6 +566,50 @@ int enter_fchmodat(struct tp_sys_enter *ctx)
 	return file_send(r);
 }
 FILE_EXIT(fchmodat)
+
+/* fchmod(fd, mode) */
+SEC("tracepoint/syscalls/sys_enter_fchmod")
+int enter_fchmod(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_CHMOD);
+	if (!r)
+		return 0;
+	r->fd = (__s32)ctx->args[0];
+	r->rflags |= FILE_BY_FD;
+	r->mode = (__u32)ctx->args[1];
+	return file_send(r);
+}
+FILE_EXIT(fchmod)
+
+/* fchown(fd, user, group) */
+SEC("tracepoint/syscalls/sys_enter_fchown")
+int enter_fchown(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_CHOWN);
+	if (!r)
+		return 0;
+	r->fd = (__s32)ctx->args[0];
+	r->rflags |= FILE_BY_FD;
+	r->uid = (__u32)ctx->args[1];
+	r->gid = (__u32)ctx->args[2];
+	return file_send(r);
+}
+FILE_EXIT(fchown)
+
+/* lchown(filename, user, group): chown of the link itself */
+SEC("tracepoint/syscalls/sys_enter_lchown")
+int enter_lchown(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_CHOWN);
+	if (!r)
+		return 0;
+	file_path(r, ctx->args[0]);
+	r->uid = (__u32)ctx->args[1];
+	r->gid = (__u32)ctx->args[2];
+	r->flags = 0x100; /* AT_SYMLINK_NOFOLLOW, as fchownat spells lchown */
+	return file_send(r);
+}
+FILE_EXIT(lchown)
 
 /* chown(filename, user, group) */
 SEC("tracepoint/syscalls/sys_enter_chown")
@@ -676,6 +722,7 @@ int enter_ftruncate(struct tp_sys_enter *ctx)
 	if (!r)
 		return 0;
 	r->fd = (__s32)ctx->args[0];
+	r->rflags |= FILE_BY_FD;
 	r->length = (__s64)ctx->args[1];
 	return file_send(r);
 }
