@@ -23,7 +23,7 @@ pub mod net;
 mod record;
 mod sys;
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{HashMap as StdHashMap, VecDeque};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +35,9 @@ use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
 use record::{decode, proc_status, KernelRecord};
-pub use record::{CredCall, ExecArgs, ExecAt, ExitStatus, RawRecord, Task, WaitStatus};
+pub use record::{
+    CredCall, ExecArgs, ExecAt, ExitStatus, FileCall, FileOp, RawRecord, Task, WaitStatus,
+};
 
 /// The compiled process programs (rebuilt by `crates/bpf/build.sh`).
 static PROCESS_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/process.bpf.o");
@@ -79,6 +81,65 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("enter_waitid", "syscalls", "sys_enter_waitid"),
     ("exit_wait4", "syscalls", "sys_exit_wait4"),
     ("exit_waitid", "syscalls", "sys_exit_waitid"),
+    // File operations (src/bpf/file_progs.h); `umount` is the umount2 syscall's tracepoint.
+    ("enter_open", "syscalls", "sys_enter_open"),
+    ("exit_open", "syscalls", "sys_exit_open"),
+    ("enter_creat", "syscalls", "sys_enter_creat"),
+    ("exit_creat", "syscalls", "sys_exit_creat"),
+    ("enter_openat", "syscalls", "sys_enter_openat"),
+    ("exit_openat", "syscalls", "sys_exit_openat"),
+    ("enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("enter_unlink", "syscalls", "sys_enter_unlink"),
+    ("exit_unlink", "syscalls", "sys_exit_unlink"),
+    ("enter_unlinkat", "syscalls", "sys_enter_unlinkat"),
+    ("exit_unlinkat", "syscalls", "sys_exit_unlinkat"),
+    ("enter_rmdir", "syscalls", "sys_enter_rmdir"),
+    ("exit_rmdir", "syscalls", "sys_exit_rmdir"),
+    ("enter_rename", "syscalls", "sys_enter_rename"),
+    ("exit_rename", "syscalls", "sys_exit_rename"),
+    ("enter_renameat", "syscalls", "sys_enter_renameat"),
+    ("exit_renameat", "syscalls", "sys_exit_renameat"),
+    ("enter_renameat2", "syscalls", "sys_enter_renameat2"),
+    ("exit_renameat2", "syscalls", "sys_exit_renameat2"),
+    ("enter_mkdir", "syscalls", "sys_enter_mkdir"),
+    ("exit_mkdir", "syscalls", "sys_exit_mkdir"),
+    ("enter_mkdirat", "syscalls", "sys_enter_mkdirat"),
+    ("exit_mkdirat", "syscalls", "sys_exit_mkdirat"),
+    ("enter_chdir", "syscalls", "sys_enter_chdir"),
+    ("exit_chdir", "syscalls", "sys_exit_chdir"),
+    ("enter_fchdir", "syscalls", "sys_enter_fchdir"),
+    ("exit_fchdir", "syscalls", "sys_exit_fchdir"),
+    ("enter_chmod", "syscalls", "sys_enter_chmod"),
+    ("exit_chmod", "syscalls", "sys_exit_chmod"),
+    ("enter_fchmodat", "syscalls", "sys_enter_fchmodat"),
+    ("exit_fchmodat", "syscalls", "sys_exit_fchmodat"),
+    ("enter_fchmod", "syscalls", "sys_enter_fchmod"),
+    ("exit_fchmod", "syscalls", "sys_exit_fchmod"),
+    ("enter_fchown", "syscalls", "sys_enter_fchown"),
+    ("exit_fchown", "syscalls", "sys_exit_fchown"),
+    ("enter_lchown", "syscalls", "sys_enter_lchown"),
+    ("exit_lchown", "syscalls", "sys_exit_lchown"),
+    ("enter_chown", "syscalls", "sys_enter_chown"),
+    ("exit_chown", "syscalls", "sys_exit_chown"),
+    ("enter_fchownat", "syscalls", "sys_enter_fchownat"),
+    ("exit_fchownat", "syscalls", "sys_exit_fchownat"),
+    ("enter_link", "syscalls", "sys_enter_link"),
+    ("exit_link", "syscalls", "sys_exit_link"),
+    ("enter_linkat", "syscalls", "sys_enter_linkat"),
+    ("exit_linkat", "syscalls", "sys_exit_linkat"),
+    ("enter_symlink", "syscalls", "sys_enter_symlink"),
+    ("exit_symlink", "syscalls", "sys_exit_symlink"),
+    ("enter_symlinkat", "syscalls", "sys_enter_symlinkat"),
+    ("exit_symlinkat", "syscalls", "sys_exit_symlinkat"),
+    ("enter_truncate", "syscalls", "sys_enter_truncate"),
+    ("exit_truncate", "syscalls", "sys_exit_truncate"),
+    ("enter_ftruncate", "syscalls", "sys_enter_ftruncate"),
+    ("exit_ftruncate", "syscalls", "sys_exit_ftruncate"),
+    ("enter_mount", "syscalls", "sys_enter_mount"),
+    ("exit_mount", "syscalls", "sys_exit_mount"),
+    ("enter_umount", "syscalls", "sys_enter_umount"),
+    ("exit_umount", "syscalls", "sys_exit_umount"),
 ];
 
 /// Errors of loading and running the probe.
@@ -205,6 +266,9 @@ pub struct Losses {
     pub wait_table_full: u64,
     /// Reaped records not made because the status could not be read from the parent's memory.
     pub reap_unreadable: u64,
+    /// File calls whose result was not reported because the table of calls in progress was
+    /// full (their entry record is then yielded with an unknown result).
+    pub file_table_full: u64,
     /// Runs of the programs the kernel skipped because another BPF program was already
     /// running on that CPU (`recursion_misses`, kernel >= 5.12; summed over the programs). Such
     /// a skip can lose any kind of record, so it counts as a loss.
@@ -218,6 +282,7 @@ impl Losses {
             + self.process_table_full
             + self.scratch_missing
             + self.clone_table_full
+            + self.file_table_full
     }
 }
 
@@ -233,6 +298,10 @@ pub struct Probe {
     epoll: sys::Epoll,
     /// Exec arguments waiting for their result, by the tid that called execve.
     pending: StdHashMap<u32, ExecArgs>,
+    /// File call arguments waiting for their result, by the tid that made the call.
+    pending_files: StdHashMap<u32, (Task, FileCall)>,
+    /// Records completed while joining another (a file call whose result never came).
+    ready: VecDeque<RawRecord>,
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
     ppids: StdHashMap<u32, u32>,
     tracefs_mounted: bool,
@@ -362,6 +431,8 @@ impl Probe {
             losses,
             epoll,
             pending: StdHashMap::new(),
+            pending_files: StdHashMap::new(),
+            ready: VecDeque::new(),
             ppids: StdHashMap::new(),
             tracefs_mounted,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
@@ -397,6 +468,9 @@ impl Probe {
     pub fn next_record(&mut self, timeout: Duration) -> Result<Option<RawRecord>, BpfError> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Ok(Some(r));
+            }
             loop {
                 let rec = match self.ring.next() {
                     Some(item) => decode(&item),
@@ -404,6 +478,9 @@ impl Probe {
                 };
                 if let Some(out) = self.join(rec?) {
                     return Ok(Some(out));
+                }
+                if let Some(r) = self.ready.pop_front() {
+                    return Ok(Some(r));
                 }
             }
             let now = Instant::now();
@@ -468,8 +545,58 @@ impl Probe {
                     status,
                 })
             }
+            KernelRecord::FileArgs { mut task, call } => {
+                self.fill_ppid(&mut task, None);
+                if let Some((task, call)) = self.pending_files.insert(task.tid, (task, call)) {
+                    // The previous call's result was lost: yield it with an unknown result.
+                    self.ready.push_back(RawRecord::File {
+                        task,
+                        call,
+                        result: None,
+                    });
+                }
+                None
+            }
+            KernelRecord::FileRet {
+                task,
+                op,
+                ret,
+                reread,
+            } => {
+                let (ftask, mut call) = self.pending_files.remove(&task.tid)?;
+                if Some(call.op) == op {
+                    if let Some(rr) = reread {
+                        if let Some(p) = rr.path {
+                            call.path = p;
+                        }
+                        if rr.path2.is_some() {
+                            call.path2 = rr.path2;
+                        }
+                        call.path_fault = rr.fault;
+                    }
+                    Some(RawRecord::File {
+                        task: ftask,
+                        call,
+                        result: Some(ret),
+                    })
+                } else {
+                    // Not this call's exit (its own exit record was lost).
+                    Some(RawRecord::File {
+                        task: ftask,
+                        call,
+                        result: None,
+                    })
+                }
+            }
             KernelRecord::Exit { mut task, status } => {
                 self.fill_ppid(&mut task, None);
+                if let Some((task, call)) = self.pending_files.remove(&task.tid) {
+                    self.ready.push_back(RawRecord::File {
+                        task,
+                        call,
+                        result: None,
+                    });
+                }
                 self.ppids.remove(&task.pid);
                 self.pending.remove(&task.tid);
                 self.pending.remove(&task.pid);
@@ -527,6 +654,7 @@ impl Probe {
             cred_table_full: sum(4)?,
             wait_table_full: sum(5)?,
             reap_unreadable: sum(6)?,
+            file_table_full: sum(7)?,
             program_skips: self.program_skips()?,
         })
     }

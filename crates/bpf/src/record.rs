@@ -15,6 +15,20 @@ const REC_FORK: u32 = 4;
 const REC_EXIT: u32 = 5;
 const REC_CRED: u32 = 6;
 const REC_REAP: u32 = 7;
+const REC_FILE_ARGS: u32 = 8;
+const REC_FILE_RET: u32 = 9;
+const REC_FILE_RET_PATHS: u32 = 10;
+/// Bytes of `rec_file_ret_paths` before its first path.
+const FILE_RET_PATHS_FIXED: usize = HDR_LEN + 24;
+
+// rec_file_args.rflags
+const FILE_PATH_FAULT: u32 = 1;
+const FILE_PATH2_FAULT: u32 = 2;
+const FILE_BY_FD: u32 = 4;
+/// Size of each path buffer in a file record (PATH_MAX).
+const FILE_PATH_MAX: usize = 4096;
+/// Bytes of `rec_file_args` before its first path.
+const FILE_FIXED: usize = HDR_LEN + 88;
 
 // rec_exec_args.flags
 const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -187,6 +201,100 @@ impl CredCall {
     }
 }
 
+/// The file operation of a [`RawRecord::File`] (one per group of syscalls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileOp {
+    /// `open`, `creat` (flags `O_CREAT|O_WRONLY|O_TRUNC`), `openat`, `openat2`.
+    Open,
+    /// `unlink`, `unlinkat` without `AT_REMOVEDIR`.
+    Unlink,
+    /// `rmdir`, `unlinkat` with `AT_REMOVEDIR`.
+    Rmdir,
+    /// `rename`, `renameat`, `renameat2`: `path` → `path2`.
+    Rename,
+    /// `mkdir`, `mkdirat`.
+    Mkdir,
+    /// `chdir(path)`.
+    Chdir,
+    /// `fchdir(fd)`.
+    Fchdir,
+    /// `chmod`, `fchmodat`, `fchmod` (by fd).
+    Chmod,
+    /// `chown`, `fchownat`, `lchown` (flags `AT_SYMLINK_NOFOLLOW`), `fchown` (by fd).
+    Chown,
+    /// `link`, `linkat`: existing `path`, new link `path2`.
+    Link,
+    /// `symlink`, `symlinkat`: target `path` (as written, not resolved), new link `path2`.
+    Symlink,
+    /// `truncate(path, length)`.
+    Truncate,
+    /// `ftruncate(fd, length)`.
+    Ftruncate,
+    /// `mount`: mount point `path`, source `path2`, `fstype`, flags `MS_*`.
+    Mount,
+    /// `umount2` (tracepoint `umount`): `path`, flags `MNT_*`/`UMOUNT_*`.
+    Umount,
+}
+
+impl FileOp {
+    fn from_raw(v: u32) -> Option<FileOp> {
+        Some(match v {
+            1 => FileOp::Open,
+            2 => FileOp::Unlink,
+            3 => FileOp::Rmdir,
+            4 => FileOp::Rename,
+            5 => FileOp::Mkdir,
+            6 => FileOp::Chdir,
+            7 => FileOp::Fchdir,
+            8 => FileOp::Chmod,
+            9 => FileOp::Chown,
+            10 => FileOp::Link,
+            11 => FileOp::Symlink,
+            12 => FileOp::Truncate,
+            13 => FileOp::Ftruncate,
+            14 => FileOp::Mount,
+            15 => FileOp::Umount,
+            _ => return None,
+        })
+    }
+}
+
+/// The arguments of a file call, read at syscall entry (paths from user memory).
+///
+/// Minimum kernel: 5.8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCall {
+    /// The operation.
+    pub op: FileOp,
+    /// The (first) path argument as passed: may be relative (to `dirfd`). Empty for
+    /// `fchdir`/`ftruncate`, and when it could not be read (`path_fault`).
+    pub path: PathBuf,
+    /// The second path (rename/link/symlink: the new name; mount: the source), as passed.
+    pub path2: Option<PathBuf>,
+    /// Directory fd `path` is relative to (`AT_FDCWD` = -100 when the call takes none).
+    pub dirfd: i32,
+    /// Directory fd `path2` is relative to.
+    pub dirfd2: i32,
+    /// The fd argument of the calls that name their file by an fd: `fchdir`, `ftruncate`,
+    /// `fchmod`, `fchown` (then `path` is empty).
+    pub fd: Option<i32>,
+    /// open `O_*` flags (openat2: `how.flags`); unlinkat/linkat/fchownat/renameat2 flags; mount
+    /// `MS_*`; umount flags.
+    pub flags: u64,
+    /// open/mkdir/chmod mode.
+    pub mode: u32,
+    /// chown owner and group as passed (`u32::MAX` = unchanged).
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// truncate/ftruncate length.
+    pub length: i64,
+    /// mount: the filesystem type.
+    pub fstype: Option<String>,
+    /// A path argument could not be read from user memory (then it is empty).
+    pub path_fault: bool,
+}
+
 /// One decoded, typed record of process activity in a watched cgroup subtree.
 ///
 /// Minimum kernel: 5.8 (BPF ring buffer, `bpf_probe_read_user_str`); the descendant-cgroup
@@ -247,6 +355,16 @@ pub enum RawRecord {
         /// Its status.
         status: WaitStatus,
     },
+    /// A file call (`sys_enter_*`, joined with its `sys_exit_*` by thread id).
+    File {
+        /// The calling thread, at syscall entry.
+        task: Task,
+        /// The arguments.
+        call: FileCall,
+        /// The return value: an fd or 0 on success, `-errno` on failure; `None` when the exit
+        /// record was lost (counted) so the result is unknown.
+        result: Option<i64>,
+    },
     /// A process ended: its last thread exited (`sched/sched_process_exit` with `group_dead`).
     Exit {
         /// The last thread of the process.
@@ -288,6 +406,26 @@ pub(crate) enum KernelRecord {
         child_pid: u32,
         status: Option<WaitStatus>,
     },
+    FileArgs {
+        task: Task,
+        call: FileCall,
+    },
+    FileRet {
+        task: Task,
+        op: Option<FileOp>,
+        ret: i64,
+        /// Paths whose entry read faulted, read again at exit.
+        reread: Option<Reread>,
+    },
+}
+
+/// Paths read again at a call's exit because they could not be read at its entry.
+#[derive(Debug, Default)]
+pub(crate) struct Reread {
+    pub path: Option<PathBuf>,
+    pub path2: Option<PathBuf>,
+    /// A path still could not be read.
+    pub fault: bool,
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -429,6 +567,81 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                 status: WaitStatus::from_raw(u32_at(b, HDR_LEN + 4) as i32),
             })
         }
+        REC_FILE_ARGS => {
+            need(b, FILE_FIXED, "file-args")?;
+            let f = |i: usize| u32_at(b, HDR_LEN + i);
+            let op = FileOp::from_raw(f(0))
+                .ok_or_else(|| BpfError::Decode(format!("unknown file op {}", f(0))))?;
+            let rflags = f(4);
+            let path_len = (f(48) as usize).min(FILE_PATH_MAX);
+            let path2_len = (f(52) as usize).min(FILE_PATH_MAX);
+            let two = path2_len > 0 || rflags & FILE_PATH2_FAULT != 0;
+            let end = if two {
+                FILE_FIXED + FILE_PATH_MAX + path2_len
+            } else {
+                FILE_FIXED + path_len
+            };
+            need(b, end, "file-args")?;
+            let path_of = |off: usize, len: usize| {
+                PathBuf::from(OsString::from_vec(cstr(&b[off..off + len]).to_vec()))
+            };
+            let fstype = cstr(&b[HDR_LEN + 56..HDR_LEN + 88]);
+            let fd = f(36) as i32;
+            Ok(KernelRecord::FileArgs {
+                task,
+                call: FileCall {
+                    op,
+                    path: path_of(FILE_FIXED, path_len),
+                    path2: (path2_len > 0).then(|| path_of(FILE_FIXED + FILE_PATH_MAX, path2_len)),
+                    dirfd: f(8) as i32,
+                    dirfd2: f(12) as i32,
+                    fd: (rflags & FILE_BY_FD != 0).then_some(fd),
+                    flags: u64_at(b, HDR_LEN + 16),
+                    mode: f(24),
+                    uid: f(28),
+                    gid: f(32),
+                    length: u64_at(b, HDR_LEN + 40) as i64,
+                    fstype: (!fstype.is_empty())
+                        .then(|| String::from_utf8_lossy(fstype).into_owned()),
+                    path_fault: rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT) != 0,
+                },
+            })
+        }
+        REC_FILE_RET => {
+            need(b, HDR_LEN + 16, "file-ret")?;
+            Ok(KernelRecord::FileRet {
+                task,
+                op: FileOp::from_raw(u32_at(b, HDR_LEN)),
+                ret: u64_at(b, HDR_LEN + 8) as i64,
+                reread: None,
+            })
+        }
+        REC_FILE_RET_PATHS => {
+            need(b, FILE_RET_PATHS_FIXED, "file-ret-paths")?;
+            let rflags = u32_at(b, HDR_LEN + 4);
+            let path_len = (u32_at(b, HDR_LEN + 16) as usize).min(FILE_PATH_MAX);
+            let path2_len = (u32_at(b, HDR_LEN + 20) as usize).min(FILE_PATH_MAX);
+            let end = if path2_len > 0 {
+                FILE_RET_PATHS_FIXED + FILE_PATH_MAX + path2_len
+            } else {
+                FILE_RET_PATHS_FIXED + path_len
+            };
+            need(b, end, "file-ret-paths")?;
+            let path_of = |off: usize, len: usize| {
+                (len > 0)
+                    .then(|| PathBuf::from(OsString::from_vec(cstr(&b[off..off + len]).to_vec())))
+            };
+            Ok(KernelRecord::FileRet {
+                task,
+                op: FileOp::from_raw(u32_at(b, HDR_LEN)),
+                ret: u64_at(b, HDR_LEN + 8) as i64,
+                reread: Some(Reread {
+                    path: path_of(FILE_RET_PATHS_FIXED, path_len),
+                    path2: path_of(FILE_RET_PATHS_FIXED + FILE_PATH_MAX, path2_len),
+                    fault: rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT) != 0,
+                }),
+            })
+        }
         other => Err(BpfError::Decode(format!("unknown record kind {other}"))),
     }
 }
@@ -542,6 +755,166 @@ mod tests {
         );
         assert_eq!(WaitStatus::from_raw((19 << 8) | 0x7f), None);
         assert_eq!(WaitStatus::from_raw(0xffff), None);
+    }
+
+    /// A rec_file_args as the kernel writes it: fixed part, path, and (when given) path2 after
+    /// a full PATH_MAX buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn file_args(
+        op: u32,
+        rflags: u32,
+        dirfd: i32,
+        dirfd2: i32,
+        flags: u64,
+        mode: u32,
+        fd: i32,
+        fstype: &[u8],
+        path: &[u8],
+        path2: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut b = hdr(REC_FILE_ARGS);
+        for v in [op, rflags, dirfd as u32, dirfd2 as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&flags.to_le_bytes());
+        for v in [mode, 7, 8, fd as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&1234i64.to_le_bytes());
+        let len2 = path2.map_or(0, |p| p.len() + 1) as u32;
+        for v in [path.len() as u32 + 1, len2] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut ft = [0u8; 32];
+        ft[..fstype.len()].copy_from_slice(fstype);
+        b.extend_from_slice(&ft);
+        assert_eq!(b.len(), FILE_FIXED);
+        b.extend_from_slice(path);
+        b.push(0);
+        if let Some(p2) = path2 {
+            // The kernel sends the whole first buffer (stale bytes after the NUL included).
+            b.resize(FILE_FIXED + FILE_PATH_MAX, 0xAA);
+            b.extend_from_slice(p2);
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn decodes_file_args_with_one_path() {
+        let b = file_args(1, 0, 3, -100, 0o1101, 0o644, -1, b"", b"out.txt", None);
+        let KernelRecord::FileArgs { task, call } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(task.pid, 10);
+        assert_eq!(
+            call,
+            FileCall {
+                op: FileOp::Open,
+                path: "out.txt".into(),
+                path2: None,
+                dirfd: 3,
+                dirfd2: -100,
+                fd: None,
+                flags: 0o1101,
+                mode: 0o644,
+                uid: 7,
+                gid: 8,
+                length: 1234,
+                fstype: None,
+                path_fault: false,
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_file_args_with_two_paths_and_fds() {
+        let b = file_args(4, 0, -100, 5, 1, 0, -1, b"", b"a", Some(b"../b"));
+        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(
+            (call.op, call.dirfd, call.dirfd2),
+            (FileOp::Rename, -100, 5)
+        );
+        assert_eq!(call.path, PathBuf::from("a"));
+        assert_eq!(call.path2, Some(PathBuf::from("../b")));
+        assert_eq!(call.flags, 1);
+
+        let b = file_args(
+            14,
+            0,
+            -100,
+            -100,
+            1,
+            0,
+            -1,
+            b"tmpfs",
+            b"/mnt",
+            Some(b"none"),
+        );
+        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(call.op, FileOp::Mount);
+        assert_eq!(call.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(call.path2, Some(PathBuf::from("none")));
+
+        let b = file_args(
+            7,
+            FILE_PATH_FAULT | FILE_BY_FD,
+            -100,
+            -100,
+            0,
+            0,
+            4,
+            b"",
+            b"",
+            None,
+        );
+        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((call.op, call.fd), (FileOp::Fchdir, Some(4)));
+        assert!(call.path_fault);
+
+        let mut short = file_args(4, 0, -100, -100, 0, 0, -1, b"", b"a", Some(b"b"));
+        short.truncate(FILE_FIXED + 100);
+        assert!(decode(&short).is_err(), "path2 beyond the record");
+    }
+
+    #[test]
+    fn decodes_file_results() {
+        let mut b = hdr(REC_FILE_RET);
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(-2i64).to_le_bytes());
+        let KernelRecord::FileRet { op, ret, .. } = decode(&b).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((op, ret), (Some(FileOp::Unlink), -2));
+
+        // The exit of a call whose path faulted at entry: the path read again.
+        let mut b = hdr(REC_FILE_RET_PATHS);
+        for v in [1u32, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&3i64.to_le_bytes());
+        for v in [9u32, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(b.len(), FILE_RET_PATHS_FIXED);
+        b.extend_from_slice(b"/dev/tty\0");
+        let KernelRecord::FileRet {
+            op, ret, reread, ..
+        } = decode(&b).unwrap()
+        else {
+            panic!("wrong kind")
+        };
+        let reread = reread.unwrap();
+        assert_eq!((op, ret), (Some(FileOp::Open), 3));
+        assert_eq!(reread.path, Some(PathBuf::from("/dev/tty")));
+        assert_eq!((reread.path2, reread.fault), (None, false));
     }
 
     #[test]

@@ -242,7 +242,8 @@ fn shell_session_exact_records() {
             RawRecord::Exec { task, .. }
             | RawRecord::ExecFailed { task, .. }
             | RawRecord::Exit { task, .. }
-            | RawRecord::Cred { task, .. } => task.pid,
+            | RawRecord::Cred { task, .. }
+            | RawRecord::File { task, .. } => task.pid,
             RawRecord::Fork { parent, .. } => parent.pid,
             RawRecord::Reaped { reaper, .. } => reaper.pid,
         };

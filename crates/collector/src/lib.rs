@@ -8,10 +8,17 @@
 //! Kernel times (`CLOCK_MONOTONIC`) become wall-clock times with an offset measured when the
 //! collector is made.
 //!
+//! File records become `file.*` events with absolute paths: each process's cwd (tracked through
+//! `chdir`/`fchdir`, inherited at fork) and the paths of the fds its opens returned resolve
+//! relative and `*at` paths. Reads are logged one by one under sensitive paths
+//! ([`FilePolicy`]) and summarized with a count elsewhere.
+//!
 //! Nothing here touches the kernel: it is fed records, so all of it is unit-tested without root.
 
 mod errno;
+mod file;
 mod process;
 
 pub use errno::errno_name;
+pub use file::FilePolicy;
 pub use process::{Adopted, Collector, Scope};

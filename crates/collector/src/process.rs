@@ -9,6 +9,7 @@ use sandtrail_event::{
 };
 
 use crate::errno::errno_name;
+use crate::file::{FilePolicy, ReadSummaries};
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,13 +22,13 @@ pub struct Scope {
 
 /// One process image the table knows.
 #[derive(Clone, Debug)]
-struct Proc {
-    pid: u32,
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
     ppid: u32,
     /// cgroup id of the session it belongs to.
-    session: u64,
+    pub(crate) session: u64,
     exe: String,
-    exec_id: String,
+    pub(crate) exec_id: String,
     uid: u32,
     euid: u32,
     gid: u32,
@@ -35,10 +36,21 @@ struct Proc {
     comm: String,
     /// ktime of its exec (or fork, until it execs).
     start_ktime: u64,
+    /// Working directory: from `chdir`/`fchdir` records, else from `/proc` at first sighting or
+    /// the exec record, else inherited at fork; `None` while unknown.
+    pub(crate) cwd: Option<PathBuf>,
+    /// Absolute paths of the fds its successful opens returned (inherited at fork; never
+    /// forgotten, since `close` is not traced: an fd reused by `dup2`/`socket`/`pipe` keeps
+    /// its old path until an open returns it again).
+    pub(crate) fds: HashMap<i32, PathBuf>,
+    /// sandtrail's own code: the tree's root (the sandbox's init) and its forks until they
+    /// exec. Their file calls (the sandbox's mounts, /dev nodes, pivot_root) are the sandbox
+    /// being built, not the agent: tracked for cwd and fds, not logged.
+    pub(crate) setup: bool,
 }
 
 impl Proc {
-    fn process_ref(&self) -> ProcessRef {
+    pub(crate) fn process_ref(&self) -> ProcessRef {
         ProcessRef {
             pid: self.pid,
             ppid: self.ppid,
@@ -93,6 +105,12 @@ pub struct Collector {
     scopes: HashMap<u64, Scope>,
     procs: HashMap<u32, Proc>,
     parked: HashMap<u32, Parked>,
+    /// Which reads are logged one by one (see [`FilePolicy`]).
+    pub(crate) file_policy: FilePolicy,
+    /// Summarized reads waiting for their process's exit or the session's end.
+    pub(crate) reads: ReadSummaries,
+    /// The working directory of a pid at its first sighting (`/proc/<pid>/cwd`; tests swap it).
+    pub(crate) cwd_of: fn(u32) -> Option<PathBuf>,
 }
 
 /// The exec id of the image `pid` started at `ktime`: unique on this host across pid reuse.
@@ -102,7 +120,7 @@ fn exec_id(pid: u32, ktime: u64) -> String {
 
 /// `path` made absolute against `cwd` and normalized (`.` and `..` removed) without touching
 /// the file system.
-fn absolute(path: &Path, cwd: Option<&Path>) -> String {
+pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
     let joined = match (path.is_absolute(), cwd) {
         (true, _) | (false, None) => path.to_path_buf(),
         (false, Some(c)) => c.join(path),
@@ -139,7 +157,21 @@ impl Collector {
             scopes: HashMap::new(),
             procs: HashMap::new(),
             parked: HashMap::new(),
+            file_policy: FilePolicy::default(),
+            reads: ReadSummaries::default(),
+            cwd_of: procfs_cwd,
         }
+    }
+
+    /// Sets which read-only opens are logged one by one (the rest are summarized).
+    pub fn set_file_policy(&mut self, policy: FilePolicy) {
+        self.file_policy = policy;
+    }
+
+    /// Replaces how the working directory of a process first seen is found (default: the
+    /// `/proc/<pid>/cwd` link); for tests.
+    pub fn set_cwd_lookup(&mut self, lookup: fn(u32) -> Option<PathBuf>) {
+        self.cwd_of = lookup;
     }
 
     /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
@@ -166,6 +198,9 @@ impl Collector {
                 egid: 0,
                 comm: comm.to_string(),
                 start_ktime: ktime,
+                cwd: None,
+                fds: HashMap::new(),
+                setup: true,
             },
         );
     }
@@ -187,6 +222,9 @@ impl Collector {
             egid: p.egid,
             comm: p.comm.clone(),
             start_ktime: p.start_ktime,
+            cwd: p.cwd.as_ref().map(PathBuf::from),
+            fds: HashMap::new(),
+            setup: false,
         };
         let process = proc.process_ref();
         self.procs.insert(p.pid, proc);
@@ -211,7 +249,7 @@ impl Collector {
     /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
     /// returned with an unknown status.
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
-        let mut out = Vec::new();
+        let mut out = self.flush_reads(|k| k.session == cgroup_id);
         let parked: Vec<u32> = self
             .parked
             .iter()
@@ -227,12 +265,12 @@ impl Collector {
         out
     }
 
-    fn ts(&self, ktime: u64) -> u64 {
+    pub(crate) fn ts(&self, ktime: u64) -> u64 {
         (ktime as i128 + self.offset_ns).max(0) as u64
     }
 
     /// The session a task belongs to: its process's, else its cgroup's.
-    fn session_of(&self, task: &Task) -> Option<u64> {
+    pub(crate) fn session_of(&self, task: &Task) -> Option<u64> {
         self.procs
             .get(&task.pid)
             .map(|p| p.session)
@@ -247,7 +285,7 @@ impl Collector {
             })
     }
 
-    fn event(&self, kind: Kind, session: u64, ktime: u64) -> Option<Event> {
+    pub(crate) fn event(&self, kind: Kind, session: u64, ktime: u64) -> Option<Event> {
         let scope = self.scopes.get(&session)?;
         Some(Event::new(
             kind,
@@ -259,7 +297,8 @@ impl Collector {
     }
 
     /// The process of a task, from the table or (first sighting) from the task itself.
-    fn proc_for(&mut self, task: &Task, session: u64) -> &mut Proc {
+    pub(crate) fn proc_for(&mut self, task: &Task, session: u64) -> &mut Proc {
+        let cwd_of = self.cwd_of;
         self.procs.entry(task.pid).or_insert_with(|| Proc {
             pid: task.pid,
             ppid: task.ppid,
@@ -272,7 +311,15 @@ impl Collector {
             egid: task.gid,
             comm: task.comm.clone(),
             start_ktime: task.ktime_ns,
+            cwd: cwd_of(task.pid),
+            fds: HashMap::new(),
+            setup: false,
         })
+    }
+
+    /// The table's entry of a pid known to be there (after `proc_for`).
+    pub(crate) fn procs_get(&self, pid: u32) -> &Proc {
+        &self.procs[&pid]
     }
 
     /// Parent and ancestors (nearest first) of a process with parent `ppid`, as far as the
@@ -334,6 +381,13 @@ impl Collector {
                 let Some(session) = self.session_of(&task) else {
                     return Vec::new();
                 };
+                // The cwd tracked from chdir/fchdir records (exact unless one was lost), else the
+                // /proc read when the record was decoded (racy).
+                let cwd = self
+                    .procs
+                    .get(&task.pid)
+                    .and_then(|p| p.cwd.clone())
+                    .or(cwd);
                 let cwd_s = cwd.as_deref().map(|c| c.to_string_lossy().into_owned());
                 let (path, argv, truncated) = match &args {
                     Some(a) => (
@@ -360,6 +414,10 @@ impl Collector {
                 p.egid = egid.unwrap_or(p.egid);
                 p.comm = task.comm.clone();
                 p.start_ktime = task.ktime_ns;
+                if p.cwd.is_none() {
+                    p.cwd = cwd.clone();
+                }
+                p.setup = false;
                 let process = p.process_ref();
                 let (parent, ancestors) = self.lineage(ppid);
                 let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
@@ -381,8 +439,8 @@ impl Collector {
                 let Some(session) = self.session_of(&task) else {
                     return Vec::new();
                 };
-                let cwd = procfs_cwd(task.pid);
                 let p = self.proc_for(&task, session).clone();
+                let cwd = p.cwd.clone().or_else(|| (self.cwd_of)(task.pid));
                 let (parent, ancestors) = self.lineage(p.ppid);
                 let Some(mut e) = self.event(Kind::ProcessExec, session, task.ktime_ns) else {
                     return Vec::new();
@@ -429,7 +487,9 @@ impl Collector {
                 };
                 let p = self.proc_for(&task, session).clone();
                 self.procs.remove(&task.pid);
-                match status {
+                // Its summarized reads first: they happened before it ended.
+                let mut out = self.flush_reads(|k| k.pid == task.pid);
+                out.extend(match status {
                     ExitStatus::Unknown => {
                         // The parent's wait may still tell; until then it is parked.
                         self.parked.insert(
@@ -442,8 +502,10 @@ impl Collector {
                         Vec::new()
                     }
                     s => self.exit_event(&p, task.ktime_ns, Some(s)),
-                }
+                });
+                out
             }
+            RawRecord::File { task, call, result } => self.file(task, call, result),
             RawRecord::Reaped {
                 child_pid, status, ..
             } => match self.parked.remove(&child_pid) {
@@ -503,7 +565,7 @@ impl Collector {
 }
 
 /// The working directory of `pid`, best effort.
-fn procfs_cwd(pid: u32) -> Option<PathBuf> {
+pub(crate) fn procfs_cwd(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
 }
 
@@ -526,7 +588,7 @@ fn clock_offset_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandtrail_bpf::{CredCall, ExecArgs};
+    use sandtrail_bpf::{CredCall, ExecArgs, FileCall, FileOp};
 
     const CG: u64 = 4242;
 
@@ -576,6 +638,7 @@ mod tests {
             },
         );
         c.add_root(CG, 10, "/usr/bin/sandtrail", "sandtrail-init", 100);
+        c.set_cwd_lookup(|_| None);
         c
     }
 
@@ -614,13 +677,36 @@ mod tests {
         );
         assert!(e.ancestors.is_empty());
 
-        // bash forks 12, which runs a relative path after cd.
+        // bash cds (the tracked cwd), forks 12, which runs a relative path.
+        assert!(c
+            .record(RawRecord::File {
+                task: task(11, 10, 250, "bash"),
+                call: FileCall {
+                    op: FileOp::Chdir,
+                    path: "/work/src".into(),
+                    path2: None,
+                    dirfd: -100,
+                    dirfd2: -100,
+                    fd: None,
+                    flags: 0,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    length: 0,
+                    fstype: None,
+                    path_fault: false,
+                },
+                result: Some(0),
+            })
+            .is_empty());
         c.record(RawRecord::Fork {
             parent: task(11, 10, 300, "bash"),
             child_pid: 12,
         });
-        let e = one(c.record(exec(12, 11, 400, "../bin/./tool", &["tool"], "/work/src")));
+        // The /proc cwd read at decode time is stale ("/"): the tracked one wins.
+        let e = one(c.record(exec(12, 11, 400, "../bin/./tool", &["tool"], "/")));
         assert_eq!(e.exec.as_ref().unwrap().path, "/work/bin/tool");
+        assert_eq!(e.exec.as_ref().unwrap().cwd.as_deref(), Some("/work/src"));
         assert_eq!(e.parent.as_ref().unwrap().exec_id, "11-200");
         assert_eq!(
             e.ancestors,

@@ -1136,10 +1136,9 @@ fn a_uid_change_is_visible_in_the_next_exec() {
     let ex = execs(&evs);
     assert_eq!(ex.len(), 2, "{ex:#?}");
     let (py, t) = (ex[0], ex[1]);
-    assert_eq!(
-        (&py["process"]["uid"], &py["process"]["euid"]),
-        (&Value::from(0), &Value::from(0))
-    );
+    // (python's own euid at its exec is read from /proc when the record is decoded, which may
+    // already be after its setresuid: only its real uid, from the kernel, is exact.)
+    assert_eq!(py["process"]["uid"], 0);
     assert_eq!(argv(t), ["true"]);
     assert_eq!(
         t["process"]["pid"], py["process"]["pid"],

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * sandtrail process collection: exec (with argv and result), fork, exit, reaping and set*id
- * calls of the tasks in the watched cgroup v2 subtrees, through one BPF ring buffer.
+ * calls, and file operations (file_progs.h, included at the end), of the tasks in the watched
+ * cgroup v2 subtrees, through one BPF ring buffer.
  *
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
  * own context and user memory (bpf_probe_read_user[_str]). No kernel struct reads, no
@@ -79,7 +80,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define LOSS_CRED_MAP_FULL 4
 #define LOSS_WAIT_MAP_FULL 5
 #define LOSS_REAP_UNREADABLE 6
-#define LOSS_SLOTS 7
+#define LOSS_FILE_MAP_FULL_SLOT 7 /* file_progs.h: LOSS_FILE_MAP_FULL */
+#define LOSS_SLOTS 8
 
 /* ---------------------------------------------------------------- tracepoint contexts */
 
@@ -1021,3 +1023,7 @@ int sched_exit(struct tp_sched_process_exit *ctx)
 		bpf_map_delete_elem(&procs, &tgid);
 	return 0;
 }
+
+/* ---------------------------------------------------------------- files */
+
+#include "file_progs.h"

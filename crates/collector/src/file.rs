@@ -1,0 +1,800 @@
+//! `file.*` events from the file records: absolute paths (per-process cwd and directory fds),
+//! and the read policy (reads under sensitive paths logged one by one, the others summarized
+//! per process and path with a count).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sandtrail_bpf::{FileCall, FileOp, Task};
+use sandtrail_event::{Access, Event, FileInfo, Kind, ProcessRef};
+
+use crate::errno::errno_name;
+use crate::process::{absolute, Collector, Proc};
+
+const AT_FDCWD: i32 = -100;
+/// The path of an event whose path argument could not be read from the process's memory
+/// (neither at the call's entry nor at its exit).
+const UNREADABLE: &str = "/(unreadable)";
+const O_ACCMODE: u64 = 0o3;
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+
+/// Which read-only opens are logged one by one: those whose absolute path matches one of the
+/// patterns. Every other read-only open is summarized: one `file.open` event per (process
+/// image, path, result) with `file.count`, emitted when the process exits or the session ends.
+/// Writes, creates, truncates, deletes, renames, links, chmod/chown and mounts are always logged.
+///
+/// Pattern syntax:
+/// - starting with `/`: that directory or file and everything under it (`/etc`);
+/// - otherwise: one or more path components (`.ssh`, `.config/gcloud`) matched as a run of
+///   whole components anywhere in the path; a component may hold one `*` wildcard (`.env.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePolicy {
+    /// The patterns.
+    pub sensitive: Vec<String>,
+}
+
+impl Default for FilePolicy {
+    /// `/etc`, `/root`, `/run/secrets`, `/var/run/secrets`, `/workspace`, and anywhere: `.ssh`,
+    /// `.aws`, `.config/gcloud`, `.docker`, `.kube`, `.netrc`, `.env`, `.env.*`.
+    fn default() -> Self {
+        FilePolicy {
+            sensitive: [
+                "/etc",
+                "/root",
+                "/run/secrets",
+                "/var/run/secrets",
+                "/workspace",
+                ".ssh",
+                ".aws",
+                ".config/gcloud",
+                ".docker",
+                ".kube",
+                ".netrc",
+                ".env",
+                ".env.*",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+fn component_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((pre, post)) => {
+            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
+        }
+        None => pattern == name,
+    }
+}
+
+impl FilePolicy {
+    /// Whether reads of the absolute, normalized `path` are logged one by one.
+    pub fn is_sensitive(&self, path: &str) -> bool {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        self.sensitive.iter().any(|pat| {
+            if pat.starts_with('/') {
+                let pat = pat.trim_end_matches('/');
+                pat.is_empty()
+                    || path == pat
+                    || (path.starts_with(pat) && path.as_bytes().get(pat.len()) == Some(&b'/'))
+            } else {
+                let want: Vec<&str> = pat.split('/').filter(|c| !c.is_empty()).collect();
+                !want.is_empty()
+                    && comps.windows(want.len()).any(|w| {
+                        w.iter()
+                            .zip(&want)
+                            .all(|(name, pat)| component_matches(pat, name))
+                    })
+            }
+        })
+    }
+}
+
+/// What a summarized read is counted under.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ReadKey {
+    pub(crate) session: u64,
+    pub(crate) pid: u32,
+    exec_id: String,
+    path: String,
+    result: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct ReadSummary {
+    process: ProcessRef,
+    first_ktime: u64,
+    flags: u32,
+    count: u64,
+}
+
+/// Summarized reads, by key; at most `cap` of them wait (then all are emitted early, with the
+/// counts so far, so that a process reading millions of distinct files cannot grow the table
+/// without bound).
+pub(crate) struct ReadSummaries {
+    map: HashMap<ReadKey, ReadSummary>,
+    pub(crate) cap: usize,
+}
+
+impl Default for ReadSummaries {
+    fn default() -> Self {
+        ReadSummaries {
+            map: HashMap::new(),
+            cap: 65536,
+        }
+    }
+}
+
+fn kind_of(op: FileOp) -> Option<Kind> {
+    Some(match op {
+        FileOp::Open => Kind::FileOpen,
+        FileOp::Unlink | FileOp::Rmdir => Kind::FileDelete,
+        FileOp::Rename => Kind::FileRename,
+        FileOp::Chmod => Kind::FileChmod,
+        FileOp::Chown => Kind::FileChown,
+        FileOp::Link | FileOp::Symlink => Kind::FileLink,
+        FileOp::Truncate | FileOp::Ftruncate => Kind::FileTruncate,
+        FileOp::Mount => Kind::FileMount,
+        FileOp::Umount => Kind::FileUnmount,
+        // No event kind for these (cwd tracking only; mkdir: see docs/bpf.md).
+        FileOp::Mkdir | FileOp::Chdir | FileOp::Fchdir => return None,
+    })
+}
+
+/// The directory `dirfd` stands for in process `p`: its cwd for `AT_FDCWD`, else the path an
+/// earlier open returned that fd for; when unknown, the `/proc` path that names it.
+fn base(p: &Proc, dirfd: i32) -> PathBuf {
+    if dirfd == AT_FDCWD {
+        p.cwd
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/cwd", p.pid)))
+    } else {
+        p.fds
+            .get(&dirfd)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/fd/{dirfd}", p.pid)))
+    }
+}
+
+/// The process reference of `p`; a process not seen exec'ing is named `[comm]`, as in
+/// `process.exit`.
+fn named_ref(p: &Proc) -> ProcessRef {
+    let mut r = p.process_ref();
+    if r.exe.is_empty() {
+        r.exe = format!("[{}]", r.comm.as_deref().unwrap_or("?"));
+    }
+    r
+}
+
+fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
+    absolute(path, Some(&base(p, dirfd)))
+}
+
+impl Collector {
+    /// One file call: updates the process's cwd and fd table, returns its event (none for a
+    /// summarized read, chdir, fchdir, mkdir).
+    pub(crate) fn file(
+        &mut self,
+        task: Task,
+        call: FileCall,
+        result: Option<i64>,
+    ) -> Vec<(u64, Event)> {
+        let Some(session) = self.session_of(&task) else {
+            return Vec::new();
+        };
+        let cwd_of = self.cwd_of;
+        let p = self.proc_for(&task, session);
+        if p.cwd.is_none() {
+            p.cwd = cwd_of(task.pid);
+        }
+        let ok = result.is_some_and(|r| r >= 0);
+        let path = match call.fd {
+            Some(fd) => p
+                .fds
+                .get(&fd)
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid)),
+            None if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
+            None => resolve(p, call.dirfd, &call.path),
+        };
+        let new_path = match call.path2.as_deref() {
+            Some(p2) => Some(resolve(p, call.dirfd2, p2)),
+            None if call.path_fault && matches!(call.op, FileOp::Rename | FileOp::Link) => {
+                Some(UNREADABLE.to_string())
+            }
+            None => None,
+        };
+        match call.op {
+            FileOp::Open if ok && path != UNREADABLE => {
+                p.fds
+                    .insert(result.unwrap_or(-1) as i32, PathBuf::from(&path));
+            }
+            FileOp::Chdir if ok => {
+                p.cwd = if path == UNREADABLE {
+                    cwd_of(task.pid)
+                } else {
+                    Some(PathBuf::from(&path))
+                };
+            }
+            FileOp::Fchdir if ok => {
+                p.cwd = p
+                    .fds
+                    .get(&call.fd.unwrap_or(-1))
+                    .cloned()
+                    .or_else(|| cwd_of(task.pid));
+            }
+            _ => {}
+        }
+        let Some(kind) = kind_of(call.op) else {
+            return Vec::new();
+        };
+        if p.setup {
+            return Vec::new();
+        }
+        let result_s = result.map(|r| {
+            if r >= 0 {
+                "ok".to_string()
+            } else {
+                errno_name((-r) as i32)
+            }
+        });
+        let mut info = FileInfo {
+            path,
+            result: result_s,
+            ..Default::default()
+        };
+        let flags = (call.flags != 0).then_some(call.flags as u32);
+        match call.op {
+            FileOp::Open => {
+                info.access = Some(match call.flags & O_ACCMODE {
+                    O_WRONLY => Access::Write,
+                    O_RDWR => Access::Readwrite,
+                    _ => Access::Read,
+                });
+                info.created = ok && call.flags & O_CREAT != 0;
+                info.flags = Some(call.flags as u32);
+                if call.flags & O_CREAT != 0 {
+                    info.mode = Some(call.mode & 0o7777);
+                }
+                let read_only =
+                    info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
+                if read_only && !self.file_policy.is_sensitive(&info.path) {
+                    let p = self.procs_get(task.pid);
+                    let key = ReadKey {
+                        session,
+                        pid: task.pid,
+                        exec_id: p.exec_id.clone(),
+                        path: info.path,
+                        result: info.result,
+                    };
+                    let process = named_ref(p);
+                    self.reads
+                        .map
+                        .entry(key)
+                        .or_insert(ReadSummary {
+                            process,
+                            first_ktime: task.ktime_ns,
+                            flags: call.flags as u32,
+                            count: 0,
+                        })
+                        .count += 1;
+                    if self.reads.map.len() >= self.reads.cap {
+                        return self.flush_reads(|_| true);
+                    }
+                    return Vec::new();
+                }
+            }
+            FileOp::Rename | FileOp::Link => {
+                info.new_path = new_path;
+                info.flags = flags;
+            }
+            FileOp::Symlink => {
+                // The target is stored as written; a relative one is relative to the link's
+                // directory, which is where it is resolved here.
+                let link = new_path.unwrap_or_default();
+                let dir = Path::new(&link).parent().map(Path::to_path_buf);
+                info.path = absolute(&call.path, dir.as_deref());
+                info.new_path = Some(link);
+                info.flags = Some(1);
+            }
+            FileOp::Chmod => info.mode = Some(call.mode & 0o7777),
+            FileOp::Chown => {
+                info.uid = (call.uid != u32::MAX).then_some(call.uid);
+                info.gid = (call.gid != u32::MAX).then_some(call.gid);
+                if info.uid.is_none() && info.gid.is_none() {
+                    return Vec::new(); // chown(path, -1, -1) changes nothing
+                }
+            }
+            FileOp::Mount => {
+                info.source = call.path2.map(|s| s.to_string_lossy().into_owned());
+                info.fstype = call.fstype;
+                info.flags = Some(call.flags as u32);
+            }
+            FileOp::Unlink | FileOp::Rmdir | FileOp::Umount => info.flags = flags,
+            _ => {}
+        }
+        let process = named_ref(self.procs_get(task.pid));
+        let Some(mut e) = self.event(kind, session, task.ktime_ns) else {
+            return Vec::new();
+        };
+        e.process = Some(process);
+        e.file = Some(info);
+        vec![(session, e)]
+    }
+
+    /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first.
+    pub(crate) fn flush_reads(&mut self, which: impl Fn(&ReadKey) -> bool) -> Vec<(u64, Event)> {
+        let keys: Vec<ReadKey> = self
+            .reads
+            .map
+            .keys()
+            .filter(|k| which(k))
+            .cloned()
+            .collect();
+        let mut done: Vec<(ReadKey, ReadSummary)> = keys
+            .into_iter()
+            .map(|k| {
+                let v = self.reads.map.remove(&k).expect("listed above");
+                (k, v)
+            })
+            .collect();
+        done.sort_by(|a, b| (a.1.first_ktime, &a.0.path).cmp(&(b.1.first_ktime, &b.0.path)));
+        done.into_iter()
+            .filter_map(|(k, v)| {
+                let mut e = self.event(Kind::FileOpen, k.session, v.first_ktime)?;
+                e.process = Some(v.process);
+                e.file = Some(FileInfo {
+                    path: k.path,
+                    access: Some(Access::Read),
+                    flags: Some(v.flags),
+                    result: k.result,
+                    count: Some(v.count),
+                    ..Default::default()
+                });
+                Some((k.session, e))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Scope;
+    use sandtrail_bpf::{ExitStatus, RawRecord};
+
+    const CG: u64 = 77;
+    const O_DIRECTORY: u64 = 0o200000;
+
+    fn task(pid: u32, ktime: u64) -> Task {
+        Task {
+            tid: pid,
+            pid,
+            ppid: 10,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: CG,
+            ktime_ns: ktime,
+            comm: "bash".into(),
+        }
+    }
+
+    fn call(op: FileOp, dirfd: i32, path: &str) -> FileCall {
+        FileCall {
+            op,
+            path: path.into(),
+            path2: None,
+            dirfd,
+            dirfd2: AT_FDCWD,
+            fd: None,
+            flags: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            length: 0,
+            fstype: None,
+            path_fault: false,
+        }
+    }
+
+    fn open(dirfd: i32, path: &str, flags: u64, mode: u32) -> FileCall {
+        FileCall {
+            flags,
+            mode,
+            ..call(FileOp::Open, dirfd, path)
+        }
+    }
+
+    fn collector() -> Collector {
+        let mut c = Collector::with_offset(0);
+        c.watch(
+            CG,
+            Scope {
+                session_id: "s".into(),
+                host_id: "h".into(),
+            },
+        );
+        c.set_cwd_lookup(|_| Some(PathBuf::from("/work")));
+        c
+    }
+
+    /// Feeds a file record; returns its events' `file` parts (validated).
+    fn feed(c: &mut Collector, pid: u32, k: u64, fc: FileCall, res: i64) -> Vec<(Kind, FileInfo)> {
+        c.record(RawRecord::File {
+            task: task(pid, k),
+            call: fc,
+            result: Some(res),
+        })
+        .into_iter()
+        .map(|(cg, e)| {
+            assert_eq!(cg, CG);
+            e.validate().unwrap();
+            assert_eq!(e.process.as_ref().unwrap().pid, pid);
+            (e.kind, e.file.unwrap())
+        })
+        .collect()
+    }
+
+    fn info(path: &str) -> FileInfo {
+        FileInfo {
+            path: path.into(),
+            result: Some("ok".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn paths_are_absolute_through_cwd_chdir_dirfds_and_dotdot() {
+        let mut c = collector();
+        // echo > out.txt in /work (cwd from the first sighting).
+        let flags = O_WRONLY | O_CREAT | O_TRUNC;
+        assert_eq!(
+            feed(&mut c, 11, 1, open(AT_FDCWD, "out.txt", flags, 0o666), 3),
+            [(
+                Kind::FileOpen,
+                FileInfo {
+                    access: Some(Access::Write),
+                    created: true,
+                    flags: Some(flags as u32),
+                    mode: Some(0o666),
+                    ..info("/work/out.txt")
+                }
+            )]
+        );
+        // cd sub/../src: no event, new cwd.
+        assert!(feed(
+            &mut c,
+            11,
+            2,
+            call(FileOp::Chdir, AT_FDCWD, "sub/../src"),
+            0
+        )
+        .is_empty());
+        // A failed chdir changes nothing.
+        assert!(feed(&mut c, 11, 3, call(FileOp::Chdir, AT_FDCWD, "nope"), -2).is_empty());
+        // A directory fd (a read: summarized), then openat relative to it.
+        assert!(feed(&mut c, 11, 4, open(AT_FDCWD, "./pkg", O_DIRECTORY, 0), 5).is_empty());
+        let ev = feed(&mut c, 11, 5, open(5, "mod.py", O_RDWR | O_CREAT, 0o600), 6);
+        assert_eq!(ev[0].1.path, "/work/src/pkg/mod.py");
+        assert_eq!(ev[0].1.access, Some(Access::Readwrite));
+        // rename a → (dirfd 5) ../pkg/b
+        let mut r = call(FileOp::Rename, AT_FDCWD, "a");
+        r.path2 = Some("../pkg/b".into());
+        r.dirfd2 = 5;
+        assert_eq!(
+            feed(&mut c, 11, 6, r, 0),
+            [(
+                Kind::FileRename,
+                FileInfo {
+                    new_path: Some("/work/src/pkg/b".into()),
+                    ..info("/work/src/a")
+                }
+            )]
+        );
+        // A failed delete keeps its errno; rmdir through unlinkat's AT_REMOVEDIR.
+        let ev = feed(&mut c, 11, 7, call(FileOp::Unlink, AT_FDCWD, "../gone"), -2);
+        assert_eq!(
+            ev,
+            [(
+                Kind::FileDelete,
+                FileInfo {
+                    result: Some("ENOENT".into()),
+                    ..info("/work/gone")
+                }
+            )]
+        );
+        let mut rd = call(FileOp::Rmdir, 5, "..");
+        rd.flags = 0x200;
+        assert_eq!(
+            feed(&mut c, 11, 8, rd, 0),
+            [(
+                Kind::FileDelete,
+                FileInfo {
+                    flags: Some(0x200),
+                    ..info("/work/src")
+                }
+            )]
+        );
+        // A child inherits cwd and fds; fchdir to a directory fd.
+        c.record(RawRecord::Fork {
+            parent: task(11, 9),
+            child_pid: 12,
+        });
+        let ev = feed(
+            &mut c,
+            12,
+            10,
+            open(5, "c.txt", O_WRONLY | O_CREAT, 0o644),
+            3,
+        );
+        assert_eq!(ev[0].1.path, "/work/src/pkg/c.txt");
+        let mut fchdir = call(FileOp::Fchdir, AT_FDCWD, "");
+        fchdir.fd = Some(5);
+        assert!(feed(&mut c, 12, 11, fchdir, 0).is_empty());
+        let ev = feed(
+            &mut c,
+            12,
+            12,
+            open(AT_FDCWD, "z", O_WRONLY | O_TRUNC, 0),
+            7,
+        );
+        assert_eq!(ev[0].1.path, "/work/src/pkg/z");
+        assert!(!ev[0].1.created, "O_TRUNC without O_CREAT creates nothing");
+        // The parent's cwd did not move.
+        let ev = feed(&mut c, 11, 13, open(AT_FDCWD, "y", O_WRONLY, 0), 8);
+        assert_eq!(ev[0].1.path, "/work/src/y");
+        // An fd nobody opened: named by /proc (absolute, honest).
+        let ev = feed(&mut c, 11, 14, open(42, "q", O_WRONLY, 0), 9);
+        assert_eq!(ev[0].1.path, "/proc/11/fd/42/q");
+    }
+
+    #[test]
+    fn other_operations() {
+        let mut c = collector();
+        let mut s = call(FileOp::Symlink, AT_FDCWD, "../target");
+        s.path2 = Some("d/link".into());
+        assert_eq!(
+            feed(&mut c, 11, 1, s, 0),
+            [(
+                Kind::FileLink,
+                FileInfo {
+                    new_path: Some("/work/d/link".into()),
+                    flags: Some(1),
+                    ..info("/work/target")
+                }
+            )]
+        );
+        let mut l = call(FileOp::Link, AT_FDCWD, "f");
+        l.path2 = Some("/tmp/g".into());
+        assert_eq!(
+            feed(&mut c, 11, 2, l, 0)[0].1.new_path.as_deref(),
+            Some("/tmp/g")
+        );
+        let mut m = call(FileOp::Chmod, AT_FDCWD, "f");
+        m.mode = 0o100755;
+        assert_eq!(feed(&mut c, 11, 3, m, 0)[0].1.mode, Some(0o755));
+        // fchmod: the path of the fd an earlier open returned.
+        feed(&mut c, 11, 3, open(AT_FDCWD, "../e/x", O_WRONLY, 0), 9);
+        let mut fm = call(FileOp::Chmod, AT_FDCWD, "");
+        (fm.fd, fm.mode) = (Some(9), 0o600);
+        assert_eq!(
+            feed(&mut c, 11, 3, fm, 0),
+            [(
+                Kind::FileChmod,
+                FileInfo {
+                    mode: Some(0o600),
+                    ..info("/e/x")
+                }
+            )]
+        );
+        let mut o = call(FileOp::Chown, AT_FDCWD, "f");
+        (o.uid, o.gid) = (0, u32::MAX);
+        let ev = feed(&mut c, 11, 4, o.clone(), -1);
+        assert_eq!((ev[0].1.uid, ev[0].1.gid), (Some(0), None));
+        assert_eq!(ev[0].1.result.as_deref(), Some("EPERM"));
+        o.uid = u32::MAX;
+        assert!(
+            feed(&mut c, 11, 5, o, 0).is_empty(),
+            "chown -1 -1: no change"
+        );
+        feed(&mut c, 11, 6, open(AT_FDCWD, "t", O_WRONLY, 0), 4);
+        let mut ft = call(FileOp::Ftruncate, AT_FDCWD, "");
+        ft.fd = Some(4);
+        assert_eq!(
+            feed(&mut c, 11, 7, ft, 0),
+            [(Kind::FileTruncate, info("/work/t"))]
+        );
+        let mut mnt = call(FileOp::Mount, AT_FDCWD, "mnt");
+        mnt.path2 = Some("none".into());
+        mnt.fstype = Some("tmpfs".into());
+        mnt.flags = 6;
+        assert_eq!(
+            feed(&mut c, 11, 8, mnt, 0),
+            [(
+                Kind::FileMount,
+                FileInfo {
+                    source: Some("none".into()),
+                    fstype: Some("tmpfs".into()),
+                    flags: Some(6),
+                    ..info("/work/mnt")
+                }
+            )]
+        );
+        assert_eq!(
+            feed(
+                &mut c,
+                11,
+                9,
+                call(FileOp::Umount, AT_FDCWD, "/work/mnt"),
+                0
+            ),
+            [(Kind::FileUnmount, info("/work/mnt"))]
+        );
+        assert!(feed(&mut c, 11, 10, call(FileOp::Mkdir, AT_FDCWD, "d"), 0).is_empty());
+        // A path that could not be read is said so, not guessed.
+        let mut u = call(FileOp::Unlink, AT_FDCWD, "");
+        u.path_fault = true;
+        assert_eq!(
+            feed(&mut c, 11, 11, u, 0),
+            [(Kind::FileDelete, info("/(unreadable)"))]
+        );
+        // The exit record was lost: the result is unknown, not "ok".
+        let ev = c.record(RawRecord::File {
+            task: task(11, 11),
+            call: call(FileOp::Unlink, AT_FDCWD, "u"),
+            result: None,
+        });
+        assert_eq!(ev[0].1.file.as_ref().unwrap().result, None);
+    }
+
+    #[test]
+    fn sensitive_reads_logged_others_summarized_until_exit() {
+        let mut c = collector();
+        // Two reads of an ordinary file, one failed read: summarized.
+        for k in [1, 2] {
+            assert!(feed(&mut c, 11, k, open(AT_FDCWD, "data.csv", 0, 0), 3).is_empty());
+        }
+        assert!(feed(&mut c, 11, 3, open(AT_FDCWD, "/nope", 0, 0), -2).is_empty());
+        // Sensitive reads: one event each, with the absolute path.
+        assert_eq!(
+            feed(&mut c, 11, 4, open(AT_FDCWD, "/etc/shadow", 0, 0), 4),
+            [(
+                Kind::FileOpen,
+                FileInfo {
+                    access: Some(Access::Read),
+                    flags: Some(0),
+                    ..info("/etc/shadow")
+                }
+            )]
+        );
+        let ev = feed(
+            &mut c,
+            11,
+            5,
+            open(AT_FDCWD, "../home/a/.aws/credentials", 0, 0),
+            5,
+        );
+        assert_eq!(ev[0].1.path, "/home/a/.aws/credentials");
+        assert_eq!(ev[0].1.count, None);
+        // Another process's read of the same file is its own summary.
+        c.record(RawRecord::Fork {
+            parent: task(11, 6),
+            child_pid: 12,
+        });
+        assert!(feed(&mut c, 12, 7, open(AT_FDCWD, "data.csv", 0, 0), 3).is_empty());
+        // 11 exits: its summaries (oldest first), then its exit.
+        let out = c.record(RawRecord::Exit {
+            task: task(11, 9),
+            status: ExitStatus::Code(0),
+        });
+        let kinds: Vec<Kind> = out.iter().map(|(_, e)| e.kind).collect();
+        assert_eq!(kinds, [Kind::FileOpen, Kind::FileOpen, Kind::ProcessExit]);
+        let f0 = out[0].1.file.as_ref().unwrap();
+        assert_eq!(
+            (f0.path.as_str(), f0.count, f0.result.as_deref()),
+            ("/work/data.csv", Some(2), Some("ok"))
+        );
+        assert_eq!(out[0].1.ts_ns, 1, "the first read's time");
+        let f1 = out[1].1.file.as_ref().unwrap();
+        assert_eq!(
+            (f1.path.as_str(), f1.count, f1.result.as_deref()),
+            ("/nope", Some(1), Some("ENOENT"))
+        );
+        // 12's summary comes at the session's end.
+        let out = c.unwatch(CG);
+        assert_eq!(out.len(), 1);
+        let e = &out[0].1;
+        e.validate().unwrap();
+        assert_eq!(e.process.as_ref().unwrap().pid, 12);
+        assert_eq!(e.file.as_ref().unwrap().count, Some(1));
+    }
+
+    #[test]
+    fn the_sandbox_setup_by_sandtrails_init_is_not_logged() {
+        let mut c = collector();
+        c.add_root(CG, 10, "/usr/bin/sandtrail", "sandtrail-init", 0);
+        let mut m = call(FileOp::Mount, AT_FDCWD, "/r/proc");
+        m.fstype = Some("proc".into());
+        assert!(feed(&mut c, 10, 1, m, 0).is_empty(), "init's own mount");
+        c.record(RawRecord::Fork {
+            parent: task(10, 2),
+            child_pid: 11,
+        });
+        assert!(feed(&mut c, 11, 3, call(FileOp::Chdir, AT_FDCWD, "/w"), 0).is_empty());
+        assert!(feed(&mut c, 11, 4, open(AT_FDCWD, "/dev/null", O_WRONLY, 0), 1).is_empty());
+        // The command's exec: from here on it is the agent.
+        c.record(RawRecord::Exec {
+            task: task(11, 5),
+            old_tid: 11,
+            args: None,
+            euid: None,
+            egid: None,
+            cwd: None,
+        });
+        let ev = feed(
+            &mut c,
+            11,
+            6,
+            open(AT_FDCWD, "x", O_WRONLY | O_CREAT, 0o644),
+            3,
+        );
+        assert_eq!(ev[0].1.path, "/w/x", "the cwd tracked during setup");
+    }
+
+    #[test]
+    fn a_full_summary_table_is_emitted_early() {
+        let mut c = collector();
+        c.reads.cap = 2;
+        assert!(feed(&mut c, 11, 1, open(AT_FDCWD, "a", 0, 0), 3).is_empty());
+        assert!(feed(&mut c, 11, 2, open(AT_FDCWD, "a", 0, 0), 3).is_empty());
+        let out = feed(&mut c, 11, 3, open(AT_FDCWD, "b", 0, 0), 3);
+        let got: Vec<(&str, Option<u64>)> = out
+            .iter()
+            .map(|(_, f)| (f.path.as_str(), f.count))
+            .collect();
+        assert_eq!(got, [("/work/a", Some(2)), ("/work/b", Some(1))]);
+        assert!(c.unwatch(CG).is_empty());
+    }
+
+    #[test]
+    fn sensitive_path_patterns() {
+        let p = FilePolicy::default();
+        for yes in [
+            "/etc",
+            "/etc/shadow",
+            "/root/x",
+            "/home/a/.ssh/id_rsa",
+            "/home/a/.aws/credentials",
+            "/home/a/.config/gcloud/creds.json",
+            "/home/a/.docker/config.json",
+            "/home/a/.kube/config",
+            "/home/a/.netrc",
+            "/workspace/app/.env",
+            "/srv/app/.env.local",
+            "/run/secrets/token",
+            "/var/run/secrets/kubernetes.io/sa",
+            "/workspace/src/main.rs",
+        ] {
+            assert!(p.is_sensitive(yes), "{yes}");
+        }
+        for no in [
+            "/etcetera",
+            "/usr/lib/x.so",
+            "/home/a/.config/other",
+            "/home/a/.envrc",
+            "/home/a/env",
+            "/tmp/gcloud",
+        ] {
+            assert!(!p.is_sensitive(no), "{no}");
+        }
+        let custom = FilePolicy {
+            sensitive: vec!["/data/".into(), "*.pem".into()],
+        };
+        assert!(custom.is_sensitive("/data/x") && custom.is_sensitive("/tmp/key.pem"));
+        assert!(!custom.is_sensitive("/etc/shadow"));
+    }
+}
