@@ -5,153 +5,17 @@
 //!
 //! Not root, or no cgroup v2 hierarchy: the test prints a loud SKIPPED banner and passes.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandtrail_bpf::{Probe, ProbeOptions, RawRecord};
+use sandtrail_bpf::{ProbeOptions, RawRecord};
 use sandtrail_collector::{Collector, Scope};
 use sandtrail_event::{Access, Event, FileInfo, Kind};
 
-/// Why the tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Some(format!("not root (euid {euid}); BPF needs root"));
-    }
-    if cgroup2_root().is_none() {
-        return Some("no cgroup v2 hierarchy mounted".into());
-    }
-    None
-}
-
-macro_rules! require_root {
-    ($name:expr) => {
-        if let Some(why) = skip_reason() {
-            // Straight to fd 2: the test harness captures eprintln! of passing tests.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "\n################################################################\n\
-                 ## SKIPPED {}: {why}\n\
-                 ## the BPF probe was NOT tested\n\
-                 ################################################################",
-                $name
-            );
-            return;
-        }
-    };
-}
-
-/// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, `/sys/fs/cgroup` on pure v2.
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| f[1])
-        })
-        .collect();
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| points.contains(p))
-        .map(PathBuf::from)
-}
-
-/// A cgroup of our own; removed (after killing what is left in it) on drop, also on failure.
-struct TestCgroup {
-    path: PathBuf,
-    subdirs: Vec<PathBuf>,
-}
-
-impl TestCgroup {
-    fn new() -> TestCgroup {
-        let root = cgroup2_root().expect("cgroup v2 root");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = root.join(format!("sandtrail-test-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir(&path).expect("create test cgroup");
-        TestCgroup {
-            path,
-            subdirs: Vec::new(),
-        }
-    }
-
-    /// `cmd` moved into this cgroup before it execs (it writes "0" to cgroup.procs).
-    fn spawn(&self, cmd: &mut Command) -> Child {
-        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-        // SAFETY: the closure runs between fork and exec and only calls the async-signal-safe
-        // open/write/close on a CString prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if n != 1 {
-                    return Err(err);
-                }
-                Ok(())
-            });
-        }
-        cmd.spawn().expect("spawn into test cgroup")
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let dirs: Vec<PathBuf> = self
-            .subdirs
-            .iter()
-            .rev()
-            .cloned()
-            .chain([self.path.clone()])
-            .collect();
-        for dir in &dirs {
-            for _ in 0..50 {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                if procs.trim().is_empty() {
-                    break;
-                }
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill has no memory preconditions; pids come from our own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Err(e) = std::fs::remove_dir(dir) {
-                eprintln!(
-                    "warning: could not remove test cgroup {}: {e}",
-                    dir.display()
-                );
-            }
-        }
-    }
-}
-
-fn load(opts: ProbeOptions) -> Probe {
-    match Probe::load(opts) {
-        Ok(p) => {
-            if p.mounted_tracefs() {
-                eprintln!(
-                    "note: tracefs was not mounted; the probe mounted it at /sys/kernel/tracing"
-                );
-            }
-            p
-        }
-        Err(e) => panic!("loading the probe as root failed: {e}"),
-    }
-}
+#[path = "../../bpf/tests/common/mod.rs"]
+#[macro_use]
+mod common;
+use common::*;
 
 const SCRIPT: &str = r#"set -e
 cd "$DIR"
