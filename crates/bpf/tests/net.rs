@@ -21,22 +21,10 @@ use sandtrail_bpf::net::{
 };
 
 /// Env var that turns the `zz_child_helper` test into the child's action.
-const HELPER_ENV: &str = "STTEST_NET_HELPER";
+mod common;
+use common::cgroup2_root;
 
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| f[1])
-        })
-        .collect();
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| points.contains(p))
-        .map(PathBuf::from)
-}
+const HELPER_ENV: &str = "STTEST_NET_HELPER";
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.

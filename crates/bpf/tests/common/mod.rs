@@ -27,6 +27,7 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+#[allow(unused_macros)] // net.rs has its own: it also skips in its helper child
 macro_rules! require_root {
     ($name:expr) => {
         if let Some(why) = skip_reason() {
