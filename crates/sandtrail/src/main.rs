@@ -47,8 +47,12 @@ pub enum Command {
     /// uid. Limits: --memory, --cpus, --pids, --timeout, --disk (a quota on the writable
     /// overlay) and --net-rate. Its lifecycle, every limit hit (memory_oom, cpu_throttle, pids,
     /// disk_quota, net_rate, timeout) and every seccomp denial (policy.violation) are recorded
-    /// in the store. Networking: a veth pair to the host with
-    /// NAT (needs iproute2 and nftables; bytes in and out are recorded); --no-network gives none.
+    /// in the store, and so is what the session does, from the kernel: every process (exec with
+    /// argv, parent and ancestors; exit code or signal) and file operation (absolute paths;
+    /// sensitive reads logged, other reads summarized). Networking: a veth pair to the host with
+    /// NAT (needs iproute2 and nftables; bytes in and out are recorded), every DNS query through
+    /// the session's forwarder under the egress policy (--policy, --allow-domain); --no-network
+    /// gives none.
     /// SIGTERM/SIGINT/SIGHUP to sandtrail stop the session (reason `api`), logged and cleaned
     /// up. Needs root.
     Run(cli::run::RunArgs),
@@ -58,8 +62,10 @@ pub enum Command {
     /// TCP with bearer tokens (--listen, --token-file). Endpoints: GET /v1/health,
     /// GET /v1/sessions, POST /v1/sessions with {"command": [...], "memory": "64M", "cpus": 0.5,
     /// "pids": 64, "disk": "1G", "net_rate": "10mbit", "timeout": "10m", "workspace": DIR, "as_root": false,
-    /// "network": true, "keep": "delete|preserve|snapshot", "session_id", "tenant", "user",
-    /// "template"} to run a sandbox, or {"cgroup": "/sys/fs/cgroup/.../agent-1", "timeout"} to
+    /// "network": true, "policy": FILE, "allow_domains": [...], "on_timeout": "kill|pause",
+    /// "idle_pause": "5m", "keep": "delete|preserve|snapshot", "session_id", "tenant", "user",
+    /// "template"} to run a sandbox, or {"cgroup": "/sys/fs/cgroup/.../agent-1", "timeout",
+    /// "on_timeout", "idle_pause"} to
     /// attach to a cgroup a sandbox provider created (audited until its last process ends),
     /// GET /v1/sessions/ID, POST /v1/sessions/ID/pause|resume|stop. Sessions log the same
     /// lifecycle events as `run`. Stopping the daemon stops its sessions. Needs root. See
