@@ -667,26 +667,22 @@ impl NetProbe {
     /// the same prefix and port replaces the earlier one. Deny entries win over it. Takes effect
     /// for the next connect.
     pub fn allow(&mut self, prefix: Prefix, port: Option<u16>, rule: u32) -> Result<(), NetError> {
-        check_rule(rule)?;
-        match prefix.addr {
-            IpAddr::V4(a) => self
-                .allow4
-                .insert(&allow_key4(a, prefix.len, port), rule, 0)
-                .map_err(map_err("allow4")),
-            IpAddr::V6(a) => self
-                .allow6
-                .insert(&allow_key6(a, prefix.len, port), rule, 0)
-                .map_err(map_err("allow6")),
-        }
+        insert_allow(&mut self.allow4, &mut self.allow6, prefix, port, rule)
     }
 
     /// Removes an allow entry; true when there was one.
     pub fn remove_allow(&mut self, prefix: Prefix, port: Option<u16>) -> Result<bool, NetError> {
-        let r = match prefix.addr {
-            IpAddr::V4(a) => self.allow4.remove(&allow_key4(a, prefix.len, port)),
-            IpAddr::V6(a) => self.allow6.remove(&allow_key6(a, prefix.len, port)),
-        };
-        removed(r, "allow")
+        delete_allow(&mut self.allow4, &mut self.allow6, prefix, port)
+    }
+
+    /// A second handle on the allow lists, to change them from another thread while this
+    /// probe is read (the session's DNS forwarder allows each answer's addresses before it
+    /// sends the answer, so the client's connect that follows finds them allowed).
+    pub fn allow_handle(&self) -> Result<AllowHandle, NetError> {
+        Ok(AllowHandle {
+            allow4: reopen(aya::maps::IterableMap::map(&self.allow4), "allow4")?,
+            allow6: reopen(aya::maps::IterableMap::map(&self.allow6), "allow6")?,
+        })
     }
 
     /// Denies a prefix on every port, reported as [`Rule::Entry`]`(rule)`; deny entries win
@@ -786,6 +782,80 @@ impl NetProbe {
             flow_ring_buffer_full,
         })
     }
+}
+
+/// The allow lists of a [`NetProbe`], opened a second time ([`NetProbe::allow_handle`]): the
+/// same kernel maps, usable from another thread. It keeps the maps (not the programs) alive.
+pub struct AllowHandle {
+    allow4: LpmTrie<MapData, [u8; 8], u32>,
+    allow6: LpmTrie<MapData, [u8; 20], u32>,
+}
+
+impl AllowHandle {
+    /// As [`NetProbe::allow`].
+    pub fn allow(&mut self, prefix: Prefix, port: Option<u16>, rule: u32) -> Result<(), NetError> {
+        insert_allow(&mut self.allow4, &mut self.allow6, prefix, port, rule)
+    }
+
+    /// As [`NetProbe::remove_allow`].
+    pub fn remove_allow(&mut self, prefix: Prefix, port: Option<u16>) -> Result<bool, NetError> {
+        delete_allow(&mut self.allow4, &mut self.allow6, prefix, port)
+    }
+}
+
+impl fmt::Debug for AllowHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AllowHandle")
+    }
+}
+
+/// An LPM trie opened again through a duplicate of its descriptor.
+fn reopen<K: aya::Pod>(
+    map: &MapData,
+    name: &'static str,
+) -> Result<LpmTrie<MapData, K, u32>, NetError> {
+    let fd = map
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| NetError::Map {
+            name,
+            detail: format!("duplicating its descriptor: {e}"),
+        })?;
+    let data = MapData::from_fd(fd).map_err(map_err(name))?;
+    let map = aya::maps::Map::from_map_data(data).map_err(map_err(name))?;
+    LpmTrie::try_from(map).map_err(map_err(name))
+}
+
+fn insert_allow(
+    allow4: &mut LpmTrie<MapData, [u8; 8], u32>,
+    allow6: &mut LpmTrie<MapData, [u8; 20], u32>,
+    prefix: Prefix,
+    port: Option<u16>,
+    rule: u32,
+) -> Result<(), NetError> {
+    check_rule(rule)?;
+    match prefix.addr {
+        IpAddr::V4(a) => allow4
+            .insert(&allow_key4(a, prefix.len, port), rule, 0)
+            .map_err(map_err("allow4")),
+        IpAddr::V6(a) => allow6
+            .insert(&allow_key6(a, prefix.len, port), rule, 0)
+            .map_err(map_err("allow6")),
+    }
+}
+
+fn delete_allow(
+    allow4: &mut LpmTrie<MapData, [u8; 8], u32>,
+    allow6: &mut LpmTrie<MapData, [u8; 20], u32>,
+    prefix: Prefix,
+    port: Option<u16>,
+) -> Result<bool, NetError> {
+    let r = match prefix.addr {
+        IpAddr::V4(a) => allow4.remove(&allow_key4(a, prefix.len, port)),
+        IpAddr::V6(a) => allow6.remove(&allow_key6(a, prefix.len, port)),
+    };
+    removed(r, "allow")
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {

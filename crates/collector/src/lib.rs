@@ -13,12 +13,18 @@
 //! relative and `*at` paths. Reads are logged one by one under sensitive paths
 //! ([`FilePolicy`]) and summarized with a count elsewhere.
 //!
+//! Egress records (the kernel's connect/sendmsg decisions and socket counters, the DNS
+//! forwarder's queries) become `net.connect`, `net.flow` and `dns.query` events in
+//! [`NetCollector`], joined by socket cookie and local port.
+//!
 //! Nothing here touches the kernel: it is fed records, so all of it is unit-tested without root.
 
 mod errno;
 mod file;
+mod net;
 mod process;
 
 pub use errno::errno_name;
 pub use file::FilePolicy;
+pub use net::NetCollector;
 pub use process::{Adopted, Collector, Scope};

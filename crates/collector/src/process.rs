@@ -174,6 +174,15 @@ impl Collector {
         self.cwd_of = lookup;
     }
 
+    /// The process `pid` of session `cgroup_id` as the table knows it now (for events of other
+    /// sources: network, DNS); `None` when it is not one of the session's.
+    pub fn process_ref(&self, cgroup_id: u64, pid: u32) -> Option<ProcessRef> {
+        self.procs
+            .get(&pid)
+            .filter(|p| p.session == cgroup_id)
+            .map(Proc::process_ref)
+    }
+
     /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
     /// `scope`.
     pub fn watch(&mut self, cgroup_id: u64, scope: Scope) {
@@ -570,7 +579,7 @@ pub(crate) fn procfs_cwd(pid: u32) -> Option<PathBuf> {
 }
 
 /// Wall-clock minus `CLOCK_MONOTONIC`, in ns.
-fn clock_offset_ns() -> i128 {
+pub(crate) fn clock_offset_ns() -> i128 {
     let read = |clock| {
         let mut ts = libc::timespec {
             tv_sec: 0,

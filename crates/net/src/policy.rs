@@ -49,7 +49,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::registries::Registry;
-use crate::resolved::ResolvedIps;
+use crate::resolved::{ResolvedEntry, ResolvedIps};
 
 /// What the policy does with egress that no rule mentions.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -698,6 +698,101 @@ impl Policy {
             return with_domain(Verdict::new(Decision::Allow, entry.rule));
         }
         with_domain(self.no_rule())
+    }
+}
+
+/// One static rule of a policy as the kernel enforces it at connect/sendmsg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRule {
+    /// The network.
+    pub net: IpNet,
+    /// Allowed on this port only (`None`: every port). Deny rules cover every port.
+    pub port: Option<u16>,
+    /// Allow (true) or deny.
+    pub allow: bool,
+    /// The rule's name, as [`Policy::decide_addr`] reports it.
+    pub rule: String,
+}
+
+impl Policy {
+    /// The policy's address rules for the kernel: metadata denies (unless turned off), deny
+    /// CIDRs, and allow CIDRs on each allowed port. Names are enforced through their answers
+    /// ([`Policy::answer_ports`]).
+    pub fn kernel_rules(&self) -> Vec<KernelRule> {
+        let mut out = Vec::new();
+        if self.deny_metadata {
+            for c in METADATA_CIDRS {
+                let net: IpNet = c.parse().expect("valid built-in CIDR");
+                out.push(KernelRule {
+                    net,
+                    port: None,
+                    allow: false,
+                    rule: "deny:metadata".into(),
+                });
+            }
+        }
+        for n in &self.deny_cidrs {
+            out.push(KernelRule {
+                net: *n,
+                port: None,
+                allow: false,
+                rule: format!("deny:cidr:{n}"),
+            });
+        }
+        for n in &self.allow_cidrs {
+            for port in self.ports() {
+                out.push(KernelRule {
+                    net: *n,
+                    port,
+                    allow: true,
+                    rule: format!("allow:cidr:{n}"),
+                });
+            }
+        }
+        out
+    }
+
+    /// `allow_ports` as kernel entries: every port (`None`) when empty.
+    fn ports(&self) -> Vec<Option<u16>> {
+        if self.allow_ports.is_empty() {
+            vec![None]
+        } else {
+            self.allow_ports.iter().map(|p| Some(*p)).collect()
+        }
+    }
+
+    /// Every rule name an allowed DNS answer can carry (`allow:domain:…`, `allow:registry:…`).
+    pub fn answer_rules(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .allow_domains
+            .iter()
+            .map(|d| format!("allow:domain:{d}"))
+            .collect();
+        for r in &self.registries {
+            let rule = format!("allow:registry:{}", r.manager);
+            if !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+        out
+    }
+
+    /// The ports on which an address an allowed name resolved to may be reached (`None`: every
+    /// port), as [`Policy::decide_addr`] decides: a registry's on the ports of its URLs, other
+    /// names on `allow_ports`.
+    pub fn answer_ports(&self, entry: &ResolvedEntry) -> Vec<Option<u16>> {
+        if entry.rule.starts_with("allow:registry:") {
+            let mut ports: Vec<Option<u16>> = self
+                .registries
+                .iter()
+                .filter(|r| r.host.eq_ignore_ascii_case(&entry.domain))
+                .map(|r| Some(r.port))
+                .collect();
+            ports.dedup();
+            ports
+        } else {
+            self.ports()
+        }
     }
 }
 

@@ -29,11 +29,25 @@ pub struct ResolvedEntry {
     pub expires: Instant,
 }
 
+/// Told of every allowed answer as it is remembered, before the forwarder sends the answer to
+/// the client (the kernel enforcement allows the address here, so the connect that follows
+/// the lookup finds it allowed).
+pub type AllowListener = Box<dyn Fn(IpAddr, &ResolvedEntry) + Send + Sync>;
+
 /// Address → names it was resolved from. Shared (`Arc`) between the forwarder that fills it
 /// and whatever enforces or annotates connections. Thread-safe.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ResolvedIps {
     map: Mutex<HashMap<IpAddr, Vec<ResolvedEntry>>>,
+    listener: Mutex<Option<AllowListener>>,
+}
+
+impl std::fmt::Debug for ResolvedIps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedIps")
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResolvedIps {
@@ -48,20 +62,34 @@ impl ResolvedIps {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets the function told of each allowed answer ([`AllowListener`]), replacing any earlier one.
+    pub fn set_listener(&self, listener: AllowListener) {
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
     /// Remembers that `domain` resolved to `ip` with `ttl` seconds, under `verdict`. A repeated
-    /// answer for the same name replaces the older one.
+    /// answer for the same name replaces the older one. An allowed one goes to the listener
+    /// before this returns.
     pub fn insert(&self, ip: IpAddr, domain: &str, verdict: &Verdict, ttl: u32, now: Instant) {
         let ip = canonical_ip(ip);
         let expires = now + Duration::from_secs(ttl as u64) + TTL_GRACE;
-        let mut map = self.lock();
-        let list = map.entry(ip).or_default();
-        list.retain(|e| e.domain != domain && e.expires > now);
-        list.push(ResolvedEntry {
+        let entry = ResolvedEntry {
             domain: domain.to_string(),
             decision: verdict.decision,
             rule: verdict.rule.clone(),
             expires,
-        });
+        };
+        {
+            let mut map = self.lock();
+            let list = map.entry(ip).or_default();
+            list.retain(|e| e.domain != domain && e.expires > now);
+            list.push(entry.clone());
+        }
+        if entry.decision == Decision::Allow {
+            if let Some(f) = &*self.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+                f(ip, &entry);
+            }
+        }
     }
 
     /// The live entry through which `ip` is allowed (decision allow), if any: the one that

@@ -36,10 +36,11 @@ use sandtrail_sandbox::net::{self, NetConfig, SessionNet};
 use sandtrail_sandbox::Limits;
 use sandtrail_store::{Layout, Writer};
 
-use crate::sources::kernel;
+use crate::sources::{egress, kernel};
 use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
 use monitor::{DiskWatcher, LimitWatcher, NetRateWatcher, POLL, THROTTLE_WINDOW};
+use sandtrail_collector::NetCollector;
 use violations::{DenialLog, Violation};
 
 /// What to do with the session's filesystem changes at cleanup.
@@ -354,8 +355,8 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
             dns_redirect: opts.policy.is_some(),
             ..NetConfig::for_session(&id)
         });
-        let (net_tx, net_rx) = mpsc::channel();
-        let net_rx = opts.policy.is_some().then_some(net_rx);
+        // The forwarder's records go to the kernel thread, which joins them with the sockets.
+        let mut dns_records = Some(mpsc::channel());
         // The caller tears the network down, also when a later step fails.
         let child = isolate::spawn(&spec, &mut |pid| {
             cg.add_pid(pid).map_err(|e| e.to_string())?;
@@ -367,9 +368,12 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 }
                 let host_ip = n.host_ip();
                 session_net = Some(n);
-                // The forwarder answers before the command's first query.
-                if let Some(policy) = &opts.policy {
-                    forwarder = Some(start_forwarder(host_ip, policy.clone(), net_tx.clone())?);
+                // Enforced and answering before the command's first connect or query.
+                if let (Some(policy), Some((tx, rx))) = (&opts.policy, dns_records.take()) {
+                    let (f, net) = start_egress(cg.v2_path(), host_ip, policy.clone(), tx, rx, &lc)
+                        .map_err(|e| format!("{e:#}"))?;
+                    forwarder = Some(f);
+                    kernel.watch_net(cg_id, net);
                 }
             }
             // Logged before the command runs, so its first exec comes after the start.
@@ -396,7 +400,6 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
                 net: session_net.as_ref(),
                 on_start: opts.on_start.as_ref(),
                 denials,
-                net_records: net_rx,
                 kernel: Some((kernel, kernel_events)),
             },
         )
@@ -498,7 +501,6 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
             net: None,
             on_start: opts.on_start.as_ref(),
             denials: None,
-            net_records: None,
             kernel: Some((kernel, kernel_events)),
         },
     );
@@ -544,8 +546,6 @@ struct Watch<'a> {
     on_start: Option<&'a Sender<StartReport>>,
     /// Seccomp denials of the sandbox.
     denials: Option<Receiver<isolate::Denial>>,
-    /// DNS queries and policy violations of the session's forwarder.
-    net_records: Option<Receiver<NetRecord>>,
     /// The kernel source and the session's events from it.
     kernel: Option<(&'a kernel::KernelSource, Receiver<Event>)>,
 }
@@ -602,7 +602,6 @@ fn supervise(
     let mut last_cpu = first.cpu_ns;
     let mut denial_log = DenialLog::default();
     let mut violations = 0usize;
-    let mut egress_blocked = 0u64;
     let exit = loop {
         // Seccomp denials.
         if let Some(rx) = &w.denials {
@@ -616,9 +615,6 @@ fn supervise(
                 log.log(lc.violation(&v))?;
                 violations += 1;
             }
-        }
-        if let Some(rx) = &w.net_records {
-            egress_blocked += log_net_records(log, lc, rx.try_iter())?;
         }
         if let Some((_, rx)) = &w.kernel {
             for e in rx.try_iter() {
@@ -723,12 +719,10 @@ fn supervise(
         }
         std::thread::sleep(POLL);
     };
-    if let Some(rx) = &w.net_records {
-        egress_blocked += log_net_records(log, lc, rx.try_iter())?;
-    }
     // Every kernel record of the session, up to its last exit, before its end is logged.
+    let mut egress_blocked = None;
     if let Some((k, rx)) = &w.kernel {
-        k.finish(cg.id());
+        egress_blocked = k.finish(cg.id());
         for e in rx.try_iter() {
             log.log(e)?;
         }
@@ -790,7 +784,7 @@ fn supervise(
         processes: Some(watcher.peak_pids),
         bytes_in,
         bytes_out,
-        egress_blocked: w.net_records.is_some().then_some(egress_blocked),
+        egress_blocked,
     };
     log.log(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;
     Ok(Outcome {
@@ -804,40 +798,41 @@ fn supervise(
     })
 }
 
-/// Starts the session's DNS forwarder on port 53 of the host end of its veth, forwarding to the
-/// host's resolvers (from /etc/resolv.conf).
-fn start_forwarder(
+/// Puts the session's egress policy in the kernel (programs on its cgroup v2 directory) and
+/// starts its DNS forwarder on port 53 of the host end of its veth, forwarding to the host's
+/// resolvers (from /etc/resolv.conf); what the kernel thread needs to read both.
+fn start_egress(
+    cgroup_dir: &Path,
     host_ip: std::net::Ipv4Addr,
     policy: Arc<Policy>,
     tx: Sender<NetRecord>,
-) -> Result<Forwarder, String> {
-    let upstreams = sandtrail_net::dns::upstreams_from_resolv_conf(Path::new("/etc/resolv.conf"))
-        .map_err(|e| format!("the session's DNS forwarder: {e}"))?;
-    let listen = std::net::SocketAddr::from((host_ip, 53));
-    Forwarder::start(ForwarderConfig::new(listen, upstreams, policy, tx))
-        .map_err(|e| format!("starting the session's DNS forwarder on {listen}: {e}"))
-}
-
-/// Logs DNS queries and burst violations; returns how many queries the policy refused.
-fn log_net_records(
-    log: &dyn EventLog,
+    rx: Receiver<NetRecord>,
     lc: &Lifecycle,
-    records: impl Iterator<Item = NetRecord>,
-) -> Result<u64> {
-    let mut blocked = 0;
-    for r in records {
-        let ev = match r {
-            NetRecord::Dns(q) => {
-                if q.decision == sandtrail_event::Decision::Deny {
-                    blocked += 1;
-                }
-                q.to_event(&lc.id.session_id, &lc.host_id)
-            }
-            NetRecord::Violation(v) => v.to_event(&lc.id.session_id, &lc.host_id),
-        };
-        log.log(ev)?;
-    }
-    Ok(blocked)
+) -> Result<(Forwarder, kernel::NetSession)> {
+    let upstreams = sandtrail_net::dns::upstreams_from_resolv_conf(Path::new("/etc/resolv.conf"))
+        .context("the session's DNS forwarder")?;
+    let egress = egress::setup(cgroup_dir, policy.clone(), host_ip)?;
+    let listen = std::net::SocketAddr::from((host_ip, egress::DNS_PORT));
+    let cfg = ForwarderConfig::new(listen, upstreams, policy, tx);
+    egress.rules.listen(&cfg.resolved);
+    let collector = NetCollector::new(
+        scope(lc),
+        egress.rule_names,
+        cfg.resolved.clone(),
+        cfg.burst.clone(),
+    );
+    let resolved = cfg.resolved.clone();
+    let f = Forwarder::start(cfg)
+        .with_context(|| format!("starting the session's DNS forwarder on {listen}"))?;
+    let net = kernel::NetSession {
+        probe: egress.probe,
+        collector,
+        dns: rx,
+        rules: egress.rules,
+        resolved,
+        lost: 0,
+    };
+    Ok((f, net))
 }
 
 /// Where the kernel source sends a session's events.

@@ -10,10 +10,17 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, Result};
+use sandtrail_bpf::net::NetProbe;
 use sandtrail_bpf::{CgroupRef, Losses, Probe, ProbeOptions};
-use sandtrail_collector::{Adopted, Collector, Scope};
+use sandtrail_collector::{Adopted, Collector, NetCollector, Scope};
 use sandtrail_event::{Event, Kind, LossInfo, Severity, Source};
+use sandtrail_net::dns::NetRecord as DnsChannelRecord;
+use sandtrail_net::resolved::ResolvedIps;
+
+use super::egress::EgressRules;
 
 /// How long the reader waits for a record before it looks at control requests again.
 const TICK: Duration = Duration::from_millis(20);
@@ -38,8 +45,34 @@ enum Cmd {
         procs: Vec<Adopted>,
         reply: Sender<()>,
     },
+    /// Read the session's egress programs and DNS forwarder too.
+    WatchNet {
+        cgroup_id: u64,
+        net: Box<NetSession>,
+        reply: Sender<()>,
+    },
     /// Read everything in the ring buffer, stop watching, report exits still unresolved.
-    Finish { cgroup_id: u64, reply: Sender<()> },
+    Finish {
+        cgroup_id: u64,
+        reply: Sender<Option<u64>>,
+    },
+}
+
+/// A session's egress sources, read on the kernel thread so that their events name the
+/// processes of the collector's table.
+pub struct NetSession {
+    /// The egress programs attached to the session's cgroup.
+    pub probe: NetProbe,
+    /// Joins their records (and the forwarder's) into events.
+    pub collector: NetCollector,
+    /// The DNS forwarder's records.
+    pub dns: Receiver<DnsChannelRecord>,
+    /// The answer-derived allow entries, expired here.
+    pub rules: Arc<EgressRules>,
+    /// The session's answers.
+    pub resolved: Arc<ResolvedIps>,
+    /// Egress records lost so far (kernel ring buffers, forwarder channel).
+    pub lost: u64,
 }
 
 /// The kernel source of this process; see the module docs.
@@ -179,12 +212,29 @@ impl KernelSource {
         }
     }
 
-    /// Delivers everything recorded for the session so far and stops watching it.
-    pub fn finish(&self, cgroup_id: u64) {
+    /// Reads the session's egress programs and DNS forwarder from now on (its events arrive
+    /// with the others of [`KernelSource::watch`]); they are detached at `finish`.
+    pub fn watch_net(&self, cgroup_id: u64, net: NetSession) {
         let (reply, answer) = mpsc::channel();
-        if self.cmds.send(Cmd::Finish { cgroup_id, reply }).is_ok() {
+        let cmd = Cmd::WatchNet {
+            cgroup_id,
+            net: Box::new(net),
+            reply,
+        };
+        if self.cmds.send(cmd).is_ok() {
             let _ = answer.recv();
         }
+    }
+
+    /// Delivers everything recorded for the session so far and stops watching it. Returns the
+    /// egress attempts its policy blocked, the first time for a session whose network was
+    /// watched.
+    pub fn finish(&self, cgroup_id: u64) -> Option<u64> {
+        let (reply, answer) = mpsc::channel();
+        if self.cmds.send(Cmd::Finish { cgroup_id, reply }).is_ok() {
+            return answer.recv().ok().flatten();
+        }
+        None
     }
 }
 
@@ -192,6 +242,7 @@ struct Reader {
     probe: Probe,
     collector: Collector,
     routes: std::collections::HashMap<u64, (Scope, Sender<Event>)>,
+    nets: std::collections::HashMap<u64, Box<NetSession>>,
     losses: Losses,
     next_loss_check: Instant,
 }
@@ -203,6 +254,7 @@ impl Reader {
             probe,
             collector: Collector::new(),
             routes: Default::default(),
+            nets: Default::default(),
             losses,
             next_loss_check: Instant::now() + LOSS_PERIOD,
         }
@@ -235,6 +287,85 @@ impl Reader {
         }
     }
 
+    /// Reads session `cg`'s egress programs and DNS records and routes their events (`last`:
+    /// the session is ending, nothing waits for a later look); `housekeeping` also expires
+    /// lapsed DNS-derived allow entries and reports egress losses. Returns the blocked-egress
+    /// count.
+    fn drain_net(&mut self, cg: u64, last: bool, housekeeping: bool) -> Option<u64> {
+        let net = self.nets.get_mut(&cg)?;
+        let mut attempts = Vec::new();
+        loop {
+            match net.probe.next_record(Duration::ZERO) {
+                Ok(Some(r)) => attempts.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("sandtrail: egress record unreadable: {e}");
+                    break;
+                }
+            }
+        }
+        let mut flows = Vec::new();
+        loop {
+            match net.probe.next_flow(Duration::ZERO) {
+                Ok(Some(f)) => flows.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("sandtrail: flow record unreadable: {e}");
+                    break;
+                }
+            }
+        }
+        let dns: Vec<DnsChannelRecord> = net.dns.try_iter().collect();
+        // The execs before these connects are in the process ring: read them first, so that
+        // each connect names the image that made it.
+        self.drain(Duration::ZERO);
+        let net = self.nets.get_mut(&cg)?;
+        let collector = &self.collector;
+        let process_of = |pid: u32| collector.process_ref(cg, pid);
+        let mut out = Vec::new();
+        for r in &attempts {
+            out.extend(net.collector.attempt(r, process_of(r.task.pid)));
+        }
+        for f in &flows {
+            out.push(net.collector.flow(f, &process_of));
+        }
+        for r in dns {
+            match r {
+                DnsChannelRecord::Dns(q) => net.collector.dns(q),
+                DnsChannelRecord::Violation(v) => {
+                    if let Some((scope, _)) = self.routes.get(&cg) {
+                        out.push(v.to_event(&scope.session_id, &scope.host_id));
+                    }
+                }
+            }
+        }
+        if net.collector.dns_pending() {
+            let live = net.probe.flows().unwrap_or_default();
+            out.extend(net.collector.drain_dns(&live, &process_of, last));
+        }
+        if housekeeping {
+            net.rules.expire(&net.resolved, Instant::now());
+            let lost = net
+                .probe
+                .losses()
+                .map(|l| l.ring_buffer_full + l.flow_ring_buffer_full)
+                .unwrap_or(0);
+            if lost > net.lost {
+                if let Some((scope, _)) = self.routes.get(&cg) {
+                    out.push(loss_event(scope, "kernel.net", lost - net.lost));
+                }
+                net.lost = lost;
+            }
+        }
+        let blocked = net.collector.blocked();
+        if let Some((_, tx)) = self.routes.get(&cg) {
+            for e in out {
+                let _ = tx.send(e);
+            }
+        }
+        Some(blocked)
+    }
+
     /// New losses since the last look become an `audit.loss` for every watched session (the
     /// kernel counts them per CPU, not per session).
     fn check_losses(&mut self) {
@@ -244,20 +375,7 @@ impl Reader {
         let lost = now.total().saturating_sub(self.losses.total());
         if lost > 0 {
             for (scope, tx) in self.routes.values() {
-                let mut e = Event::new(
-                    Kind::AuditLoss,
-                    Source::Kernel,
-                    Some(scope.session_id.clone()),
-                    &scope.host_id,
-                    sandtrail_store::now_ns(),
-                );
-                e.severity = Severity::High;
-                e.loss = Some(LossInfo {
-                    source: "kernel".into(),
-                    count: lost,
-                    window_ns: Some(LOSS_PERIOD.as_nanos() as u64),
-                });
-                let _ = tx.send(e);
+                let _ = tx.send(loss_event(scope, "kernel", lost));
             }
         }
         self.losses = now;
@@ -273,7 +391,12 @@ impl Reader {
                 }
             }
             self.drain(TICK);
-            if Instant::now() >= self.next_loss_check {
+            let ids: Vec<u64> = self.nets.keys().copied().collect();
+            let second = Instant::now() >= self.next_loss_check;
+            for cg in ids {
+                self.drain_net(cg, false, second);
+            }
+            if second {
                 self.next_loss_check = Instant::now() + LOSS_PERIOD;
                 self.check_losses();
             }
@@ -322,18 +445,47 @@ impl Reader {
                 }
                 let _ = reply.send(());
             }
+            Cmd::WatchNet {
+                cgroup_id,
+                net,
+                reply,
+            } => {
+                self.nets.insert(cgroup_id, net);
+                let _ = reply.send(());
+            }
             Cmd::Finish { cgroup_id, reply } => {
                 // Records of the session's last moments may still be in flight.
                 self.drain(TICK);
+                let blocked = self.drain_net(cgroup_id, true, true);
+                // Dropping the probe detaches the egress programs.
+                self.nets.remove(&cgroup_id);
                 self.check_losses();
                 let _ = self.probe.unwatch(CgroupRef::Id(cgroup_id));
                 let ev = self.collector.unwatch(cgroup_id);
                 self.deliver(ev);
                 self.routes.remove(&cgroup_id);
-                let _ = reply.send(());
+                let _ = reply.send(blocked);
             }
         }
     }
+}
+
+/// An `audit.loss` of `count` records of `source` in the last [`LOSS_PERIOD`].
+fn loss_event(scope: &Scope, source: &str, count: u64) -> Event {
+    let mut e = Event::new(
+        Kind::AuditLoss,
+        Source::Kernel,
+        Some(scope.session_id.clone()),
+        &scope.host_id,
+        sandtrail_store::now_ns(),
+    );
+    e.severity = Severity::High;
+    e.loss = Some(LossInfo {
+        source: source.into(),
+        count,
+        window_ns: Some(LOSS_PERIOD.as_nanos() as u64),
+    });
+    e
 }
 
 /// A running process as /proc shows it; `None` if it is gone.
