@@ -4,7 +4,9 @@
 //! and a mode, make a denied call fail at once with `EPERM`, and report every attempt, allowed
 //! or denied, as a [`NetRecord`]. `cgroup_skb` egress/ingress and `cgroup/sock_release`
 //! programs count the bytes and packets of each socket and report them as a [`FlowRecord`]
-//! when it is closed (`net.flow`).
+//! when it is closed (`net.flow`). The egress program also copies the first up to 512 payload
+//! bytes of each socket's first data packet, once per socket, as a [`PayloadRecord`], so that
+//! user space can identify the application protocol (TLS SNI, HTTP host, SSH, DNS).
 //!
 //! One [`NetProbe`] is one policy: its maps belong to its own loaded object, so two sessions
 //! each load their own probe and attach it to their own cgroup.
@@ -77,7 +79,7 @@ const CFG_DNS6: u32 = 2;
 /// Size of one record of the ring buffer (`struct net_rec`).
 const REC_LEN: usize = 88;
 /// Size of one flow (`struct flow`), in the map and in the closed-flow ring buffer.
-const FLOW_LEN: usize = 112;
+const FLOW_LEN: usize = 120;
 
 /// Errors of the egress probe.
 #[derive(Debug, thiserror::Error)]
@@ -376,6 +378,9 @@ pub struct NetLosses {
     /// Closed-flow records dropped because their ring buffer was full (the flow's counters stay
     /// in [`NetProbe::flows`] until evicted).
     pub flow_ring_buffer_full: u64,
+    /// First-payload records ([`PayloadRecord`]) dropped because their ring buffer was full
+    /// (the socket's payload is not captured again).
+    pub payload_ring_buffer_full: u64,
 }
 
 /// Bytes and packets of one socket of the attached cgroup, counted by the kernel.
@@ -431,6 +436,8 @@ pub struct NetProbe {
     flow_ring: RingBuf<MapData>,
     flow_map: HashMap<MapData, u64, [u8; FLOW_LEN]>,
     flow_epoll: sys::Epoll,
+    payload_ring: RingBuf<MapData>,
+    payload_epoll: sys::Epoll,
     config: Array<MapData, Config>,
     allow4: LpmTrie<MapData, [u8; 8], u32>,
     allow6: LpmTrie<MapData, [u8; 20], u32>,
@@ -518,6 +525,7 @@ impl NetProbe {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("net_events", opts.ring_buffer_bytes)
             .map_max_entries("flow_events", opts.ring_buffer_bytes)
+            .map_max_entries("payload_events", opts.ring_buffer_bytes)
             .load(NET_OBJ)
             .map_err(|e| NetError::Object(Box::new(e)))?;
         for &name in PROGRAMS {
@@ -561,11 +569,15 @@ impl NetProbe {
         let flow_ring = take(&mut ebpf, "flow_events", RingBuf::try_from)?;
         let flow_map = take(&mut ebpf, "flows", HashMap::try_from)?;
         let flow_epoll = sys::Epoll::new(flow_ring.as_fd()).map_err(NetError::Poll)?;
+        let payload_ring = take(&mut ebpf, "payload_events", RingBuf::try_from)?;
+        let payload_epoll = sys::Epoll::new(payload_ring.as_fd()).map_err(NetError::Poll)?;
         Ok(NetProbe {
             ring,
             flow_ring,
             flow_map,
             flow_epoll,
+            payload_ring,
+            payload_epoll,
             config,
             allow4,
             allow6,
@@ -777,9 +789,16 @@ impl NetProbe {
             .map_err(map_err("net_losses"))?
             .iter()
             .sum();
+        let payload_ring_buffer_full = self
+            .losses
+            .get(&2, 0)
+            .map_err(map_err("net_losses"))?
+            .iter()
+            .sum();
         Ok(NetLosses {
             ring_buffer_full,
             flow_ring_buffer_full,
+            payload_ring_buffer_full,
         })
     }
 }
@@ -962,6 +981,83 @@ fn decode(b: &[u8]) -> Result<NetRecord, NetError> {
     })
 }
 
+// ------------------------------------------------------------------ first payload (L7)
+
+/// Size of one first-payload record (`struct payload_rec`).
+const PAYLOAD_REC_LEN: usize = 576;
+/// Most payload bytes a [`PayloadRecord`] carries.
+pub const PAYLOAD_MAX: usize = 512;
+
+/// The first payload bytes a socket of the attached cgroup sent: the start of its first egress
+/// packet with TCP or UDP payload, copied in the kernel once per socket, for identifying the
+/// application protocol. Addresses and ports are those of the packet's IP and L4 headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRecord {
+    /// The socket cookie, as in the socket's [`NetRecord`] and [`FlowRecord`].
+    pub socket_cookie: u64,
+    /// `CLOCK_MONOTONIC` of the packet.
+    pub ktime_ns: u64,
+    /// [`Proto::Tcp`] or [`Proto::Udp`] (from the IP header's protocol).
+    pub proto: Proto,
+    /// The packet's source address and port.
+    pub src: SocketAddr,
+    /// The packet's destination address and port.
+    pub dst: SocketAddr,
+    /// The packet's L4 payload length (of a GSO packet: all of its payload), of which `bytes`
+    /// is the start.
+    pub payload_len: u32,
+    /// The first `min(payload_len, PAYLOAD_MAX)` payload bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl NetProbe {
+    /// The next first-payload record, waiting up to `timeout` for one; `None` on timeout.
+    pub fn next_payload(&mut self, timeout: Duration) -> Result<Option<PayloadRecord>, NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.payload_ring.next() {
+                return decode_payload(&item).map(Some);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.payload_epoll
+                .wait((deadline - now).min(self.max_latency))
+                .map_err(NetError::Poll)?;
+        }
+    }
+}
+
+/// Decodes one `struct payload_rec` (see net.bpf.c for the offsets).
+fn decode_payload(b: &[u8]) -> Result<PayloadRecord, NetError> {
+    if b.len() < PAYLOAD_REC_LEN {
+        return Err(NetError::Decode(format!(
+            "payload record of {} bytes, want {PAYLOAD_REC_LEN}",
+            b.len()
+        )));
+    }
+    let family = b[52];
+    let proto = match i32::from(b[53]) {
+        libc::IPPROTO_TCP => Proto::Tcp,
+        libc::IPPROTO_UDP => Proto::Udp,
+        p => return Err(NetError::Decode(format!("payload protocol {p}"))),
+    };
+    let cap = usize::from(u16_at(b, 54));
+    if cap == 0 || cap > PAYLOAD_MAX {
+        return Err(NetError::Decode(format!("payload length {cap}")));
+    }
+    Ok(PayloadRecord {
+        socket_cookie: u64_at(b, 8),
+        ktime_ns: u64_at(b, 0),
+        proto,
+        src: SocketAddr::new(addr_of(family, &b[16..32])?, u16_at(b, 48)),
+        dst: SocketAddr::new(addr_of(family, &b[32..48])?, u16_at(b, 50)),
+        payload_len: u32_at(b, 56),
+        bytes: b[64..64 + cap].to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,5 +1159,35 @@ mod tests {
         assert_eq!(r.task.comm, "curl");
         assert_eq!(r.socket_cookie, 9);
         assert!(decode(&b[..40]).is_err());
+    }
+
+    #[test]
+    fn decodes_a_payload() {
+        let mut b = [0u8; PAYLOAD_REC_LEN];
+        b[0..8].copy_from_slice(&5u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&42u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&[127, 0, 0, 1]);
+        b[32..36].copy_from_slice(&[127, 0, 0, 2]);
+        b[48..50].copy_from_slice(&40000u16.to_ne_bytes());
+        b[50..52].copy_from_slice(&443u16.to_ne_bytes());
+        b[52] = 4;
+        b[53] = libc::IPPROTO_TCP as u8;
+        b[54..56].copy_from_slice(&3u16.to_ne_bytes());
+        b[56..60].copy_from_slice(&1000u32.to_ne_bytes());
+        b[64..68].copy_from_slice(&[0x16, 3, 1, 0xff]);
+        let p = decode_payload(&b).unwrap();
+        assert_eq!(p.socket_cookie, 42);
+        assert_eq!(p.ktime_ns, 5);
+        assert_eq!(p.proto, Proto::Tcp);
+        assert_eq!(p.src, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(p.dst, "127.0.0.2:443".parse().unwrap());
+        assert_eq!(p.payload_len, 1000);
+        assert_eq!(p.bytes, [0x16, 3, 1]);
+        b[54..56].copy_from_slice(&513u16.to_ne_bytes());
+        assert!(decode_payload(&b).is_err());
+        b[54..56].copy_from_slice(&3u16.to_ne_bytes());
+        b[53] = 1;
+        assert!(decode_payload(&b).is_err());
+        assert!(decode_payload(&b[..100]).is_err());
     }
 }

@@ -17,7 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{
-    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, NetRecord, Proto, Rule,
+    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, NetRecord, PayloadRecord, Proto,
+    Rule, PAYLOAD_MAX,
 };
 
 /// Env var that turns the `zz_child_helper` test into the child's action.
@@ -603,4 +604,141 @@ fn flows_count_bytes_and_packets_both_ways() {
     assert_eq!((pid, uid), (o.pid, 0));
     assert_ne!(cgroup_id, 0);
     assert_eq!(probe.losses().unwrap().flow_ring_buffer_full, 0);
+}
+
+/// The first-payload record of socket `cookie`, waiting up to 3 s for it.
+fn payload_for(probe: &mut NetProbe, cookie: u64) -> PayloadRecord {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(p) = probe.next_payload(Duration::from_millis(100)).unwrap() {
+            if p.socket_cookie == cookie {
+                return p;
+            }
+            seen.push(p);
+        }
+    }
+    panic!("no payload record for socket {cookie}; saw {seen:#?}");
+}
+
+/// A loopback peer for curl: answers an HTTP request with an empty 200, and closes a TLS
+/// connection after the ClientHello (curl then gives up at once). Serves `n` connections.
+fn loopback_peer(listener: TcpListener, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let k = s.read(&mut chunk).unwrap_or(0);
+                buf.extend_from_slice(&chunk[..k]);
+                if k == 0 || buf.first() == Some(&0x16) {
+                    break;
+                }
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    break;
+                }
+            }
+            got.push(buf);
+        }
+        got
+    })
+}
+
+/// `curl` (quiet, no config file, no proxy, 5 s at most) with `args`, in the cgroup; its pid.
+fn curl_in(cg: &common::TestCgroup, args: &[&str]) -> u32 {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-s", "--noproxy", "*", "--max-time", "5"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn first_payload_of_tls_http_and_udp_sockets() {
+    require_root!("first_payload_of_tls_http_and_udp_sockets");
+    assert!(
+        Command::new("curl").arg("--version").output().is_ok(),
+        "this test runs curl (apt-get install curl)"
+    );
+    let cg = common::TestCgroup::new();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.attach(&cg.path).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let peer = loopback_peer(listener, 2);
+
+    // A real TLS client: its ClientHello names the server, sni-test.example.
+    let pid = curl_in(
+        &cg,
+        &[
+            "-k",
+            "--resolve",
+            &format!("sni-test.example:{port}:127.0.0.1"),
+            &format!("https://sni-test.example:{port}/"),
+        ],
+    );
+    let cookie = record_for(&mut probe, pid, dst).socket_cookie;
+    let p = payload_for(&mut probe, cookie);
+    assert_eq!((p.proto, p.dst, p.src.ip()), (Proto::Tcp, dst, dst.ip()));
+    assert_ne!(p.src.port(), 0);
+    // A TLS handshake record (0x16, version 3.x) holding a ClientHello (handshake type 1),
+    // sent whole in one packet over loopback; at most its first 512 bytes captured.
+    assert_eq!((p.bytes[0], p.bytes[1], p.bytes[5]), (0x16, 3, 1), "{p:?}");
+    let record_len = u32::from(u16::from_be_bytes([p.bytes[3], p.bytes[4]]));
+    assert_eq!(p.payload_len, 5 + record_len, "{p:?}");
+    assert_eq!(p.bytes.len(), (p.payload_len as usize).min(PAYLOAD_MAX));
+    assert!(
+        p.bytes.windows(16).any(|w| w == b"sni-test.example"),
+        "no SNI in {p:?}"
+    );
+
+    // Plain HTTP: the whole request is captured.
+    let pid = curl_in(
+        &cg,
+        &[
+            "-H",
+            "Host: h.test",
+            &format!("http://127.0.0.1:{port}/some/path"),
+        ],
+    );
+    let cookie = record_for(&mut probe, pid, dst).socket_cookie;
+    let p = payload_for(&mut probe, cookie);
+    assert!(
+        p.bytes.starts_with(b"GET /some/path HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&p.bytes)
+    );
+    assert!(p.bytes.windows(16).any(|w| w == b"\r\nHost: h.test\r\n"));
+    assert_eq!(p.payload_len as usize, p.bytes.len());
+    let got = peer.join().unwrap();
+    assert_eq!(got[1], p.bytes, "the peer got what was captured");
+
+    // UDP, IPv4 and IPv6: the datagram's payload, the addresses of the packet.
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let rx = UdpSocket::bind(addr).unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["zz_child_helper", "--exact", "--test-threads=1"])
+            .env(HELPER_ENV, format!("udp {to}"))
+            .stdout(std::process::Stdio::null());
+        let mut child = cg.spawn(&mut cmd);
+        let pid = child.id();
+        child.wait().unwrap();
+        let cookie = record_for(&mut probe, pid, to).socket_cookie;
+        let p = payload_for(&mut probe, cookie);
+        assert_eq!((p.proto, p.dst), (Proto::Udp, to));
+        assert_eq!(p.src.ip(), to.ip());
+        assert_eq!((p.bytes.as_slice(), p.payload_len), (&b"sttest"[..], 6));
+    }
+    assert_eq!(probe.losses().unwrap().payload_ring_buffer_full, 0);
 }
