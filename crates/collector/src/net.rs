@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{Decision as KDecision, FlowRecord, Hook, NetRecord as AttemptRecord};
-use sandtrail_bpf::net::{Proto, Rule};
+use sandtrail_bpf::net::{PayloadRecord, Proto, Rule};
 use sandtrail_event::{
-    Decision, Direction, Endpoint, Event, Kind, NetInfo, NetResult, PolicyInfo, ProcessRef,
+    Decision, Direction, Endpoint, Event, Kind, L7Info, NetInfo, NetResult, PolicyInfo, ProcessRef,
     Severity, Source,
 };
 use sandtrail_net::burst::BurstDetector;
@@ -99,6 +99,8 @@ pub struct NetCollector {
     resolved: Arc<ResolvedIps>,
     burst: Arc<Mutex<BurstDetector>>,
     sockets: HashMap<u64, Sock>,
+    /// What each socket's first payload showed (the first record per socket counts).
+    l7: HashMap<u64, Option<L7Info>>,
     closed: HashMap<(Transport, u16), Closed>,
     pending: Vec<(DnsRecord, u32)>,
     blocked: u64,
@@ -121,6 +123,7 @@ impl NetCollector {
             resolved,
             burst,
             sockets: HashMap::new(),
+            l7: HashMap::new(),
             closed: HashMap::new(),
             pending: Vec::new(),
             blocked: 0,
@@ -220,6 +223,14 @@ impl NetCollector {
         out
     }
 
+    /// A socket's first payload, captured by the kernel: its application protocol (TLS SNI,
+    /// HTTP method/host/path, SSH, DNS) goes on the socket's `net.flow`. The bytes are not kept.
+    pub fn payload(&mut self, p: &PayloadRecord) {
+        self.l7.entry(p.socket_cookie).or_insert_with(|| {
+            sandtrail_net::l7::identify(&p.bytes, p.proto == Proto::Tcp, p.dst.port())
+        });
+    }
+
     /// A closed socket's counters: its `net.flow`, with the process and domain of its connect
     /// (or, for a socket that never connected or sent to an address, the process that closed
     /// it, looked up with `process_of`).
@@ -274,6 +285,7 @@ impl NetCollector {
             packets_in: Some(f.packets_in),
             duration_ns: Some(f.last_ktime_ns.saturating_sub(f.first_ktime_ns)),
             direction: sock.is_some().then_some(Direction::Outbound),
+            l7: self.l7.remove(&f.socket_cookie).flatten(),
             ..Default::default()
         });
         e

@@ -92,6 +92,11 @@ pub struct Adopted {
     pub start_ktime: u64,
 }
 
+/// How long an exited process stays known to [`Collector::process_ref`] (at least).
+pub const GONE_KEEP_NS: u64 = 30_000_000_000;
+/// Exited processes remembered before the older ones are forgotten.
+const GONE_MAX: usize = 4096;
+
 /// An exit whose status the tracepoints did not show, waiting for the parent's `wait`.
 struct Parked {
     proc: Proc,
@@ -105,6 +110,8 @@ pub struct Collector {
     scopes: HashMap<u64, Scope>,
     procs: HashMap<u32, Proc>,
     parked: HashMap<u32, Parked>,
+    /// Processes that exited lately: pid → (session, process, exit ktime).
+    gone: HashMap<u32, (u64, ProcessRef, u64)>,
     /// Which reads are logged one by one (see [`FilePolicy`]).
     pub(crate) file_policy: FilePolicy,
     /// Summarized reads waiting for their process's exit or the session's end.
@@ -157,6 +164,7 @@ impl Collector {
             scopes: HashMap::new(),
             procs: HashMap::new(),
             parked: HashMap::new(),
+            gone: HashMap::new(),
             file_policy: FilePolicy::default(),
             reads: ReadSummaries::default(),
             cwd_of: procfs_cwd,
@@ -176,11 +184,25 @@ impl Collector {
 
     /// The process `pid` of session `cgroup_id` as the table knows it now (for events of other
     /// sources: network, DNS); `None` when it is not one of the session's.
+    /// A process that exited in the last [`GONE_KEEP_NS`] is still found (its network records
+    /// are often read after its exit).
     pub fn process_ref(&self, cgroup_id: u64, pid: u32) -> Option<ProcessRef> {
-        self.procs
-            .get(&pid)
-            .filter(|p| p.session == cgroup_id)
-            .map(Proc::process_ref)
+        match self.procs.get(&pid) {
+            Some(p) => (p.session == cgroup_id).then(|| p.process_ref()),
+            None => self
+                .gone
+                .get(&pid)
+                .filter(|(session, _, _)| *session == cgroup_id)
+                .map(|(_, r, _)| r.clone()),
+        }
+    }
+
+    fn remember_gone(&mut self, p: &Proc, ktime: u64) {
+        if self.gone.len() >= GONE_MAX {
+            let keep_after = ktime.saturating_sub(GONE_KEEP_NS);
+            self.gone.retain(|_, (_, _, t)| *t > keep_after);
+        }
+        self.gone.insert(p.pid, (p.session, p.process_ref(), ktime));
     }
 
     /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
@@ -496,6 +518,7 @@ impl Collector {
                 };
                 let p = self.proc_for(&task, session).clone();
                 self.procs.remove(&task.pid);
+                self.remember_gone(&p, task.ktime_ns);
                 // Its summarized reads first: they happened before it ended.
                 let mut out = self.flush_reads(|k| k.pid == task.pid);
                 out.extend(match status {

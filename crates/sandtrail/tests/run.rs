@@ -4,47 +4,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!(
-            "\n*** SKIPPED: sandtrail run tests need root (namespaces, mounts, cgroups) ***\n"
-        );
-    }
-    root
-}
-
-fn one<'a>(evs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<_> = evs.iter().filter(|e| e["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "expected one {kind} in {:#?}", kinds(evs));
-    found[0]
-}
 
 /// The limit.hit events of one limit type.
 fn limit_hits<'a>(evs: &'a [Value], limit_type: &str) -> Vec<&'a Value> {
     evs.iter()
         .filter(|e| e["kind"] == "limit.hit" && e["limit"]["type"] == limit_type)
         .collect()
-}
-
-fn sandtrail_run(dir: &Path, id: &str, opts: &[&str], cmd: &[&str]) -> Output {
-    let mut args = vec!["run", "--session-id", id];
-    args.extend_from_slice(opts);
-    args.push("--");
-    args.extend_from_slice(cmd);
-    run(dir, &args, "")
-}
-
-fn verify_ok(dir: &Path) {
-    let o = run(dir, &["verify"], "");
-    assert!(o.status.success(), "{}{}", out(&o), err(&o));
 }
 
 #[test]

@@ -304,6 +304,16 @@ impl Reader {
                 }
             }
         }
+        loop {
+            match net.probe.next_payload(Duration::ZERO) {
+                Ok(Some(p)) => net.collector.payload(&p),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("sandtrail: payload record unreadable: {e}");
+                    break;
+                }
+            }
+        }
         let mut flows = Vec::new();
         loop {
             match net.probe.next_flow(Duration::ZERO) {
@@ -348,7 +358,7 @@ impl Reader {
             let lost = net
                 .probe
                 .losses()
-                .map(|l| l.ring_buffer_full + l.flow_ring_buffer_full)
+                .map(|l| l.ring_buffer_full + l.flow_ring_buffer_full + l.payload_ring_buffer_full)
                 .unwrap_or(0);
             if lost > net.lost {
                 if let Some((scope, _)) = self.routes.get(&cg) {

@@ -218,3 +218,37 @@ pub const PAUSED_LIFECYCLE: [&str; 6] = [
     "session.terminate",
     "session.cleanup",
 ];
+
+/// Root, or say loudly that the test is skipped.
+pub fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!(
+            "\n*** SKIPPED: sandtrail run tests need root (namespaces, mounts, cgroups) ***\n"
+        );
+    }
+    root
+}
+
+/// The one event of `kind` (fails when there are none or several).
+pub fn one<'a>(evs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<_> = evs.iter().filter(|e| e["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind} in {:#?}", kinds(evs));
+    found[0]
+}
+
+/// `sandtrail run --session-id ID OPTS... -- CMD...` on state dir `dir`.
+pub fn sandtrail_run(dir: &Path, id: &str, opts: &[&str], cmd: &[&str]) -> Output {
+    let mut args = vec!["run", "--session-id", id];
+    args.extend_from_slice(opts);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    run(dir, &args, "")
+}
+
+/// `sandtrail verify` passes.
+pub fn verify_ok(dir: &Path) {
+    let o = run(dir, &["verify"], "");
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+}
