@@ -386,3 +386,255 @@ fn bare_process(t: &sandtrail_bpf::Task) -> ProcessRef {
         comm: (!t.comm.is_empty()).then(|| t.comm.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandtrail_bpf::Task;
+    use sandtrail_net::policy::{BurstConfig, Verdict};
+
+    const COOKIE: u64 = 77;
+
+    fn scope() -> Scope {
+        Scope {
+            session_id: "ses_t".into(),
+            host_id: "host_t".into(),
+        }
+    }
+
+    fn collector(burst: u32) -> (NetCollector, Arc<ResolvedIps>) {
+        let resolved = Arc::new(ResolvedIps::new());
+        let burst = Arc::new(Mutex::new(BurstDetector::new(BurstConfig {
+            count: burst,
+            window: Duration::from_secs(10),
+        })));
+        let c = NetCollector::new(
+            scope(),
+            vec![
+                "allow:cidr:192.0.2.0/24".into(),
+                "allow:domain:example.org".into(),
+            ],
+            resolved.clone(),
+            burst,
+        );
+        (c, resolved)
+    }
+
+    fn proc_ref(pid: u32, exe: &str) -> ProcessRef {
+        ProcessRef {
+            pid,
+            ppid: 1,
+            exe: exe.into(),
+            exec_id: format!("{pid}-1"),
+            ..Default::default()
+        }
+    }
+
+    fn attempt(hook: Hook, dst: &str, d: KDecision, rule: Rule, proto: Proto) -> AttemptRecord {
+        AttemptRecord {
+            task: Task {
+                tid: 40,
+                pid: 40,
+                ppid: 1,
+                uid: 65534,
+                gid: 65534,
+                cgroup_id: 9,
+                ktime_ns: 1_000,
+                comm: "curl".into(),
+            },
+            hook,
+            dst: dst.parse().unwrap(),
+            proto,
+            decision: d,
+            rule,
+            socket_cookie: COOKIE,
+        }
+    }
+
+    fn flow(src: &str, dst: &str, proto: Proto) -> FlowRecord {
+        FlowRecord {
+            socket_cookie: COOKIE,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            bytes_out: 640,
+            bytes_in: 0,
+            packets_out: 5,
+            packets_in: 0,
+            first_ktime_ns: 1_000,
+            last_ktime_ns: 5_000,
+            closed_by: Some((40, 65534, 9)),
+        }
+    }
+
+    fn no_process(_: u32) -> Option<ProcessRef> {
+        None
+    }
+
+    #[test]
+    fn a_connect_names_its_rule_domain_and_process_and_its_flow_follows() {
+        let (mut c, resolved) = collector(10);
+        let allow = Verdict {
+            decision: Decision::Allow,
+            rule: "allow:domain:example.org".into(),
+            domain: None,
+        };
+        let ip = "192.0.2.80".parse().unwrap();
+        resolved.insert(ip, "example.org", &allow, 60, Instant::now());
+        let r = attempt(
+            Hook::Connect,
+            "192.0.2.80:443",
+            KDecision::Allow,
+            Rule::Entry(1),
+            Proto::Tcp,
+        );
+        let evs = c.attempt(&r, Some(proc_ref(40, "/usr/bin/curl")));
+        assert_eq!(evs.len(), 1);
+        let e = &evs[0];
+        assert_eq!(e.kind, Kind::NetConnect);
+        let net = e.net.as_ref().unwrap();
+        assert_eq!(net.protocol, "tcp");
+        assert_eq!(net.dst.ip, "192.0.2.80");
+        assert_eq!(net.dst.port, 443);
+        assert_eq!(net.dst.domain.as_deref(), Some("example.org"));
+        assert_eq!(net.result, None);
+        let policy = e.policy.as_ref().unwrap();
+        assert_eq!(policy.decision, Decision::Allow);
+        assert_eq!(policy.rule.as_deref(), Some("allow:domain:example.org"));
+        assert_eq!(e.process.as_ref().unwrap().exe, "/usr/bin/curl");
+        assert_eq!(c.blocked(), 0);
+
+        // Its first payload, then its close: the flow carries the process, domain and L7.
+        let hello = b"GET /x HTTP/1.1\r\nHost: example.org\r\n\r\n".to_vec();
+        c.payload(&PayloadRecord {
+            socket_cookie: COOKIE,
+            ktime_ns: 2_000,
+            proto: Proto::Tcp,
+            src: "10.200.0.2:40000".parse().unwrap(),
+            dst: "192.0.2.80:443".parse().unwrap(),
+            payload_len: hello.len() as u32,
+            bytes: hello,
+        });
+        let f = c.flow(
+            &flow("10.200.0.2:40000", "192.0.2.80:443", Proto::Tcp),
+            &no_process,
+        );
+        assert_eq!(f.kind, Kind::NetFlow);
+        assert_eq!(f.process.as_ref().unwrap().exec_id, "40-1");
+        let net = f.net.unwrap();
+        assert_eq!(net.dst.domain.as_deref(), Some("example.org"));
+        assert_eq!(net.src.unwrap().port, 40000);
+        assert_eq!(
+            (net.bytes_out, net.packets_out, net.duration_ns),
+            (Some(640), Some(5), Some(4_000))
+        );
+        let l7 = net.l7.unwrap();
+        assert_eq!(l7.proto.as_deref(), Some("http"));
+        assert_eq!(l7.host.as_deref(), Some("example.org"));
+        assert_eq!(l7.path.as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn datagrams_are_logged_once_per_destination_and_blocked_ones_counted() {
+        let (mut c, _) = collector(3);
+        let p = Some(proc_ref(40, "/usr/bin/python3"));
+        let sent = attempt(
+            Hook::Sendmsg,
+            "192.0.2.9:9999",
+            KDecision::Allow,
+            Rule::Entry(0),
+            Proto::Udp,
+        );
+        let mut n = 0;
+        for _ in 0..5 {
+            n += c.attempt(&sent, p.clone()).len();
+        }
+        assert_eq!(n, 1);
+        let denied = attempt(
+            Hook::Sendmsg,
+            "198.51.100.1:53",
+            KDecision::Deny,
+            Rule::DefaultAllowlist,
+            Proto::Udp,
+        );
+        let first = c.attempt(&denied, p.clone());
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].net.as_ref().unwrap().result,
+            Some(NetResult::Blocked)
+        );
+        assert_eq!(
+            first[0].policy.as_ref().unwrap().rule.as_deref(),
+            Some("default:allowlist")
+        );
+        assert_eq!(first[0].severity, Severity::Medium);
+        assert!(c.attempt(&denied, p.clone()).is_empty());
+        // The third blocked attempt completes a burst of 3: one policy.violation.
+        let third = c.attempt(&denied, p);
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].kind, Kind::PolicyViolation);
+        assert_eq!(third[0].source, Source::Kernel);
+        assert_eq!(c.blocked(), 3);
+        let f = c.flow(
+            &flow("10.200.0.2:5000", "0.0.0.0:0", Proto::Udp),
+            &no_process,
+        );
+        let net = f.net.unwrap();
+        // An unconnected socket's flow names its latest destination.
+        assert_eq!((net.dst.ip.as_str(), net.dst.port), ("198.51.100.1", 53));
+    }
+
+    fn dns(port: u16) -> DnsRecord {
+        DnsRecord {
+            time_ns: 1,
+            duration_ns: 1,
+            client: SocketAddr::new("10.200.0.2".parse().unwrap(), port),
+            transport: Transport::Udp,
+            listen: "10.200.0.1:53".parse().unwrap(),
+            upstream: None,
+            name: "example.org".into(),
+            qtype: "A".into(),
+            rcode: "NOERROR".into(),
+            answers: vec![],
+            decision: Decision::Allow,
+            rule: "allow:domain:example.org".into(),
+        }
+    }
+
+    #[test]
+    fn a_query_is_attributed_by_its_source_port_live_or_closed() {
+        let (mut c, _) = collector(10);
+        let r = attempt(
+            Hook::Connect,
+            "10.255.255.53:53",
+            KDecision::Allow,
+            Rule::Entry(0),
+            Proto::Udp,
+        );
+        c.attempt(&r, Some(proc_ref(40, "/usr/bin/getent")));
+        // Live socket with the query's source port.
+        c.dns(dns(5353));
+        let live = [flow("10.200.0.2:5353", "10.255.255.53:53", Proto::Udp)];
+        let evs = c.drain_dns(&live, &no_process, false);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].kind, Kind::DnsQuery);
+        assert_eq!(evs[0].process.as_ref().unwrap().exe, "/usr/bin/getent");
+        // Closed socket: found by its port for a while.
+        c.flow(&live[0], &no_process);
+        c.dns(dns(5353));
+        let evs = c.drain_dns(&[], &no_process, false);
+        assert_eq!(evs[0].process.as_ref().unwrap().exe, "/usr/bin/getent");
+        // Unknown port: waits a few looks, then is logged without a process.
+        c.dns(dns(6000));
+        for _ in 0..DNS_TRIES - 1 {
+            assert!(c.drain_dns(&[], &no_process, false).is_empty());
+        }
+        let evs = c.drain_dns(&[], &no_process, false);
+        assert_eq!(evs.len(), 1);
+        assert!(evs[0].process.is_none());
+        // At the end nothing waits.
+        c.dns(dns(6001));
+        assert_eq!(c.drain_dns(&[], &no_process, true).len(), 1);
+        assert!(!c.dns_pending());
+    }
+}

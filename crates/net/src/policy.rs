@@ -1198,4 +1198,66 @@ window_secs = 5
         let e = Policy::from_run_flags(Some(&f), &["x.test".into()], false).unwrap_err();
         assert!(e.to_string().contains("mode = \"none\""), "{e}");
     }
+
+    #[test]
+    fn kernel_rules_deny_metadata_and_cidrs_and_allow_cidrs_per_port() {
+        let p = parse(FULL).unwrap();
+        let rules: Vec<(String, Option<u16>, bool, String)> = p
+            .kernel_rules()
+            .into_iter()
+            .map(|r| (r.net.to_string(), r.port, r.allow, r.rule))
+            .collect();
+        let deny = |n: &str, rule: &str| (n.to_string(), None, false, rule.to_string());
+        let allow =
+            |n: &str, port: u16| (n.to_string(), Some(port), true, format!("allow:cidr:{n}"));
+        assert_eq!(
+            rules,
+            vec![
+                deny("169.254.169.254/32", "deny:metadata"),
+                deny("fd00:ec2::254/128", "deny:metadata"),
+                deny("169.254.170.2/32", "deny:metadata"),
+                deny("100.100.100.200/32", "deny:metadata"),
+                deny("192.0.2.128/25", "deny:cidr:192.0.2.128/25"),
+                allow("192.0.2.0/24", 80),
+                allow("192.0.2.0/24", 443),
+                allow("2001:db8::/32", 80),
+                allow("2001:db8::/32", 443),
+                allow("203.0.113.9/32", 80),
+                allow("203.0.113.9/32", 443),
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_are_allowed_on_the_ports_their_rule_allows() {
+        let mut p = parse(FULL).unwrap();
+        p.add_registries([reg("pip", "https://pkgs.example.net/simple/")]);
+        assert_eq!(
+            p.answer_rules(),
+            vec![
+                "allow:domain:api.example.org".to_string(),
+                "allow:domain:*.foo.test".to_string(),
+                "allow:registry:pip".to_string(),
+            ]
+        );
+        let entry = |domain: &str, rule: &str| ResolvedEntry {
+            domain: domain.into(),
+            decision: Decision::Allow,
+            rule: rule.into(),
+            expires: Instant::now(),
+        };
+        assert_eq!(
+            p.answer_ports(&entry("pkgs.example.net", "allow:registry:pip")),
+            vec![Some(443)]
+        );
+        assert_eq!(
+            p.answer_ports(&entry("x.foo.test", "allow:domain:*.foo.test")),
+            vec![Some(80), Some(443)]
+        );
+        p.allow_ports.clear();
+        assert_eq!(
+            p.answer_ports(&entry("x.foo.test", "allow:domain:*.foo.test")),
+            vec![None]
+        );
+    }
 }

@@ -190,4 +190,33 @@ mod tests {
         assert_eq!(t.allowed_ip(ip, now).unwrap().domain, "a.test");
         assert_eq!(t.len(), 1);
     }
+
+    #[test]
+    fn the_listener_hears_allowed_answers_only_before_insert_returns() {
+        let t = ResolvedIps::new();
+        let heard = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        t.set_listener(Box::new(move |ip, e| {
+            h.lock()
+                .unwrap()
+                .push((ip, e.domain.clone(), e.rule.clone()))
+        }));
+        let now = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        t.insert(ip, "a.example", &allow("allow:domain:a.example"), 60, now);
+        let deny = Verdict {
+            decision: Decision::Deny,
+            rule: "deny:domain:b.example".into(),
+            domain: None,
+        };
+        t.insert(ip, "b.example", &deny, 60, now);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![(
+                ip,
+                "a.example".to_string(),
+                "allow:domain:a.example".to_string()
+            )]
+        );
+    }
 }
