@@ -51,8 +51,10 @@ pub enum Command {
     /// argv, parent and ancestors; exit code or signal) and file operation (absolute paths;
     /// sensitive reads logged, other reads summarized). Networking: a veth pair to the host with
     /// NAT (needs iproute2 and nftables; bytes in and out are recorded), every DNS query through
-    /// the session's forwarder under the egress policy (--policy, --allow-domain); --no-network
-    /// gives none.
+    /// the session's forwarder and every connect and datagram decided in the kernel under the
+    /// egress policy (--policy, --allow-domain), each logged with its process (dns.query,
+    /// net.connect, net.flow with bytes, domain and TLS SNI / HTTP host); --no-network gives
+    /// none.
     /// SIGTERM/SIGINT/SIGHUP to sandtrail stop the session (reason `api`), logged and cleaned
     /// up. Needs root.
     Run(cli::run::RunArgs),

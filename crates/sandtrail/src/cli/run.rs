@@ -82,7 +82,9 @@ pub struct RunArgs {
     /// Egress policy file (TOML; see docs/network.md). Default: mode allowlist with the host's
     /// package registries (discovered from its package-manager configuration) allowed and cloud
     /// metadata addresses denied. Applied to every DNS query of the session (refused names get
-    /// REFUSED at once); a malformed file is rejected before the session starts.
+    /// REFUSED at once) and, in the kernel, to every connect and datagram (blocked ones fail at
+    /// once with EPERM; each is logged as net.connect, each socket's bytes as net.flow); a
+    /// malformed file is rejected before the session starts.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Allow a domain (wildcards: `*.example.org` for its subdomains); repeatable.
