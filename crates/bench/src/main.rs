@@ -12,6 +12,7 @@
 //! ```
 
 mod build;
+mod connect;
 mod ingest;
 mod overhead;
 mod query;
@@ -142,6 +143,24 @@ enum Cmd {
         #[arg(long)]
         no_auditd: bool,
     },
+    /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
+    /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
+    Connect {
+        #[arg(long, default_value_t = 7)]
+        rounds: u32,
+        #[arg(long, default_value_t = 5000)]
+        count: u32,
+    },
+    /// The client side of `connect` (run by it, in the benchmark's cgroup).
+    #[command(hide = true)]
+    ConnectClient {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        count: u32,
+    },
     /// Bytes per event on disk, by file kind, plus what-if recompression of a few segments.
     Size {
         #[arg(long, default_value = "/work/bench-state/store-10m")]
@@ -154,6 +173,12 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Connect { rounds, count } => connect::connect(rounds.max(1), count.max(10)),
+        Cmd::ConnectClient {
+            cgroup,
+            addr,
+            count,
+        } => connect::client(&cgroup, addr, count),
         Cmd::Overhead {
             rounds,
             spawns,

@@ -52,10 +52,10 @@ fn run_workload(dir: &Path, script: &str) -> Result<Duration> {
 }
 
 /// A cgroup v2 directory for the workload, removed on drop.
-struct BenchCgroup(PathBuf);
+pub(crate) struct BenchCgroup(pub(crate) PathBuf);
 
 impl BenchCgroup {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
         let root = mounts
             .lines()
