@@ -286,6 +286,17 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
     assert!(events.contains("frozen 1"), "{events}");
     let (st, v) = api(&sock, "POST", "/v1/sessions/d_attach/resume", None);
     assert_eq!((st, &v["state"]), (200, &json!("running")), "{v}");
+    // The provider's agent connects somewhere (a listener of this test on loopback): observed
+    // by the kernel programs on its cgroup, not enforced.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = cg.spawn(&format!(
+        "exec /usr/bin/python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port})); s.sendall(b'y' * 1000); s.close()\""
+    ));
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 1000);
     // The provider ends its agent: the session ends with it.
     // SAFETY: kill has no memory preconditions.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -364,7 +375,10 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
     // The provider's process, there before the session began, is taken up from /proc; its
     // end is seen by the kernel programs.
     let all = events_of(&state, "d_attach");
-    let execs: Vec<&Value> = all.iter().filter(|e| e["kind"] == "process.exec").collect();
+    let execs: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "process.exec" && e["source"] == "sandbox")
+        .collect();
     assert_eq!(execs.len(), 1, "{execs:#?}");
     assert_eq!(execs[0]["source"], "sandbox");
     assert_eq!(execs[0]["exec"]["argv"], json!(["sleep", "60"]));
@@ -381,6 +395,22 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
         exits[0]["process"]["exec_id"],
         execs[0]["process"]["exec_id"]
     );
+    let connects: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "net.connect" && e["net"]["dst"]["port"] == port)
+        .collect();
+    assert_eq!(connects.len(), 1, "{all:#?}");
+    assert_eq!(connects[0]["process"]["pid"], client);
+    assert_eq!(connects[0]["net"]["dst"]["ip"], "127.0.0.1");
+    assert_eq!(connects[0]["policy"]["rule"], "allow:loopback");
+    let flow: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["kind"] == "net.flow" && e["net"]["dst"]["port"] == port)
+        .collect();
+    assert_eq!(flow.len(), 1, "{all:#?}");
+    assert_eq!(flow[0]["process"]["pid"], client);
+    let out_bytes = flow[0]["net"]["bytes_out"].as_u64().unwrap();
+    assert!((1000..1000 + 80 * 8).contains(&out_bytes), "{}", flow[0]);
     let att = session_events(all);
     assert_eq!(kinds(&att), PAUSED_LIFECYCLE);
     assert_eq!(att[2]["session"]["reason"], "api");

@@ -483,6 +483,8 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
     };
     log.log(lc.create(res.clone()))?;
     let kernel_events = kernel.watch(cg.id(), scope(&lc))?;
+    // The provider's network: observed (connections, flows), not enforced.
+    kernel.watch_net(cg.id(), observe_egress(cg.v2_path(), &lc)?);
     // Watched first, then listed: a process started in between is seen by both, and the
     // collector's table takes the later word.
     kernel.adopt(cg.id(), &cg.procs()?);
@@ -833,6 +835,26 @@ fn start_egress(
         lost: 0,
     };
     Ok((f, net))
+}
+
+/// The kernel egress programs on a provider's cgroup, observe-only (no forwarder: its DNS is
+/// the provider's).
+fn observe_egress(cgroup_dir: &Path, lc: &Lifecycle) -> Result<kernel::NetSession> {
+    let egress = egress::observe(cgroup_dir)?;
+    let resolved = Arc::new(sandtrail_net::resolved::ResolvedIps::new());
+    let burst = Arc::new(Mutex::new(sandtrail_net::burst::BurstDetector::new(
+        Default::default(),
+    )));
+    // No forwarder: the channel's sender is gone at once.
+    let (_, dns) = mpsc::channel();
+    Ok(kernel::NetSession {
+        probe: egress.probe,
+        collector: NetCollector::new(scope(lc), egress.rule_names, resolved.clone(), burst),
+        dns,
+        rules: egress.rules,
+        resolved,
+        lost: 0,
+    })
 }
 
 /// Where the kernel source sends a session's events.

@@ -116,6 +116,38 @@ pub fn setup(cgroup_dir: &Path, policy: Arc<Policy>, dns: Ipv4Addr) -> Result<Eg
     })
 }
 
+/// Loads the egress programs in observe-only mode and attaches them to a cgroup sandtrail does
+/// not own (daemon attach mode): every connect and datagram is let through and logged
+/// (decision `log`, rule `default:open`), every socket's bytes counted; nothing is denied, not
+/// even metadata addresses: the provider's policy is the provider's.
+pub fn observe(cgroup_dir: &Path) -> Result<Egress> {
+    let mut probe =
+        NetProbe::load(NetOptions::default()).context("loading the kernel egress programs")?;
+    probe.set_mode(NetMode::Open)?;
+    let handle = probe.allow_handle()?;
+    probe.attach(cgroup_dir).with_context(|| {
+        format!(
+            "attaching the egress programs to {} (cgroup v2)",
+            cgroup_dir.display()
+        )
+    })?;
+    let policy = Arc::new(Policy {
+        mode: Mode::Open,
+        ..Policy::default()
+    });
+    Ok(Egress {
+        probe,
+        rule_names: Vec::new(),
+        rules: Arc::new(EgressRules {
+            handle: Mutex::new(handle),
+            policy,
+            ids: HashMap::new(),
+            statics: Vec::new(),
+            dynamic: Mutex::new(HashMap::new()),
+        }),
+    })
+}
+
 impl EgressRules {
     /// Hands `resolved`'s allowed answers to the kernel from now on.
     pub fn listen(self: &Arc<Self>, resolved: &ResolvedIps) {
