@@ -276,13 +276,17 @@ pub struct Losses {
 }
 
 impl Losses {
-    /// Every lost or degraded record.
+    /// Every lost or degraded record: the sum of all the counters.
     pub fn total(&self) -> u64 {
         self.ring_buffer_full
             + self.process_table_full
             + self.scratch_missing
             + self.clone_table_full
+            + self.cred_table_full
+            + self.wait_table_full
+            + self.reap_unreadable
             + self.file_table_full
+            + self.program_skips
     }
 }
 

@@ -388,6 +388,10 @@ pub struct Usage {
     /// Number of egress attempts the policy blocked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_blocked: Option<u64>,
+    /// Records the session's collection lost (the sum of its `audit.loss` counts); 0 when
+    /// nothing was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_lost: Option<u64>,
 }
 
 /// A filesystem snapshot taken at cleanup.

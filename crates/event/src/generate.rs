@@ -1038,6 +1038,7 @@ impl Demo<'_> {
                     bytes_out: Some(3_122),
                     processes: Some(9),
                     egress_blocked: Some(1),
+                    events_lost: None,
                 }),
                 ..Default::default()
             });
@@ -1316,6 +1317,7 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
                     bytes_out: Some(s.bytes_out),
                     processes: Some(s.execs),
                     egress_blocked: Some(s.blocked),
+                    events_lost: None,
                 }),
                 ..Default::default()
             });

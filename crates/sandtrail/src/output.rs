@@ -144,6 +144,9 @@ pub fn summary(e: &Event) -> String {
                 if let Some(b) = u.egress_blocked {
                     out.push_str(&format!(", {b} egress blocked"));
                 }
+                if let Some(n) = u.events_lost.filter(|n| *n > 0) {
+                    out.push_str(&format!(", {n} records LOST"));
+                }
             }
             out
         }

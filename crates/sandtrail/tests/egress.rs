@@ -367,6 +367,7 @@ exit 0
     // The session's summary counts what was blocked; the incident query finds it by domain.
     let usage = &one(&evs, "session.terminate")["session"]["usage"];
     assert!(usage["egress_blocked"].as_u64().unwrap() >= (b.len() + q.len()) as u64);
+    assert_eq!(usage["events_lost"], 0, "{usage}");
     let o = run(d.path(), &["sessions", "--domain", &plain.host], "");
     assert!(out(&o).contains("ses_egress"), "{}{}", out(&o), err(&o));
     verify_ok(d.path());

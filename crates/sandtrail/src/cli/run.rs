@@ -264,7 +264,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     let outcome = outcome?;
     let u = &outcome.usage;
     eprintln!(
-        "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s), {} policy violation(s); log size {} (signed)",
+        "sandtrail: session {} ended: reason {}, {}, ran {}, cpu {}, peak memory {}, {} limit hit(s), {} policy violation(s), {} record(s) lost; log size {} (signed)",
         outcome.session_id,
         outcome.reason.as_str(),
         crate::output::exit_text(outcome.exit),
@@ -273,6 +273,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         bytes(u.peak_memory_bytes.unwrap_or(0)),
         outcome.limit_hits,
         outcome.violations,
+        u.events_lost.unwrap_or(0),
         commit.size
     );
     if let Some(s) = &outcome.snapshot {

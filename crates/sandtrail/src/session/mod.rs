@@ -604,6 +604,7 @@ fn supervise(
     let mut last_cpu = first.cpu_ns;
     let mut denial_log = DenialLog::default();
     let mut violations = 0usize;
+    let mut lost = 0u64;
     let exit = loop {
         // Seccomp denials.
         if let Some(rx) = &w.denials {
@@ -620,6 +621,7 @@ fn supervise(
         }
         if let Some((_, rx)) = &w.kernel {
             for e in rx.try_iter() {
+                lost += lost_in(&e);
                 log.log(e)?;
             }
         }
@@ -726,6 +728,7 @@ fn supervise(
     if let Some((k, rx)) = &w.kernel {
         egress_blocked = k.finish(cg.id());
         for e in rx.try_iter() {
+            lost += lost_in(&e);
             log.log(e)?;
         }
     }
@@ -742,9 +745,10 @@ fn supervise(
         }
     }
     if let Agent::Sandboxed(child) = &agent {
-        let lost = child.denials_lost();
-        if lost > 0 {
-            log.log(lc.loss("seccomp.denials", lost))?;
+        let denials_lost = child.denials_lost();
+        if denials_lost > 0 {
+            log.log(lc.loss("seccomp.denials", denials_lost))?;
+            lost += denials_lost;
         }
     }
     // The layer stays mounted until cleanup: a quota filled just before the end still counts.
@@ -787,6 +791,7 @@ fn supervise(
         bytes_in,
         bytes_out,
         egress_blocked,
+        events_lost: Some(lost),
     };
     log.log(lc.terminate(reason, code, signal, stopped_by.as_deref(), usage.clone()))?;
     Ok(Outcome {
@@ -855,6 +860,11 @@ fn observe_egress(cgroup_dir: &Path, lc: &Lifecycle) -> Result<kernel::NetSessio
         resolved,
         lost: 0,
     })
+}
+
+/// The records an `audit.loss` event says were lost (0 for other events).
+fn lost_in(e: &Event) -> u64 {
+    e.loss.as_ref().map_or(0, |l| l.count)
 }
 
 /// Where the kernel source sends a session's events.
