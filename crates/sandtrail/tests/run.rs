@@ -734,10 +734,14 @@ fn a_transfer_over_the_rate_limit_is_shaped_and_logged() {
         "gw=$(ip route | awk '/^default via/ {{ print $3 }}'); \
          python3 -c 'import socket, sys\ns = socket.create_connection((sys.argv[1], {port}), timeout=30)\ns.sendall(b\"x\" * 600000)\nassert s.recv(2) == b\"ok\"\ns.close()' \"$gw\""
     );
+    // The host end of the session's veth is in the sessions' pool, which the default policy
+    // does not allow: this one does.
+    let policy = d.path().join("policy.toml");
+    std::fs::write(&policy, "[allow]\ncidrs = [\"10.200.0.0/16\"]\n").unwrap();
     let o = sandtrail_run(
         d.path(),
         "ses_rate",
-        &["--net-rate", "2mbit"],
+        &["--net-rate", "2mbit", "--policy", policy.to_str().unwrap()],
         &["sh", "-c", &script],
     );
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
