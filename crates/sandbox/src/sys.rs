@@ -122,6 +122,12 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
     check(ret).map(drop)
 }
 
+/// Whether `path` exists (`access(2)` with `F_OK`; no allocation, safe between fork and exec).
+pub fn exists(path: &CStr) -> bool {
+    // SAFETY: path is a valid NUL-terminated string.
+    unsafe { libc::access(path.as_ptr(), libc::F_OK) == 0 }
+}
+
 /// `chdir(2)`.
 pub fn chdir(path: &CStr) -> SysResult<()> {
     // SAFETY: path is a valid NUL-terminated string.

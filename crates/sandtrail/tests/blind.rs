@@ -88,6 +88,21 @@ fn a_static_binary_making_raw_syscalls_is_recorded() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let evs = events_of(d.path(), "ses_static");
+    // `sh` was found through PATH without a failed execve per PATH entry before it.
+    let execs: Vec<(&Value, &Value)> = evs
+        .iter()
+        .filter(|e| e["kind"] == "process.exec")
+        .map(|e| (&e["process"]["exe"], &e["exec"]["result"]))
+        .collect();
+    assert_eq!(
+        execs,
+        [
+            (&Value::from("/usr/bin/sh"), &Value::from("ok")),
+            (&Value::from("/workspace/static-agent"), &Value::from("ok")),
+            (&Value::from("/usr/bin/true"), &Value::from("ok")),
+        ],
+        "{evs:#?}"
+    );
     let agent = the(&evs, "process.exec", |e| {
         e["process"]["exe"] == "/workspace/static-agent"
     });

@@ -483,7 +483,15 @@ fn exec(plan: &Plan, err_w: libc::c_int) -> ! {
     let argv = &plan.argv_ptrs;
     let envp = &plan.env_ptrs;
     let mut best = Errno(libc::ENOENT);
-    for cand in &plan.exec_candidates {
+    // Skip the PATH entries that do not hold the command: each would be a failed execve in the
+    // session's kernel record (true, but noise). When none does, every one is tried, so the
+    // error is execvp's.
+    let first = plan
+        .exec_candidates
+        .iter()
+        .position(|c| sys::exists(c))
+        .unwrap_or(0);
+    for cand in &plan.exec_candidates[first..] {
         let e = sys::execve(cand, argv, envp);
         // Like execvp: a permission problem on one candidate is more telling than "not found".
         if e.0 != libc::ENOENT && e.0 != libc::ENOTDIR {
