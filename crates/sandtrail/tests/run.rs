@@ -253,7 +253,8 @@ fn pause_and_resume_from_another_process() {
         sandtrail_run(
             &state,
             "ses_pause",
-            &["--workspace", &wsp, "--timeout", "60s"],
+            // The timeout counts running time only: ~3 s of work plus a 3 s pause fit in 5 s.
+            &["--workspace", &wsp, "--timeout", "5s"],
             &["sh", "-c", "i=0; while [ $i -lt 30 ]; do echo $i >> /workspace/count; i=$((i+1)); sleep 0.1; done"],
         )
     });
@@ -273,7 +274,7 @@ fn pause_and_resume_from_another_process() {
     let o = run(d.path(), &["pause", "ses_pause"], "");
     assert!(o.status.success(), "{}", err(&o));
     let frozen_at = lines();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(3000));
     assert_eq!(lines(), frozen_at, "a paused session made progress");
     let o = run(d.path(), &["resume", "ses_pause"], "");
     assert!(o.status.success(), "{}", err(&o));
@@ -281,6 +282,7 @@ fn pause_and_resume_from_another_process() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(lines(), 30);
     let evs = events_of(d.path(), "ses_pause");
+    assert_eq!(one(&evs, "session.terminate")["session"]["reason"], "exit");
     let p = one(&evs, "session.pause");
     assert_eq!(p["session"]["reason"], "api");
     assert_eq!(p["session"]["actor"], "root");

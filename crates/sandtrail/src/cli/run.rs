@@ -53,7 +53,8 @@ pub struct RunArgs {
     /// most.
     #[arg(long, value_parser = parse_rate, value_name = "RATE")]
     pub net_rate: Option<u64>,
-    /// Wall-clock limit, e.g. 30s, 10m, 1h (terminate reason `timeout`).
+    /// Limit on running time, e.g. 30s, 10m, 1h (terminate reason `timeout`); time paused does
+    /// not count.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// What --timeout does: `kill` (terminate reason `timeout`) or `pause` (freeze it:

@@ -77,7 +77,7 @@ pub struct RunOptions {
     pub argv: Vec<String>,
     /// Limits.
     pub limits: Limits,
-    /// Wall-clock limit.
+    /// Limit on running time (pauses do not count).
     pub timeout: Option<Duration>,
     /// What the timeout does.
     pub on_timeout: OnTimeout,
@@ -110,7 +110,7 @@ pub struct AttachOptions {
     pub identity: Identity,
     /// The provider's cgroup v2 directory (absolute, or relative to the v2 mount).
     pub cgroup: PathBuf,
-    /// Wall-clock limit.
+    /// Limit on running time (pauses do not count).
     pub timeout: Option<Duration>,
     /// What the timeout does.
     pub on_timeout: OnTimeout,
@@ -600,6 +600,7 @@ fn supervise(
     let mut reason: Option<TerminateReason> = None;
     let mut stopped_by: Option<String> = None;
     let mut deadline = w.timeout.map(|t| started + t);
+    let mut paused_since: Option<Instant> = None;
     let mut idle_since = Instant::now();
     let mut last_cpu = first.cpu_ns;
     let mut denial_log = DenialLog::default();
@@ -649,6 +650,17 @@ fn supervise(
             };
             let reply = match r {
                 Ok(Some(ev)) => {
+                    // The timeout counts running time: a pause moves the deadline on.
+                    match req.command {
+                        Command::Pause => {
+                            paused_since.get_or_insert_with(Instant::now);
+                        }
+                        _ => {
+                            if let (Some(p), Some(d)) = (paused_since.take(), deadline.as_mut()) {
+                                *d += p.elapsed();
+                            }
+                        }
+                    }
                     paused.store(req.command == Command::Pause, Ordering::SeqCst);
                     idle_since = Instant::now();
                     log.log(ev).map_err(|e| format!("{e:#}"))
@@ -659,7 +671,10 @@ fn supervise(
             let _ = req.reply.send(reply);
         }
         // Timeout.
-        if reason.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+        if reason.is_none()
+            && paused_since.is_none()
+            && deadline.is_some_and(|d| Instant::now() >= d)
+        {
             let t = w.timeout.expect("deadline implies timeout");
             match w.on_timeout {
                 OnTimeout::Kill => {
@@ -698,6 +713,7 @@ fn supervise(
             if reason.is_none() && !paused.load(Ordering::SeqCst) && idle_since.elapsed() >= idle {
                 cg.freeze()?;
                 paused.store(true, Ordering::SeqCst);
+                paused_since.get_or_insert_with(Instant::now);
                 let actor = format!(
                     "sandtrail (idle {})",
                     crate::output::duration(idle.as_nanos() as u64)
