@@ -129,5 +129,8 @@ fn a_static_binary_making_raw_syscalls_is_recorded() {
     assert_eq!(next["process"]["pid"], pid);
     assert_eq!(next["process"]["exe"], "/usr/bin/true");
     assert_eq!(next["exec"]["result"], "ok");
+    // The summary counts the images the session executed.
+    let usage = &one(&evs, "session.terminate")["session"]["usage"];
+    assert_eq!(usage["processes"], 3, "{usage}");
     verify_ok(d.path());
 }

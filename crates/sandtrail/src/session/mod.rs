@@ -606,6 +606,7 @@ fn supervise(
     let mut denial_log = DenialLog::default();
     let mut violations = 0usize;
     let mut lost = 0u64;
+    let mut execs = 0u64;
     let exit = loop {
         // Seccomp denials.
         if let Some(rx) = &w.denials {
@@ -623,6 +624,7 @@ fn supervise(
         if let Some((_, rx)) = &w.kernel {
             for e in rx.try_iter() {
                 lost += lost_in(&e);
+                execs += executed(&e);
                 log.log(e)?;
             }
         }
@@ -745,6 +747,7 @@ fn supervise(
         egress_blocked = k.finish(cg.id());
         for e in rx.try_iter() {
             lost += lost_in(&e);
+            execs += executed(&e);
             log.log(e)?;
         }
     }
@@ -803,7 +806,12 @@ fn supervise(
         duration_ns: Some(started.elapsed().as_nanos() as u64),
         cpu_ns: Some(last.cpu_ns),
         peak_memory_bytes: Some(last.memory_peak.max(watcher.last().memory_peak)),
-        processes: Some(watcher.peak_pids),
+        // Images executed, from the kernel; without it, the most processes alive at once.
+        processes: Some(if w.kernel.is_some() {
+            execs
+        } else {
+            watcher.peak_pids
+        }),
         bytes_in,
         bytes_out,
         egress_blocked,
@@ -876,6 +884,13 @@ fn observe_egress(cgroup_dir: &Path, lc: &Lifecycle) -> Result<kernel::NetSessio
         resolved,
         lost: 0,
     })
+}
+
+/// 1 for a successful `process.exec` (a process image the session ran), else 0.
+fn executed(e: &Event) -> u64 {
+    let ok = e.kind == sandtrail_event::Kind::ProcessExec
+        && e.exec.as_ref().and_then(|x| x.result.as_deref()) == Some("ok");
+    u64::from(ok)
 }
 
 /// The records an `audit.loss` event says were lost (0 for other events).
