@@ -472,6 +472,17 @@ fn bad_options_fail_clearly_and_leave_nothing() {
     let o = sandtrail_run(d.path(), "ses_nocmd", &[], &["/no/such/program"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(!d.path().join("sessions/ses_nocmd").exists());
+    // An id the store already holds is refused before anything starts.
+    let before = events_of(d.path(), "ses_nocmd").len();
+    assert!(before > 0);
+    let o = sandtrail_run(d.path(), "ses_nocmd", &["--no-network"], &["true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("session id \"ses_nocmd\" is already in the store"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(events_of(d.path(), "ses_nocmd").len(), before);
 }
 
 #[test]

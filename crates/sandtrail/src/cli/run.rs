@@ -20,7 +20,7 @@ use crate::session::{self, Keep, OnTimeout, RunOptions};
 /// Arguments of `run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Session id (default: a fresh `ses_...`).
+    /// Session id (default: a fresh `ses_...`); refused when the store already holds it.
     #[arg(long)]
     pub session_id: Option<String>,
     /// Tenant the session belongs to.

@@ -210,6 +210,24 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a session id the store already has events of: two sessions under one id would be one
+/// story in every query, timeline and export.
+fn ensure_new_id(layout: &Layout, id: &str) -> Result<()> {
+    let index = match sandtrail_store::index::Index::open(&layout.index()) {
+        Ok(i) => i,
+        // A new store has no index yet, and so no sessions.
+        Err(sandtrail_store::StoreError::NoIndex(_)) => return Ok(()),
+        Err(e) => return Err(e).context("reading the store's index of sessions"),
+    };
+    if index.sid(id)?.is_some() {
+        bail!(
+            "session id {id:?} is already in the store at {}: choose another --session-id (or leave it out for a fresh one)",
+            layout.root().display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether the unprivileged sandbox user may write `dir` (owner or other write+search bits).
 fn writable_by_sandbox_user(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -315,6 +333,7 @@ pub fn run(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outc
 
 fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<Outcome> {
     precheck(&opts)?;
+    ensure_new_id(layout, &opts.identity.session_id)?;
     let driver = cgroup::detect().context("cgroups")?;
     let kernel = kernel::get()?;
     // This session's liveness lock, then sweep what crashed sessions left behind.
@@ -465,6 +484,7 @@ pub fn attach(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> Resul
 
 fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> Result<Outcome> {
     validate_id(&opts.identity.session_id)?;
+    ensure_new_id(layout, &opts.identity.session_id)?;
     if !is_root() {
         bail!("attaching to a cgroup needs root (sandtrail freezes, kills and watches its processes): run the daemon as root");
     }
