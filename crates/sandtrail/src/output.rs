@@ -247,8 +247,8 @@ pub fn summary(e: &Event) -> String {
                         bytes(n.bytes_in.unwrap_or(0))
                     ));
                 }
-                if let Some(sni) = n.l7.as_ref().and_then(|l| l.sni.as_deref()) {
-                    out.push_str(&format!("  sni {sni}"));
+                if let Some(l) = &n.l7 {
+                    out.push_str(&l7_text(l));
                 }
             }
             if let Some(p) = &e.policy {
@@ -398,5 +398,51 @@ pub fn exit_text(exit: Option<sandtrail_sandbox::isolate::Exit>) -> String {
             sandtrail_event::signal_name(signal).unwrap_or("a signal")
         ),
         None => "its last process ended".into(),
+    }
+}
+
+/// A flow's application protocol in a few words: `  tls sni H`, `  http GET H/P`, `  ssh`.
+fn l7_text(l: &sandtrail_event::L7Info) -> String {
+    let mut out = String::new();
+    if let Some(p) = &l.proto {
+        out.push_str(&format!("  {p}"));
+    }
+    if let Some(sni) = &l.sni {
+        out.push_str(&format!(" sni {sni}"));
+    }
+    if let Some(m) = &l.method {
+        out.push_str(&format!(" {m}"));
+    }
+    match (&l.host, &l.path) {
+        (Some(h), Some(p)) => out.push_str(&format!(" {h}{p}")),
+        (Some(h), None) => out.push_str(&format!(" {h}")),
+        (None, Some(p)) => out.push_str(&format!(" {p}")),
+        (None, None) => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandtrail_event::L7Info;
+
+    #[test]
+    fn l7_in_a_few_words() {
+        let tls = L7Info {
+            proto: Some("tls".into()),
+            sni: Some("api.example.org".into()),
+            ..Default::default()
+        };
+        assert_eq!(l7_text(&tls), "  tls sni api.example.org");
+        let http = L7Info {
+            proto: Some("http".into()),
+            method: Some("GET".into()),
+            host: Some("h.test".into()),
+            path: Some("/x?y".into()),
+            ..Default::default()
+        };
+        assert_eq!(l7_text(&http), "  http GET h.test/x?y");
+        assert_eq!(l7_text(&L7Info::default()), "");
     }
 }
