@@ -1,0 +1,114 @@
+//! File operations of a real session, found in the store (root, CI): absolute paths for relative
+//! paths, after `cd` and through a Python `dir_fd`; sensitive reads one by one; other reads
+//! summarized with a count per process and file.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const SCRIPT: &str = r#"set -e
+mkdir -p /tmp/proj/sub
+cd /tmp/proj
+echo hi > notes.txt
+mv notes.txt moved.txt
+cd sub
+echo x > ../rel.txt
+rm ../moved.txt
+chmod 600 ../rel.txt
+python3 -c 'import os
+d = os.open("/tmp/proj", os.O_RDONLY)
+f = os.open("viafd.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=d)
+os.close(f)
+for _ in range(5):
+    open("/usr/lib/os-release").read()
+'
+cat /etc/shadow > /dev/null
+mkdir -p /root/.aws
+echo '[default]' > /root/.aws/credentials
+cat /root/.aws/credentials > /dev/null
+"#;
+
+/// The file events of `kind` on `path`.
+fn on<'a>(evs: &'a [Value], kind: &str, path: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == kind && e["file"]["path"] == path)
+        .collect()
+}
+
+fn exe(e: &Value) -> &str {
+    e["process"]["exe"].as_str().unwrap()
+}
+
+#[test]
+fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_files",
+        &["--as-root", "--no-network"],
+        &["bash", "-c", SCRIPT],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_files");
+
+    // Written through a relative path after `cd`: absolute in the event.
+    let w = on(&evs, "file.open", "/tmp/proj/notes.txt");
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0]["file"]["access"], "write");
+    assert_eq!(w[0]["file"]["created"], true);
+    assert_eq!(w[0]["file"]["result"], "ok");
+    assert_eq!(exe(w[0]), "/usr/bin/bash");
+    assert_eq!(w[0]["process"]["uid"], 0);
+    assert_eq!(w[0]["process"]["euid"], 0);
+    let mv = on(&evs, "file.rename", "/tmp/proj/notes.txt");
+    assert_eq!(mv.len(), 1, "{mv:#?}");
+    assert_eq!(mv[0]["file"]["new_path"], "/tmp/proj/moved.txt");
+    assert_eq!(exe(mv[0]), "/usr/bin/mv");
+    // `..` from /tmp/proj/sub.
+    let rel = on(&evs, "file.open", "/tmp/proj/rel.txt");
+    assert_eq!(rel.len(), 1, "{rel:#?}");
+    assert_eq!(rel[0]["file"]["access"], "write");
+    let rm = on(&evs, "file.delete", "/tmp/proj/moved.txt");
+    assert_eq!(rm.len(), 1, "{rm:#?}");
+    assert_eq!(exe(rm[0]), "/usr/bin/rm");
+    let chmod = on(&evs, "file.chmod", "/tmp/proj/rel.txt");
+    assert_eq!(chmod.len(), 1, "{chmod:#?}");
+    assert_eq!(chmod[0]["file"]["mode"], 0o600);
+    // Relative to a directory fd.
+    let viafd = on(&evs, "file.open", "/tmp/proj/viafd.txt");
+    assert_eq!(viafd.len(), 1, "{viafd:#?}");
+    assert_eq!(viafd[0]["file"]["created"], true);
+    assert!(exe(viafd[0]).starts_with("/usr/bin/python3"));
+
+    // Sensitive reads, each one logged.
+    let shadow = on(&evs, "file.open", "/etc/shadow");
+    assert_eq!(shadow.len(), 1, "{shadow:#?}");
+    assert_eq!(shadow[0]["file"]["access"], "read");
+    assert_eq!(shadow[0]["file"].get("count"), None);
+    assert_eq!(exe(shadow[0]), "/usr/bin/cat");
+    let creds = on(&evs, "file.open", "/root/.aws/credentials");
+    let read: Vec<&&Value> = creds
+        .iter()
+        .filter(|e| e["file"]["access"] == "read")
+        .collect();
+    assert_eq!(read.len(), 1, "{creds:#?}");
+    assert_eq!(exe(read[0]), "/usr/bin/cat");
+    // An ordinary file read five times by one process: one event with the count.
+    let os_release: Vec<&Value> = on(&evs, "file.open", "/usr/lib/os-release")
+        .into_iter()
+        .filter(|e| exe(e).starts_with("/usr/bin/python3"))
+        .collect();
+    assert_eq!(os_release.len(), 1, "{os_release:#?}");
+    assert_eq!(os_release[0]["file"]["count"], 5);
+    assert_eq!(os_release[0]["file"]["access"], "read");
+
+    // Nothing lost; the log verifies.
+    assert!(evs.iter().all(|e| e["kind"] != "audit.loss"));
+    let usage = &one(&evs, "session.terminate")["session"]["usage"];
+    assert_eq!(usage["events_lost"], 0, "{usage}");
+    verify_ok(d.path());
+}
