@@ -1135,3 +1135,24 @@ fn a_uid_change_is_visible_in_the_next_exec() {
     assert_eq!(t["process"]["euid"], 65534);
     assert_eq!(t["process"]["gid"], 65534);
 }
+
+#[test]
+fn an_argv_over_the_cap_is_cut_and_marked() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let long = "A".repeat(200);
+    let o = sandtrail_run(
+        d.path(),
+        "ses_argv",
+        &["--no-network", "--argv-cap", "64"],
+        &["/bin/echo", &long],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_argv");
+    let e = execs(&evs)[0];
+    // 64 bytes with the NULs: "/bin/echo\0" and 54 more, of which the last is the cut's NUL.
+    assert_eq!(argv(e), ["/bin/echo", &"A".repeat(53)]);
+    assert_eq!(e["exec"]["argv_truncated"], true);
+}

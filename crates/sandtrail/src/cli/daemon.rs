@@ -25,10 +25,17 @@ pub struct DaemonArgs {
     /// actor of what it does.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Most argv bytes recorded per exec (NULs included), e.g. 4K; at most and by default 64K.
+    /// Longer argument lists are cut and marked `argv_truncated`.
+    #[arg(long, value_name = "SIZE", value_parser = super::run::parse_argv_cap)]
+    pub argv_cap: Option<u32>,
 }
 
 /// Run `daemon`.
 pub fn run(layout: &Layout, a: DaemonArgs) -> Result<ExitCode> {
+    if let Some(cap) = a.argv_cap {
+        crate::sources::kernel::set_argv_cap(cap);
+    }
     let tokens = a.token_file.as_deref().map(Tokens::load).transpose()?;
     let cfg = Config {
         socket: a.socket.unwrap_or_else(|| daemon::default_socket(layout)),

@@ -88,6 +88,11 @@ pub struct RunArgs {
     /// malformed file is rejected before the session starts.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Most argv bytes recorded per exec (NULs included), e.g. 4K; at most and by default 64K.
+    /// Longer argument lists are cut and marked `argv_truncated`. Applies to the whole
+    /// process (every session it records).
+    #[arg(long, value_name = "SIZE", value_parser = parse_argv_cap)]
+    pub argv_cap: Option<u32>,
     /// Allow a domain (wildcards: `*.example.org` for its subdomains); repeatable.
     #[arg(long, value_name = "DOMAIN")]
     pub allow_domain: Vec<String>,
@@ -122,6 +127,18 @@ pub struct ControlArgs {
 }
 
 /// Parse `64M`, `2G`, `512K`, `1048576` (binary units).
+/// `--argv-cap`: a size from 16 bytes to 64K.
+pub fn parse_argv_cap(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    let max = u64::from(sandtrail_bpf::ARGV_MAX);
+    if !(16..=max).contains(&n) {
+        return Err(format!(
+            "{s:?}: the argv cap must be between 16 bytes and 64K (the kernel programs' buffer)"
+        ));
+    }
+    Ok(n as u32)
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
@@ -201,6 +218,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Run `run`.
 pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
+    if let Some(cap) = a.argv_cap {
+        crate::sources::kernel::set_argv_cap(cap);
+    }
     if let Some(c) = a.cpus {
         if c.is_nan() || c <= 0.0 {
             bail!("--cpus {c} must be positive, e.g. 0.5 for half a CPU");

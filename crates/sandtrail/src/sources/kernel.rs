@@ -82,6 +82,16 @@ pub struct KernelSource {
 
 static SOURCE: OnceLock<Result<KernelSource, String>> = OnceLock::new();
 
+/// The argv cap the programs are loaded with (set before the first session).
+static ARGV_CAP: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(sandtrail_bpf::ARGV_MAX);
+
+/// Sets the most argv bytes recorded per exec; takes effect when the programs are loaded, at
+/// the first session of the process.
+pub fn set_argv_cap(bytes: u32) {
+    ARGV_CAP.store(bytes, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The process-wide kernel source, loaded on first use (root only).
 pub fn get() -> Result<&'static KernelSource> {
     SOURCE
@@ -142,7 +152,10 @@ fn ktime_now() -> u64 {
 
 impl KernelSource {
     fn start() -> Result<KernelSource> {
-        let probe = Probe::load(ProbeOptions::default())?;
+        let probe = Probe::load(ProbeOptions {
+            argv_cap: ARGV_CAP.load(std::sync::atomic::Ordering::SeqCst),
+            ..ProbeOptions::default()
+        })?;
         if probe.mounted_tracefs() {
             eprintln!(
                 "sandtrail: mounted tracefs at {} (the kernel programs attach to tracepoints)",
