@@ -10,21 +10,17 @@
 use std::ffi::CString;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{
-    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, NetRecord, PayloadRecord, Proto,
-    Rule, PAYLOAD_MAX,
+    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, Proto, Rule, PAYLOAD_MAX,
 };
 
-/// Env var that turns the `zz_child_helper` test into the child's action.
 mod common;
-use common::cgroup2_root;
+use common::{cgroup2_root, curl_in, loopback_peer, payload_for, record_for, TestCgroup};
 
+/// Env var that turns the `zz_child_helper` test into the child's action.
 const HELPER_ENV: &str = "STTEST_NET_HELPER";
 
 fn skip_reason() -> Option<String> {
@@ -60,38 +56,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-/// A cgroup v2 directory of our own, emptied and removed on drop.
-struct TestCgroup {
-    path: PathBuf,
-}
-
-impl TestCgroup {
-    fn new(tag: &str) -> TestCgroup {
-        let path = cgroup2_root()
-            .unwrap()
-            .join(format!("sandtrail-test-net-{}-{tag}", std::process::id()));
-        std::fs::create_dir(&path).unwrap();
-        TestCgroup { path }
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
-            if procs.trim().is_empty() {
-                break;
-            }
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: kill has no memory preconditions; pids come from our own cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_dir(&self.path);
-    }
 }
 
 fn ip(args: &[&str]) {
@@ -215,25 +179,7 @@ fn run_child(cg: &TestCgroup, action: &str) -> Outcome {
     ])
     .env(HELPER_ENV, action)
     .stdout(std::process::Stdio::piped());
-    let procs = CString::new(cg.path.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-    // SAFETY: the closure runs between fork and exec and only calls the async-signal-safe
-    // open/write/close on a CString prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
+    let child = cg.spawn(&mut cmd);
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -297,21 +243,6 @@ fn zz_child_helper() {
     }
 }
 
-/// The record of `pid`'s attempt to reach `dst`, waiting up to 3 s for it.
-fn record_for(probe: &mut NetProbe, pid: u32, dst: SocketAddr) -> NetRecord {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Some(r) = probe.next_record(Duration::from_millis(100)).unwrap() {
-            if r.task.pid == pid && r.dst == dst {
-                return r;
-            }
-            seen.push(r);
-        }
-    }
-    panic!("no record of pid {pid} to {dst}; saw {seen:#?}");
-}
-
 fn assert_eperm_fast(o: &Outcome, what: &str) {
     assert_eq!(o.errno, Some(libc::EPERM), "{what}: {o:?}");
     assert!(
@@ -324,7 +255,7 @@ fn assert_eperm_fast(o: &Outcome, what: &str) {
 fn allow_deny_and_loopback_for_tcp_and_udp() {
     require_root!("allow_deny_and_loopback_for_tcp_and_udp");
     let net = TestNet::new('a');
-    let cg = TestCgroup::new("a");
+    let cg = TestCgroup::new();
     let (tcp, udp) = net.servers(0);
     let tport = tcp.local_addr().unwrap().port();
     let uport = udp.local_addr().unwrap().port();
@@ -455,7 +386,7 @@ fn allow_deny_and_loopback_for_tcp_and_udp() {
 fn modes_and_dns_forwarder() {
     require_root!("modes_and_dns_forwarder");
     let net = TestNet::new('b');
-    let cg = TestCgroup::new("b");
+    let cg = TestCgroup::new();
     let (tcp, udp) = net.servers(53);
     let tport = tcp.local_addr().unwrap().port();
     let n = net.n;
@@ -561,7 +492,7 @@ fn flow_for(probe: &mut NetProbe, cookie: u64) -> FlowRecord {
 fn flows_count_bytes_and_packets_both_ways() {
     require_root!("flows_count_bytes_and_packets_both_ways");
     let net = TestNet::new('c');
-    let cg = TestCgroup::new("c");
+    let cg = TestCgroup::new();
     let (tcp, _udp) = net.servers(0);
     let tport = tcp.local_addr().unwrap().port();
     let mut probe = NetProbe::load(NetOptions::default()).unwrap();
@@ -606,62 +537,6 @@ fn flows_count_bytes_and_packets_both_ways() {
     assert_eq!(probe.losses().unwrap().flow_ring_buffer_full, 0);
 }
 
-/// The first-payload record of socket `cookie`, waiting up to 3 s for it.
-fn payload_for(probe: &mut NetProbe, cookie: u64) -> PayloadRecord {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Some(p) = probe.next_payload(Duration::from_millis(100)).unwrap() {
-            if p.socket_cookie == cookie {
-                return p;
-            }
-            seen.push(p);
-        }
-    }
-    panic!("no payload record for socket {cookie}; saw {seen:#?}");
-}
-
-/// A loopback peer for curl: answers an HTTP request with an empty 200, and closes a TLS
-/// connection after the ClientHello (curl then gives up at once). Serves `n` connections.
-fn loopback_peer(listener: TcpListener, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut got = Vec::new();
-        for _ in 0..n {
-            let (mut s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let k = s.read(&mut chunk).unwrap_or(0);
-                buf.extend_from_slice(&chunk[..k]);
-                if k == 0 || buf.first() == Some(&0x16) {
-                    break;
-                }
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                    break;
-                }
-            }
-            got.push(buf);
-        }
-        got
-    })
-}
-
-/// `curl` (quiet, no config file, no proxy, 5 s at most) with `args`, in the cgroup; its pid.
-fn curl_in(cg: &common::TestCgroup, args: &[&str]) -> u32 {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-s", "--noproxy", "*", "--max-time", "5"])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cg.spawn(&mut cmd);
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
 #[test]
 fn first_payload_of_tls_http_and_udp_sockets() {
     require_root!("first_payload_of_tls_http_and_udp_sockets");
@@ -669,7 +544,7 @@ fn first_payload_of_tls_http_and_udp_sockets() {
         Command::new("curl").arg("--version").output().is_ok(),
         "this test runs curl (apt-get install curl)"
     );
-    let cg = common::TestCgroup::new();
+    let cg = TestCgroup::new();
     let mut probe = NetProbe::load(NetOptions::default()).unwrap();
     probe.attach(&cg.path).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

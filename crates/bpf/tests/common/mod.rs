@@ -1,5 +1,5 @@
-//! Helpers shared by the root tests of the kernel programs (`process.rs`, `file.rs`, and the
-//! collector's `kernel_files.rs`): the skip banner, a cgroup of the test's own, loading the
+//! Helpers shared by the root tests of the kernel programs (`process.rs`, `file.rs`, `net.rs`, the
+//! collector's `kernel_files.rs` and crates/net's `l7.rs`): the skip banner, a cgroup of the test's own, loading the
 //! probe, and reading records until a condition holds.
 
 #![allow(dead_code)]
@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use std::net::{SocketAddr, TcpListener};
+
+use sandtrail_bpf::net::{NetProbe, NetRecord, PayloadRecord};
 use sandtrail_bpf::{Probe, ProbeOptions, RawRecord};
 
 /// Why the tests cannot run here, if they cannot.
@@ -186,4 +189,77 @@ pub fn collect(
     }
     assert!(finished_at.is_some(), "timed out; records so far: {out:#?}");
     out
+}
+
+// Egress helpers (net.rs, and crates/net's l7 test).
+
+/// The record of `pid`'s attempt to reach `dst`, waiting up to 3 s for it.
+pub fn record_for(probe: &mut NetProbe, pid: u32, dst: SocketAddr) -> NetRecord {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(r) = probe.next_record(Duration::from_millis(100)).unwrap() {
+            if r.task.pid == pid && r.dst == dst {
+                return r;
+            }
+            seen.push(r);
+        }
+    }
+    panic!("no record of pid {pid} to {dst}; saw {seen:#?}");
+}
+
+/// The first-payload record of socket `cookie`, waiting up to 3 s for it.
+pub fn payload_for(probe: &mut NetProbe, cookie: u64) -> PayloadRecord {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(p) = probe.next_payload(Duration::from_millis(100)).unwrap() {
+            if p.socket_cookie == cookie {
+                return p;
+            }
+            seen.push(p);
+        }
+    }
+    panic!("no payload record for socket {cookie}; saw {seen:#?}");
+}
+
+/// A loopback peer for curl: answers an HTTP request with an empty 200, and closes a TLS
+/// connection after the ClientHello (curl then gives up at once). Serves `n` connections.
+pub fn loopback_peer(listener: TcpListener, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let k = s.read(&mut chunk).unwrap_or(0);
+                buf.extend_from_slice(&chunk[..k]);
+                if k == 0 || buf.first() == Some(&0x16) {
+                    break;
+                }
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    break;
+                }
+            }
+            got.push(buf);
+        }
+        got
+    })
+}
+
+/// `curl` (quiet, no config file, no proxy, 5 s at most) with `args`, in the cgroup; its pid.
+pub fn curl_in(cg: &TestCgroup, args: &[&str]) -> u32 {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-s", "--noproxy", "*", "--max-time", "5"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
 }
