@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{
-    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, NetRecord, PayloadRecord, Proto,
-    Rule, PAYLOAD_MAX,
+    Decision, FlowRecord, Hook, InboundRecord, NetMode, NetOptions, NetProbe, NetRecord,
+    PayloadRecord, Proto, Rule, PAYLOAD_MAX,
 };
 
 /// Env var that turns the `zz_child_helper` test into the child's action.
@@ -741,4 +741,145 @@ fn first_payload_of_tls_http_and_udp_sockets() {
         assert_eq!((p.bytes.as_slice(), p.payload_len), (&b"sttest"[..], 6));
     }
     assert_eq!(probe.losses().unwrap().payload_ring_buffer_full, 0);
+}
+
+// ------------------------------------------------------------------ inbound (listen, accept)
+
+/// A python3 in the cgroup: binds a UDP socket on [::1]:0 and a TCP listener on 127.0.0.1:0,
+/// prints both ports, accepts one connection, counts what it receives until EOF, prints it.
+const INBOUND_PY: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.bind(("::1", 0))
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], u.getsockname()[1], flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.close()
+print(n, flush=True)
+"#;
+
+#[test]
+fn inbound_bind_listen_accept() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root!("inbound_bind_listen_accept");
+    let cg = common::TestCgroup::new();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.attach(&cg.path).unwrap();
+
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", INBOUND_PY])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (tport, uport) = (ports[0], ports[1]);
+    let listen: SocketAddr = format!("127.0.0.1:{tport}").parse().unwrap();
+
+    // The test (outside the cgroup) connects and sends 3,000 bytes.
+    let mut client = TcpStream::connect(listen).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    client.write_all(&[7u8; 3_000]).unwrap();
+    drop(client);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "3000");
+    assert!(child.wait().unwrap().success());
+
+    let mut binds = Vec::new();
+    let mut listens = Vec::new();
+    let mut accepts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && (binds.len() < 2 || listens.is_empty() || accepts.is_empty())
+    {
+        match probe.next_inbound(Duration::from_millis(100)).unwrap() {
+            Some(r @ InboundRecord::Bind { .. }) => binds.push(r),
+            Some(r @ InboundRecord::Listen { .. }) => listens.push(r),
+            Some(r @ InboundRecord::Accept { .. }) => accepts.push(r),
+            None => {}
+        }
+    }
+    let all = format!("binds {binds:#?} listens {listens:#?} accepts {accepts:#?}");
+    assert_eq!(
+        (binds.len(), listens.len(), accepts.len()),
+        (2, 1, 1),
+        "{all}"
+    );
+
+    // UDP bind on ::1 (post_bind6), with the port the kernel chose.
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: udp_cookie,
+        proto,
+        local,
+    } = &binds[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((task.pid, task.uid), (pid, 0), "{all}");
+    assert_eq!(task.comm, "python3");
+    assert_eq!(task.cgroup_id, common::TestCgroup::id(&cg.path));
+    assert_eq!(*proto, Proto::Udp);
+    assert_eq!(*local, format!("[::1]:{uport}").parse().unwrap());
+    assert_ne!(*udp_cookie, 0);
+
+    // TCP bind on 127.0.0.1 (post_bind4).
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: bind_cookie,
+        proto,
+        local,
+    } = binds[1].clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!((task.pid, task.tid, task.uid), (pid, pid, 0), "{all}");
+    assert_eq!(task.cgroup_id, common::TestCgroup::id(&cg.path));
+    assert_eq!((proto, local), (Proto::Tcp, listen), "{all}");
+
+    // listen() on the same socket.
+    let InboundRecord::Listen {
+        socket_cookie,
+        local,
+        ..
+    } = listens[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((socket_cookie, local), (bind_cookie, listen), "{all}");
+
+    // The accepted connection: a socket of its own, the client's address exactly.
+    let InboundRecord::Accept {
+        socket_cookie: accepted,
+        local,
+        remote,
+        ..
+    } = accepts[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((local, remote), (listen, client_addr), "{all}");
+    assert_ne!(accepted, bind_cookie);
+    assert_ne!(accepted, 0);
+
+    // Its closed flow: what the client sent, received by the accepted socket.
+    let f = flow_for(&mut probe, accepted);
+    assert_eq!((f.src, f.dst, f.proto), (listen, client_addr, Proto::Tcp));
+    assert!(f.bytes_in >= 3_000 + 40 * f.packets_in, "{f:?}");
+    assert!(f.bytes_in < 3_000 + 100 * f.packets_in, "{f:?}");
+    assert_eq!(f.closed_by.map(|c| c.0), Some(pid));
+    assert_eq!(probe.losses().unwrap().inbound_ring_buffer_full, 0);
 }
