@@ -7,6 +7,9 @@
 //! when it is closed (`net.flow`). The egress program also copies the first up to 512 payload
 //! bytes of each socket's first data packet, once per socket, as a [`PayloadRecord`], so that
 //! user space can identify the application protocol (TLS SNI, HTTP host, SSH, DNS).
+//! `cgroup/post_bind4|6` and `sockops` programs record inbound sockets as [`InboundRecord`]s:
+//! each `bind()` with its task and assigned port, each `listen()`, and each accepted TCP
+//! connection (no task there: attribute it by its local port's bind).
 //!
 //! One [`NetProbe`] is one policy: its maps belong to its own loaded object, so two sessions
 //! each load their own probe and attach it to their own cgroup.

@@ -883,3 +883,102 @@ fn inbound_bind_listen_accept() {
     assert_eq!(f.closed_by.map(|c| c.0), Some(pid));
     assert_eq!(probe.losses().unwrap().inbound_ring_buffer_full, 0);
 }
+
+/// A dual-stack TCP listener on [::]:0 and a TCP socket that listens without a bind; prints both
+/// ports, then accepts two connections on the first.
+const INBOUND_DUAL_PY: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 0))
+s.listen(2)
+a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+a.listen(1)
+print(s.getsockname()[1], a.getsockname()[1], flush=True)
+for _ in range(2):
+    c, _ = s.accept()
+    c.close()
+"#;
+
+#[test]
+fn inbound_dual_stack_and_listen_without_bind() {
+    use std::io::{BufRead, BufReader};
+    require_root!("inbound_dual_stack_and_listen_without_bind");
+    let cg = common::TestCgroup::new();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.attach(&cg.path).unwrap();
+
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", INBOUND_DUAL_PY])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (port, unbound_port) = (ports[0], ports[1]);
+    let c4 = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    let c6 = TcpStream::connect(format!("[::1]:{port}")).unwrap();
+    let (a4, a6) = (c4.local_addr().unwrap(), c6.local_addr().unwrap());
+    assert!(child.wait().unwrap().success());
+
+    let mut recs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && recs.len() < 5 {
+        if let Some(r) = probe.next_inbound(Duration::from_millis(100)).unwrap() {
+            recs.push(r);
+        }
+    }
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: bound,
+        proto,
+        local,
+    } = &recs[0]
+    else {
+        panic!("{recs:#?}");
+    };
+    assert_eq!(task.pid, pid);
+    assert_eq!(*proto, Proto::Tcp);
+    assert_eq!(*local, format!("[::]:{port}").parse().unwrap());
+    assert!(
+        matches!(recs[1], InboundRecord::Listen { socket_cookie, local: l, .. }
+            if socket_cookie == *bound && l == *local),
+        "{recs:#?}"
+    );
+    // listen() without bind(): a listen record, no bind record.
+    let InboundRecord::Listen { local, .. } = recs[2] else {
+        panic!("{recs:#?}");
+    };
+    assert_eq!(local, format!("0.0.0.0:{unbound_port}").parse().unwrap());
+    // The dual-stack listener accepting over IPv4 reports IPv4-mapped addresses.
+    let mapped = |a: SocketAddr| -> SocketAddr {
+        match a {
+            SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            v6 => v6,
+        }
+    };
+    let accepts: Vec<(SocketAddr, SocketAddr)> = recs[3..]
+        .iter()
+        .map(|r| match r {
+            InboundRecord::Accept { local, remote, .. } => (*local, *remote),
+            _ => panic!("{recs:#?}"),
+        })
+        .collect();
+    assert_eq!(
+        accepts,
+        [
+            (
+                mapped(format!("127.0.0.1:{port}").parse().unwrap()),
+                mapped(a4)
+            ),
+            (format!("[::1]:{port}").parse().unwrap(), a6),
+        ],
+        "{recs:#?}"
+    );
+    assert_eq!(recs.len(), 5, "{recs:#?}");
+}
