@@ -7,6 +7,9 @@
 //! when it is closed (`net.flow`). The egress program also copies the first up to 512 payload
 //! bytes of each socket's first data packet, once per socket, as a [`PayloadRecord`], so that
 //! user space can identify the application protocol (TLS SNI, HTTP host, SSH, DNS).
+//! `cgroup/post_bind4|6` and `sockops` programs record inbound sockets as [`InboundRecord`]s:
+//! each `bind()` with its task and assigned port, each `listen()`, and each accepted TCP
+//! connection (no task there: attribute it by its local port's bind).
 //!
 //! One [`NetProbe`] is one policy: its maps belong to its own loaded object, so two sessions
 //! each load their own probe and attach it to their own cgroup.
@@ -54,7 +57,8 @@ use crate::{sys, Task};
 static NET_OBJ: &[u8] = aya::include_bytes_aligned!("bpf/net.bpf.o");
 
 /// The programs, in the object and as attached: four deciding (sock_addr), three counting
-/// (cgroup_skb egress and ingress, sock_release).
+/// (cgroup_skb egress and ingress, sock_release), three recording inbound sockets (post_bind4,
+/// post_bind6, sockops).
 const PROGRAMS: &[&str] = &[
     "connect4",
     "connect6",
@@ -63,6 +67,10 @@ const PROGRAMS: &[&str] = &[
     "flow_egress",
     "flow_ingress",
     "flow_release",
+    // inbound (net.listen, net.accept): post_bind4/6 and sockops
+    "inbound_bind4",
+    "inbound_bind6",
+    "inbound_sockops",
 ];
 
 /// Rule ids from this value up are the programs' own ([`Rule`]); entries use lower ids.
@@ -381,6 +389,9 @@ pub struct NetLosses {
     /// First-payload records ([`PayloadRecord`]) dropped because their ring buffer was full
     /// (the socket's payload is not captured again).
     pub payload_ring_buffer_full: u64,
+    /// Bind, listen and accept records ([`InboundRecord`]) dropped because their ring buffer
+    /// was full (it fills up when [`NetProbe::next_inbound`] is never called).
+    pub inbound_ring_buffer_full: u64,
 }
 
 /// Bytes and packets of one socket of the attached cgroup, counted by the kernel.
@@ -438,6 +449,8 @@ pub struct NetProbe {
     flow_epoll: sys::Epoll,
     payload_ring: RingBuf<MapData>,
     payload_epoll: sys::Epoll,
+    inbound_ring: RingBuf<MapData>,
+    inbound_epoll: sys::Epoll,
     config: Array<MapData, Config>,
     allow4: LpmTrie<MapData, [u8; 8], u32>,
     allow6: LpmTrie<MapData, [u8; 20], u32>,
@@ -526,6 +539,7 @@ impl NetProbe {
             .map_max_entries("net_events", opts.ring_buffer_bytes)
             .map_max_entries("flow_events", opts.ring_buffer_bytes)
             .map_max_entries("payload_events", opts.ring_buffer_bytes)
+            .map_max_entries("inbound_events", opts.ring_buffer_bytes)
             .load(NET_OBJ)
             .map_err(|e| NetError::Object(Box::new(e)))?;
         for &name in PROGRAMS {
@@ -536,6 +550,7 @@ impl NetProbe {
                 Program::CgroupSockAddr(p) => p.load(),
                 Program::CgroupSkb(p) => p.load(),
                 Program::CgroupSock(p) => p.load(),
+                Program::SockOps(p) => p.load(),
                 _ => Err(ProgramError::UnexpectedProgramType),
             };
             match loaded {
@@ -571,6 +586,8 @@ impl NetProbe {
         let flow_epoll = sys::Epoll::new(flow_ring.as_fd()).map_err(NetError::Poll)?;
         let payload_ring = take(&mut ebpf, "payload_events", RingBuf::try_from)?;
         let payload_epoll = sys::Epoll::new(payload_ring.as_fd()).map_err(NetError::Poll)?;
+        let inbound_ring = take(&mut ebpf, "inbound_events", RingBuf::try_from)?;
+        let inbound_epoll = sys::Epoll::new(inbound_ring.as_fd()).map_err(NetError::Poll)?;
         Ok(NetProbe {
             ring,
             flow_ring,
@@ -578,6 +595,8 @@ impl NetProbe {
             flow_epoll,
             payload_ring,
             payload_epoll,
+            inbound_ring,
+            inbound_epoll,
             config,
             allow4,
             allow6,
@@ -595,7 +614,8 @@ impl NetProbe {
     /// unconnected sendmsg of its tasks and of its descendants' tasks is decided. Attached as
     /// `bpf_link`s (kernel >= 5.7), which the kernel keeps in multi mode: programs attached to
     /// ancestor cgroups still run, and any of them denying denies. The counting programs
-    /// (`cgroup_skb` egress/ingress, `cgroup/sock_release`) are attached too.
+    /// (`cgroup_skb` egress/ingress, `cgroup/sock_release`) and the inbound ones
+    /// (`cgroup/post_bind4|6`, `sockops`) are attached too.
     pub fn attach(&mut self, cgroup_dir: impl AsRef<Path>) -> Result<(), NetError> {
         let path = cgroup_dir.as_ref();
         let cgroup_err = |source| NetError::Cgroup {
@@ -625,6 +645,7 @@ impl NetProbe {
                     p.attach(&dir, kind, mode).map(drop)
                 }
                 Program::CgroupSock(p) => p.attach(&dir, mode).map(drop),
+                Program::SockOps(p) => p.attach(&dir, mode).map(drop),
                 _ => Err(ProgramError::UnexpectedProgramType),
             };
             attached.map_err(|e| NetError::Program {
@@ -795,10 +816,17 @@ impl NetProbe {
             .map_err(map_err("net_losses"))?
             .iter()
             .sum();
+        let inbound_ring_buffer_full = self
+            .losses
+            .get(&3, 0)
+            .map_err(map_err("net_losses"))?
+            .iter()
+            .sum();
         Ok(NetLosses {
             ring_buffer_full,
             flow_ring_buffer_full,
             payload_ring_buffer_full,
+            inbound_ring_buffer_full,
         })
     }
 }
@@ -1058,6 +1086,142 @@ fn decode_payload(b: &[u8]) -> Result<PayloadRecord, NetError> {
     })
 }
 
+// ------------------------------------------------------------------ inbound (listen, accept)
+
+/// Size of one inbound record (`struct inbound_rec`).
+const INBOUND_REC_LEN: usize = 104;
+
+/// A socket of the attached cgroup bound, listening, or accepting a connection
+/// (`net.listen` / `net.accept`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundRecord {
+    /// `bind()` of an `AF_INET`/`AF_INET6` socket (TCP, UDP, other), from `cgroup/post_bind4|6`
+    /// in the binding task, after the kernel gave it its address and port. Explicit binds only
+    /// (not the automatic bind of a `connect()` or a first `sendto()`). A UDP socket that
+    /// receives has nothing but this: its "listen" is its bind.
+    Bind {
+        /// Who bound (ppid read from `/proc` when decoded, best effort; 0 when gone).
+        task: Task,
+        /// The kernel's socket cookie: the same socket's [`InboundRecord::Listen`],
+        /// [`FlowRecord`] and [`PayloadRecord`] have it.
+        socket_cookie: u64,
+        /// TCP, UDP or other.
+        proto: Proto,
+        /// The bound address and the port the kernel actually assigned (a bind to port 0 gets
+        /// an ephemeral one). A dual-stack socket bound to `::` shows `[::]:port`.
+        local: SocketAddr,
+    },
+    /// `listen()` made a TCP socket a listener (sockops `TCP_LISTEN_CB`). No process context:
+    /// the task is the one of the [`InboundRecord::Bind`] with the same `socket_cookie`
+    /// (a socket listening without an explicit bind has no bind record).
+    Listen {
+        /// The listening socket's cookie.
+        socket_cookie: u64,
+        /// The address and port it listens on.
+        local: SocketAddr,
+        /// `CLOCK_MONOTONIC` of the call.
+        ktime_ns: u64,
+    },
+    /// An incoming TCP connection completed its handshake on a listener of the cgroup (sockops
+    /// `PASSIVE_ESTABLISHED_CB`), whether or not `accept()` has taken it yet. No process
+    /// context (it runs as the final ACK arrives): attribute it by the listener's bind record
+    /// for `local`'s port.
+    Accept {
+        /// The new (accepted) socket's cookie, as in its closed [`FlowRecord`].
+        socket_cookie: u64,
+        /// The local address and port of the connection (the listener's port; the address the
+        /// peer connected to when the listener is bound to a wildcard address).
+        local: SocketAddr,
+        /// The peer's address and port.
+        remote: SocketAddr,
+        /// `CLOCK_MONOTONIC` of the handshake's end.
+        ktime_ns: u64,
+    },
+}
+
+impl InboundRecord {
+    /// The socket cookie of any kind of record.
+    pub fn socket_cookie(&self) -> u64 {
+        match self {
+            InboundRecord::Bind { socket_cookie, .. }
+            | InboundRecord::Listen { socket_cookie, .. }
+            | InboundRecord::Accept { socket_cookie, .. } => *socket_cookie,
+        }
+    }
+}
+
+impl NetProbe {
+    /// The next bind, listen or accept record, waiting up to `timeout` for one; `None` on
+    /// timeout.
+    pub fn next_inbound(&mut self, timeout: Duration) -> Result<Option<InboundRecord>, NetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.inbound_ring.next() {
+                let mut rec = decode_inbound(&item)?;
+                drop(item);
+                if let InboundRecord::Bind { task, .. } = &mut rec {
+                    task.ppid = proc_status(task.pid).ppid.unwrap_or(0);
+                }
+                return Ok(Some(rec));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.inbound_epoll
+                .wait((deadline - now).min(self.max_latency))
+                .map_err(NetError::Poll)?;
+        }
+    }
+}
+
+/// Decodes one `struct inbound_rec` (see net.bpf.c for the offsets).
+fn decode_inbound(b: &[u8]) -> Result<InboundRecord, NetError> {
+    if b.len() < INBOUND_REC_LEN {
+        return Err(NetError::Decode(format!(
+            "inbound record of {} bytes, want {INBOUND_REC_LEN}",
+            b.len()
+        )));
+    }
+    let family = b[41];
+    let socket_cookie = u64_at(b, 16);
+    let ktime_ns = u64_at(b, 0);
+    let local = SocketAddr::new(addr_of(family, &b[56..72])?, u16_at(b, 46));
+    match b[40] {
+        1 => {
+            let comm = &b[88..104];
+            let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
+            Ok(InboundRecord::Bind {
+                task: Task {
+                    tid: u32_at(b, 28),
+                    pid: u32_at(b, 24),
+                    ppid: 0,
+                    uid: u32_at(b, 32),
+                    gid: u32_at(b, 36),
+                    cgroup_id: u64_at(b, 8),
+                    ktime_ns,
+                    comm: String::from_utf8_lossy(comm).into_owned(),
+                },
+                socket_cookie,
+                proto: proto_of(u16_at(b, 42), u16_at(b, 44)),
+                local,
+            })
+        }
+        2 => Ok(InboundRecord::Listen {
+            socket_cookie,
+            local,
+            ktime_ns,
+        }),
+        3 => Ok(InboundRecord::Accept {
+            socket_cookie,
+            local,
+            remote: SocketAddr::new(addr_of(family, &b[72..88])?, u16_at(b, 48)),
+            ktime_ns,
+        }),
+        k => Err(NetError::Decode(format!("inbound kind {k}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1189,5 +1353,68 @@ mod tests {
         b[53] = 1;
         assert!(decode_payload(&b).is_err());
         assert!(decode_payload(&b[..100]).is_err());
+    }
+
+    #[test]
+    fn decodes_inbound_records() {
+        let mut b = [0u8; INBOUND_REC_LEN];
+        b[0..8].copy_from_slice(&5u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&77u64.to_ne_bytes());
+        b[16..24].copy_from_slice(&42u64.to_ne_bytes());
+        b[24..28].copy_from_slice(&100u32.to_ne_bytes());
+        b[28..32].copy_from_slice(&101u32.to_ne_bytes());
+        b[32..36].copy_from_slice(&1000u32.to_ne_bytes());
+        b[40] = 1;
+        b[41] = 4;
+        b[42..44].copy_from_slice(&(libc::SOCK_STREAM as u16).to_ne_bytes());
+        b[44..46].copy_from_slice(&(libc::IPPROTO_TCP as u16).to_ne_bytes());
+        b[46..48].copy_from_slice(&8080u16.to_ne_bytes());
+        b[56..60].copy_from_slice(&[127, 0, 0, 1]);
+        b[88..95].copy_from_slice(b"python3");
+        let InboundRecord::Bind {
+            task,
+            socket_cookie,
+            proto,
+            local,
+        } = decode_inbound(&b).unwrap()
+        else {
+            panic!("not a bind");
+        };
+        assert_eq!((task.pid, task.tid, task.uid), (100, 101, 1000));
+        assert_eq!((task.cgroup_id, task.ktime_ns), (77, 5));
+        assert_eq!(task.comm, "python3");
+        assert_eq!((socket_cookie, proto), (42, Proto::Tcp));
+        assert_eq!(local, "127.0.0.1:8080".parse().unwrap());
+
+        b[40] = 3;
+        b[41] = 6;
+        b[48..50].copy_from_slice(&40000u16.to_ne_bytes());
+        b[56..72].copy_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
+        b[72..88].copy_from_slice(&"fd54::2".parse::<Ipv6Addr>().unwrap().octets());
+        let r = decode_inbound(&b).unwrap();
+        assert_eq!(
+            r,
+            InboundRecord::Accept {
+                socket_cookie: 42,
+                local: "[::1]:8080".parse().unwrap(),
+                remote: "[fd54::2]:40000".parse().unwrap(),
+                ktime_ns: 5,
+            }
+        );
+        assert_eq!(r.socket_cookie(), 42);
+        b[40] = 2;
+        assert!(matches!(
+            decode_inbound(&b).unwrap(),
+            InboundRecord::Listen {
+                socket_cookie: 42,
+                ..
+            }
+        ));
+        b[40] = 9;
+        assert!(decode_inbound(&b).is_err());
+        b[40] = 1;
+        b[41] = 5;
+        assert!(decode_inbound(&b).is_err());
+        assert!(decode_inbound(&b[..100]).is_err());
     }
 }

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{
-    Decision, FlowRecord, Hook, NetMode, NetOptions, NetProbe, Proto, Rule, PAYLOAD_MAX,
+    Decision, FlowRecord, Hook, InboundRecord, NetMode, NetOptions, NetProbe, Proto, Rule,
+    PAYLOAD_MAX,
 };
 
 mod common;
@@ -616,4 +617,244 @@ fn first_payload_of_tls_http_and_udp_sockets() {
         assert_eq!((p.bytes.as_slice(), p.payload_len), (&b"sttest"[..], 6));
     }
     assert_eq!(probe.losses().unwrap().payload_ring_buffer_full, 0);
+}
+
+// ------------------------------------------------------------------ inbound (listen, accept)
+
+/// A python3 in the cgroup: binds a UDP socket on [::1]:0 and a TCP listener on 127.0.0.1:0,
+/// prints both ports, accepts one connection, counts what it receives until EOF, prints it.
+const INBOUND_PY: &str = r#"
+import socket
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.bind(("::1", 0))
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], u.getsockname()[1], flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.close()
+print(n, flush=True)
+"#;
+
+#[test]
+fn inbound_bind_listen_accept() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root!("inbound_bind_listen_accept");
+    let cg = common::TestCgroup::new();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.attach(&cg.path).unwrap();
+
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", INBOUND_PY])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (tport, uport) = (ports[0], ports[1]);
+    let listen: SocketAddr = format!("127.0.0.1:{tport}").parse().unwrap();
+
+    // The test (outside the cgroup) connects and sends 3,000 bytes.
+    let mut client = TcpStream::connect(listen).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    client.write_all(&[7u8; 3_000]).unwrap();
+    drop(client);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "3000");
+    assert!(child.wait().unwrap().success());
+
+    let mut binds = Vec::new();
+    let mut listens = Vec::new();
+    let mut accepts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && (binds.len() < 2 || listens.is_empty() || accepts.is_empty())
+    {
+        match probe.next_inbound(Duration::from_millis(100)).unwrap() {
+            Some(r @ InboundRecord::Bind { .. }) => binds.push(r),
+            Some(r @ InboundRecord::Listen { .. }) => listens.push(r),
+            Some(r @ InboundRecord::Accept { .. }) => accepts.push(r),
+            None => {}
+        }
+    }
+    let all = format!("binds {binds:#?} listens {listens:#?} accepts {accepts:#?}");
+    assert_eq!(
+        (binds.len(), listens.len(), accepts.len()),
+        (2, 1, 1),
+        "{all}"
+    );
+
+    // UDP bind on ::1 (post_bind6), with the port the kernel chose.
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: udp_cookie,
+        proto,
+        local,
+    } = &binds[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((task.pid, task.uid), (pid, 0), "{all}");
+    assert_eq!(task.comm, "python3");
+    assert_eq!(task.cgroup_id, common::TestCgroup::id(&cg.path));
+    assert_eq!(*proto, Proto::Udp);
+    assert_eq!(*local, format!("[::1]:{uport}").parse().unwrap());
+    assert_ne!(*udp_cookie, 0);
+
+    // TCP bind on 127.0.0.1 (post_bind4).
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: bind_cookie,
+        proto,
+        local,
+    } = binds[1].clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!((task.pid, task.tid, task.uid), (pid, pid, 0), "{all}");
+    assert_eq!(task.cgroup_id, common::TestCgroup::id(&cg.path));
+    assert_eq!((proto, local), (Proto::Tcp, listen), "{all}");
+
+    // listen() on the same socket.
+    let InboundRecord::Listen {
+        socket_cookie,
+        local,
+        ..
+    } = listens[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((socket_cookie, local), (bind_cookie, listen), "{all}");
+
+    // The accepted connection: a socket of its own, the client's address exactly.
+    let InboundRecord::Accept {
+        socket_cookie: accepted,
+        local,
+        remote,
+        ..
+    } = accepts[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!((local, remote), (listen, client_addr), "{all}");
+    assert_ne!(accepted, bind_cookie);
+    assert_ne!(accepted, 0);
+
+    // Its closed flow: what the client sent, received by the accepted socket.
+    let f = flow_for(&mut probe, accepted);
+    assert_eq!((f.src, f.dst, f.proto), (listen, client_addr, Proto::Tcp));
+    assert!(f.bytes_in >= 3_000 + 40 * f.packets_in, "{f:?}");
+    assert!(f.bytes_in < 3_000 + 100 * f.packets_in, "{f:?}");
+    assert_eq!(f.closed_by.map(|c| c.0), Some(pid));
+    assert_eq!(probe.losses().unwrap().inbound_ring_buffer_full, 0);
+}
+
+/// A dual-stack TCP listener on [::]:0 and a TCP socket that listens without a bind; prints both
+/// ports, then accepts two connections on the first.
+const INBOUND_DUAL_PY: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 0))
+s.listen(2)
+a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+a.listen(1)
+print(s.getsockname()[1], a.getsockname()[1], flush=True)
+for _ in range(2):
+    c, _ = s.accept()
+    c.close()
+"#;
+
+#[test]
+fn inbound_dual_stack_and_listen_without_bind() {
+    use std::io::{BufRead, BufReader};
+    require_root!("inbound_dual_stack_and_listen_without_bind");
+    let cg = common::TestCgroup::new();
+    let mut probe = NetProbe::load(NetOptions::default()).unwrap();
+    probe.attach(&cg.path).unwrap();
+
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", INBOUND_DUAL_PY])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cg.spawn(&mut cmd);
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (port, unbound_port) = (ports[0], ports[1]);
+    let c4 = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    let c6 = TcpStream::connect(format!("[::1]:{port}")).unwrap();
+    let (a4, a6) = (c4.local_addr().unwrap(), c6.local_addr().unwrap());
+    assert!(child.wait().unwrap().success());
+
+    let mut recs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && recs.len() < 5 {
+        if let Some(r) = probe.next_inbound(Duration::from_millis(100)).unwrap() {
+            recs.push(r);
+        }
+    }
+    let InboundRecord::Bind {
+        task,
+        socket_cookie: bound,
+        proto,
+        local,
+    } = &recs[0]
+    else {
+        panic!("{recs:#?}");
+    };
+    assert_eq!(task.pid, pid);
+    assert_eq!(*proto, Proto::Tcp);
+    assert_eq!(*local, format!("[::]:{port}").parse().unwrap());
+    assert!(
+        matches!(recs[1], InboundRecord::Listen { socket_cookie, local: l, .. }
+            if socket_cookie == *bound && l == *local),
+        "{recs:#?}"
+    );
+    // listen() without bind(): a listen record, no bind record.
+    let InboundRecord::Listen { local, .. } = recs[2] else {
+        panic!("{recs:#?}");
+    };
+    assert_eq!(local, format!("0.0.0.0:{unbound_port}").parse().unwrap());
+    // The dual-stack listener accepting over IPv4 reports IPv4-mapped addresses.
+    let mapped = |a: SocketAddr| -> SocketAddr {
+        match a {
+            SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            v6 => v6,
+        }
+    };
+    let accepts: Vec<(SocketAddr, SocketAddr)> = recs[3..]
+        .iter()
+        .map(|r| match r {
+            InboundRecord::Accept { local, remote, .. } => (*local, *remote),
+            _ => panic!("{recs:#?}"),
+        })
+        .collect();
+    assert_eq!(
+        accepts,
+        [
+            (
+                mapped(format!("127.0.0.1:{port}").parse().unwrap()),
+                mapped(a4)
+            ),
+            (format!("[::1]:{port}").parse().unwrap(), a6),
+        ],
+        "{recs:#?}"
+    );
+    assert_eq!(recs.len(), 5, "{recs:#?}");
 }

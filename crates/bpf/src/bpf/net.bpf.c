@@ -13,6 +13,11 @@
  * egress packet that carries TCP or UDP payload to the payload_events ring buffer, once per
  * socket, for user space to identify the application protocol (TLS SNI, HTTP, SSH, DNS).
  *
+ * Inbound (net.listen, net.accept): cgroup/post_bind4 and cgroup/post_bind6 record every bind()
+ * with the binding task and the port the kernel assigned, and a sockops program records each
+ * listen() and each accepted TCP connection (no task: it has no process context), to the
+ * inbound_events ring buffer. They never deny.
+ *
  * One loaded object is one policy: the maps below belong to the object, and the loader
  * (crates/bpf/src/net.rs) loads one object per session cgroup it attaches to.
  *
@@ -30,7 +35,8 @@
  * IPv4 rules. A denied connect() or sendmsg() fails with EPERM (the program returns 0).
  *
  * Written for kernels in lockdown "confidentiality" mode: the programs read only their own
- * context (struct bpf_sock_addr, UAPI) and call helpers; no kernel memory reads.
+ * context (struct bpf_sock_addr, struct bpf_sock, struct __sk_buff, struct bpf_sock_ops: UAPI)
+ * and call helpers; no kernel memory reads.
  *
  * The record layout (struct net_rec) is decoded by crates/bpf/src/net.rs: keep both in step.
  */
@@ -154,7 +160,7 @@ struct bpf_sock_addr {
 
 /* Index of the losses array. */
 #define LOSS_RINGBUF 0
-#define LOSS_SLOTS 3
+#define LOSS_SLOTS 4
 
 struct config {
 	__u32 mode;
@@ -737,5 +743,186 @@ int flow_release(struct bpf_sock *sk)
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_ringbuf_submit(r, 0);
 	bpf_map_delete_elem(&flows, &cookie);
+	return 1;
+}
+
+/* ---------------------------------------------------------------- inbound (net.listen, net.accept) */
+
+/*
+ * cgroup/post_bind4 and cgroup/post_bind6 run in the binding task, after bind() has given the
+ * socket its local address and port (the port the kernel chose for a bind to port 0): one
+ * INBOUND_BIND record each, with the task. They never deny (return 1).
+ *
+ * The sockops program runs for the TCP sockets of the subtree without process context (often in
+ * softirq): on BPF_SOCK_OPS_TCP_LISTEN_CB (listen(2) made the socket a listener) it records an
+ * INBOUND_LISTEN, on BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB (the handshake of an incoming connection
+ * completed; the context's socket is the new, accepted, socket) an INBOUND_ACCEPT with the local
+ * and remote address. Neither has a pid: user space joins a listen record to its bind record by
+ * socket cookie and an accept to the bind of its local port. It sets no reply and no flags.
+ */
+
+/* struct bpf_sock_ops (UAPI), up to local_port: the context of sockops programs. */
+struct bpf_sock_ops {
+	__u32 op;
+	union {
+		__u32 args[4];
+		__u32 reply;
+		__u32 replylong[4];
+	};
+	__u32 family;
+	__u32 remote_ip4;    /* network order */
+	__u32 local_ip4;     /* network order */
+	__u32 remote_ip6[4]; /* network order */
+	__u32 local_ip6[4];  /* network order */
+	__u32 remote_port;   /* network order (the kernel puts the 16 bits in the upper half) */
+	__u32 local_port;    /* host order */
+};
+
+#define BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5
+#define BPF_SOCK_OPS_TCP_LISTEN_CB 11
+
+/* inbound_rec.kind */
+#define INBOUND_BIND 1
+#define INBOUND_LISTEN 2
+#define INBOUND_ACCEPT 3
+
+#define LOSS_INBOUND_RINGBUF 3
+
+/* One bind, listen or accept: 104 bytes. */
+struct inbound_rec {
+	__u64 ktime_ns;     /* 0 */
+	__u64 cgroup_id;    /* 8 bind: the binding task's cgroup; 0 otherwise */
+	__u64 cookie;       /* 16 socket cookie (of the accepted socket for an accept) */
+	__u32 pid;          /* 24 bind: tgid; 0 otherwise */
+	__u32 tid;          /* 28 */
+	__u32 uid;          /* 32 */
+	__u32 gid;          /* 36 */
+	__u8 kind;          /* 40 INBOUND_* */
+	__u8 family;        /* 41 4 or 6 */
+	__u16 sock_type;    /* 42 SOCK_*; SOCK_STREAM for listen and accept */
+	__u16 protocol;     /* 44 IPPROTO_*; IPPROTO_TCP for listen and accept */
+	__u16 local_port;   /* 46 host order */
+	__u16 remote_port;  /* 48 host order; accept only */
+	__u16 pad;          /* 50 */
+	__u32 pad2;         /* 52 */
+	__u8 local[16];     /* 56 network order (4 bytes for family 4) */
+	__u8 remote[16];    /* 72 accept only */
+	char comm[TASK_COMM_LEN]; /* 88 bind only */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} inbound_events SEC(".maps");
+
+static __always_inline struct inbound_rec *inbound_reserve(void)
+{
+	struct inbound_rec *r = bpf_ringbuf_reserve(&inbound_events, sizeof(*r), 0);
+	if (!r) {
+		count_loss(LOSS_INBOUND_RINGBUF);
+		return 0;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->ktime_ns = bpf_ktime_get_ns();
+	return r;
+}
+
+static __always_inline void inbound_bind(struct bpf_sock *sk, int v6)
+{
+	struct inbound_rec *r = inbound_reserve();
+	if (!r)
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->cookie = bpf_get_socket_cookie(sk);
+	r->pid = pid_tgid >> 32;
+	r->tid = (__u32)pid_tgid;
+	r->uid = (__u32)uid_gid;
+	r->gid = uid_gid >> 32;
+	r->kind = INBOUND_BIND;
+	r->sock_type = sk->type;
+	r->protocol = sk->protocol;
+	r->local_port = sk->src_port;
+	/* post_bind4 may read src_ip4 only, post_bind6 src_ip6 only. */
+	if (v6) {
+		r->family = 6;
+		__u32 a[4];
+		a[0] = sk->src_ip6[0];
+		a[1] = sk->src_ip6[1];
+		a[2] = sk->src_ip6[2];
+		a[3] = sk->src_ip6[3];
+		__builtin_memcpy(r->local, a, 16);
+	} else {
+		r->family = 4;
+		__u32 a = sk->src_ip4;
+		__builtin_memcpy(r->local, &a, 4);
+	}
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	bpf_ringbuf_submit(r, 0);
+}
+
+SEC("cgroup/post_bind4")
+int inbound_bind4(struct bpf_sock *sk)
+{
+	inbound_bind(sk, 0);
+	return 1;
+}
+
+SEC("cgroup/post_bind6")
+int inbound_bind6(struct bpf_sock *sk)
+{
+	inbound_bind(sk, 1);
+	return 1;
+}
+
+SEC("sockops")
+int inbound_sockops(struct bpf_sock_ops *ctx)
+{
+	__u32 op = ctx->op;
+	if (op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+		return 1;
+	__u32 family = ctx->family;
+	if (family != AF_INET && family != AF_INET6)
+		return 1;
+	struct inbound_rec *r = inbound_reserve();
+	if (!r)
+		return 1;
+	r->cookie = bpf_get_socket_cookie(ctx);
+	r->kind = op == BPF_SOCK_OPS_TCP_LISTEN_CB ? INBOUND_LISTEN : INBOUND_ACCEPT;
+	r->sock_type = 1; /* SOCK_STREAM */
+	r->protocol = IPPROTO_TCP;
+	r->local_port = ctx->local_port;
+	if (r->kind == INBOUND_ACCEPT) {
+		/* Network order in the upper 16 bits (as the kernel has always done on little-endian
+		 * hosts), or in the lower 16 bits: a port is never 0 here, so either way it is found. */
+		__u32 rp = ctx->remote_port;
+		r->remote_port = rp > 0xffff ? (__u16)__builtin_bswap32(rp) : __builtin_bswap16((__u16)rp);
+	}
+	if (family == AF_INET) {
+		r->family = 4;
+		__u32 a = ctx->local_ip4;
+		__builtin_memcpy(r->local, &a, 4);
+		if (r->kind == INBOUND_ACCEPT) {
+			a = ctx->remote_ip4;
+			__builtin_memcpy(r->remote, &a, 4);
+		}
+	} else {
+		r->family = 6;
+		__u32 a[4];
+		a[0] = ctx->local_ip6[0];
+		a[1] = ctx->local_ip6[1];
+		a[2] = ctx->local_ip6[2];
+		a[3] = ctx->local_ip6[3];
+		__builtin_memcpy(r->local, a, 16);
+		if (r->kind == INBOUND_ACCEPT) {
+			a[0] = ctx->remote_ip6[0];
+			a[1] = ctx->remote_ip6[1];
+			a[2] = ctx->remote_ip6[2];
+			a[3] = ctx->remote_ip6[3];
+			__builtin_memcpy(r->remote, a, 16);
+		}
+	}
+	bpf_ringbuf_submit(r, 0);
 	return 1;
 }
