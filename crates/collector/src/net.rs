@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandtrail_bpf::net::{Decision as KDecision, FlowRecord, Hook, NetRecord as AttemptRecord};
-use sandtrail_bpf::net::{PayloadRecord, Proto, Rule};
+use sandtrail_bpf::net::{InboundRecord, PayloadRecord, Proto, Rule};
 use sandtrail_event::{
     Decision, Direction, Endpoint, Event, Kind, L7Info, NetInfo, NetResult, PolicyInfo, ProcessRef,
     Severity, Source,
@@ -80,6 +80,8 @@ struct Sock {
     domain: Option<String>,
     /// (destination, decision) pairs already logged (datagrams are logged once each).
     logged: HashSet<(SocketAddr, Decision)>,
+    /// An accepted connection (`dst` is then the remote peer).
+    inbound: bool,
 }
 
 /// A closed socket's local port, for DNS records that arrive after it closed.
@@ -101,6 +103,10 @@ pub struct NetCollector {
     sockets: HashMap<u64, Sock>,
     /// What each socket's first payload showed (the first record per socket counts).
     l7: HashMap<u64, Option<L7Info>>,
+    /// Who bound each socket (by cookie), for its `listen()`.
+    bound: HashMap<u64, Option<ProcessRef>>,
+    /// Who listens on each local port, for the connections accepted there.
+    listeners: HashMap<(Transport, u16), Option<ProcessRef>>,
     closed: HashMap<(Transport, u16), Closed>,
     pending: Vec<(DnsRecord, u32)>,
     blocked: u64,
@@ -124,6 +130,8 @@ impl NetCollector {
             burst,
             sockets: HashMap::new(),
             l7: HashMap::new(),
+            bound: HashMap::new(),
+            listeners: HashMap::new(),
             closed: HashMap::new(),
             pending: Vec::new(),
             blocked: 0,
@@ -169,6 +177,7 @@ impl NetCollector {
             dst,
             domain: domain.clone(),
             logged: HashSet::new(),
+            inbound: false,
         });
         if process.is_some() {
             sock.process = process.clone();
@@ -223,6 +232,102 @@ impl NetCollector {
         out
     }
 
+    /// A bind, listen or accepted connection: `net.listen` for a TCP listener (named after
+    /// the process that bound it) and for a bound UDP socket (its "listen"), `net.accept` for
+    /// a connection taken on a listener (named after the listener's process: the kernel gives
+    /// none at that point). An accepted socket's flow is then an inbound one.
+    pub fn inbound(
+        &mut self,
+        r: &InboundRecord,
+        process_of: &dyn Fn(u32) -> Option<ProcessRef>,
+    ) -> Option<Event> {
+        let endpoint = |a: SocketAddr| {
+            let a = canonical(a);
+            Endpoint {
+                ip: a.ip().to_string(),
+                port: a.port(),
+                domain: None,
+            }
+        };
+        match r {
+            InboundRecord::Bind {
+                task,
+                socket_cookie,
+                proto,
+                local,
+            } => {
+                let p = process_of(task.pid).or_else(|| Some(bare_process(task)));
+                self.bound.insert(*socket_cookie, p.clone());
+                let t = transport(*proto)?;
+                self.listeners.insert((t, local.port()), p.clone());
+                // A TCP socket listens (or connects) later; a UDP one receives from now on.
+                if t != Transport::Udp {
+                    return None;
+                }
+                let mut e = self.event(Kind::NetListen, self.wall(task.ktime_ns));
+                e.process = p;
+                e.net = Some(NetInfo {
+                    protocol: "udp".into(),
+                    dst: endpoint(*local),
+                    direction: Some(Direction::Inbound),
+                    ..Default::default()
+                });
+                Some(e)
+            }
+            InboundRecord::Listen {
+                socket_cookie,
+                local,
+                ktime_ns,
+            } => {
+                let p = self.bound.get(socket_cookie).cloned().flatten();
+                self.listeners
+                    .insert((Transport::Tcp, local.port()), p.clone());
+                let mut e = self.event(Kind::NetListen, self.wall(*ktime_ns));
+                e.process = p;
+                e.net = Some(NetInfo {
+                    protocol: "tcp".into(),
+                    dst: endpoint(*local),
+                    direction: Some(Direction::Inbound),
+                    ..Default::default()
+                });
+                Some(e)
+            }
+            InboundRecord::Accept {
+                socket_cookie,
+                local,
+                remote,
+                ktime_ns,
+            } => {
+                let p = self
+                    .listeners
+                    .get(&(Transport::Tcp, local.port()))
+                    .cloned()
+                    .flatten();
+                self.sockets.insert(
+                    *socket_cookie,
+                    Sock {
+                        process: p.clone(),
+                        dst: canonical(*remote),
+                        domain: None,
+                        logged: HashSet::new(),
+                        inbound: true,
+                    },
+                );
+                let mut e = self.event(Kind::NetAccept, self.wall(*ktime_ns));
+                e.process = p;
+                e.net = Some(NetInfo {
+                    protocol: "tcp".into(),
+                    src: Some(endpoint(*remote)),
+                    dst: endpoint(*local),
+                    result: Some(NetResult::Ok),
+                    direction: Some(Direction::Inbound),
+                    ..Default::default()
+                });
+                Some(e)
+            }
+        }
+    }
+
     /// A socket's first payload, captured by the kernel: its application protocol (TLS SNI,
     /// HTTP method/host/path, SSH, DNS) goes on the socket's `net.flow`. The bytes are not kept.
     pub fn payload(&mut self, p: &PayloadRecord) {
@@ -265,26 +370,40 @@ impl NetCollector {
             .as_ref()
             .and_then(|s| s.domain.clone())
             .or_else(|| self.domain_of(dst.ip()));
+        let inbound = sock.as_ref().is_some_and(|s| s.inbound);
+        let local = Endpoint {
+            ip: canonical(f.src).ip().to_string(),
+            port: f.src.port(),
+            domain: None,
+        };
+        let remote = Endpoint {
+            ip: dst.ip().to_string(),
+            port: dst.port(),
+            domain,
+        };
+        // `src` is the end that started it: the peer, for an accepted connection.
+        let (src, dst) = if inbound {
+            (remote, local)
+        } else {
+            (local, remote)
+        };
+        let direction = match (&sock, inbound) {
+            (None, _) => None,
+            (Some(_), true) => Some(Direction::Inbound),
+            (Some(_), false) => Some(Direction::Outbound),
+        };
         let mut e = self.event(Kind::NetFlow, self.wall(f.last_ktime_ns));
         e.process = process;
         e.net = Some(NetInfo {
             protocol: protocol(f.proto),
-            src: Some(Endpoint {
-                ip: canonical(f.src).ip().to_string(),
-                port: f.src.port(),
-                domain: None,
-            }),
-            dst: Endpoint {
-                ip: dst.ip().to_string(),
-                port: dst.port(),
-                domain,
-            },
+            src: Some(src),
+            dst,
             bytes_out: Some(f.bytes_out),
             bytes_in: Some(f.bytes_in),
             packets_out: Some(f.packets_out),
             packets_in: Some(f.packets_in),
             duration_ns: Some(f.last_ktime_ns.saturating_sub(f.first_ktime_ns)),
-            direction: sock.is_some().then_some(Direction::Outbound),
+            direction,
             l7: self.l7.remove(&f.socket_cookie).flatten(),
             ..Default::default()
         });
@@ -636,5 +755,59 @@ mod tests {
         c.dns(dns(6001));
         assert_eq!(c.drain_dns(&[], &no_process, true).len(), 1);
         assert!(!c.dns_pending());
+    }
+
+    #[test]
+    fn a_listener_names_its_accepts_and_their_flows_are_inbound() {
+        let (mut c, _) = collector(10);
+        let server = proc_ref(50, "/usr/bin/python3");
+        let sp = server.clone();
+        let process_of = move |pid: u32| (pid == 50).then(|| sp.clone());
+        let mut task = attempt(
+            Hook::Connect,
+            "127.0.0.1:1",
+            KDecision::Allow,
+            Rule::Loopback,
+            Proto::Tcp,
+        )
+        .task;
+        task.pid = 50;
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let bind = InboundRecord::Bind {
+            task,
+            socket_cookie: 5,
+            proto: Proto::Tcp,
+            local,
+        };
+        assert!(c.inbound(&bind, &process_of).is_none());
+        let listen = InboundRecord::Listen {
+            socket_cookie: 5,
+            local,
+            ktime_ns: 2_000,
+        };
+        let l = c.inbound(&listen, &no_process).unwrap();
+        assert_eq!(l.kind, Kind::NetListen);
+        assert_eq!(l.process.as_ref().unwrap().exec_id, "50-1");
+        assert_eq!(l.net.as_ref().unwrap().dst.port, 8080);
+        let accept = InboundRecord::Accept {
+            socket_cookie: COOKIE,
+            local,
+            remote: "127.0.0.1:40000".parse().unwrap(),
+            ktime_ns: 3_000,
+        };
+        let a = c.inbound(&accept, &no_process).unwrap();
+        assert_eq!(a.kind, Kind::NetAccept);
+        assert_eq!(a.process.as_ref().unwrap().exec_id, "50-1");
+        let net = a.net.unwrap();
+        assert_eq!(net.src.unwrap().port, 40000);
+        assert_eq!(net.direction, Some(Direction::Inbound));
+        let f = c.flow(
+            &flow("127.0.0.1:8080", "127.0.0.1:40000", Proto::Tcp),
+            &no_process,
+        );
+        let net = f.net.unwrap();
+        assert_eq!((net.src.unwrap().port, net.dst.port), (40000, 8080));
+        assert_eq!(net.direction, Some(Direction::Inbound));
+        assert_eq!(f.process.unwrap().exec_id, "50-1");
     }
 }

@@ -372,3 +372,76 @@ exit 0
     assert!(out(&o).contains("ses_egress"), "{}{}", out(&o), err(&o));
     verify_ok(d.path());
 }
+
+#[test]
+fn inbound_connections_are_listen_accept_and_inbound_flows() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // A server and its client in one process, on the sandbox's loopback.
+    let script = r#"python3 -c "
+import socket
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(1)
+port = s.getsockname()[1]
+c = socket.create_connection(('127.0.0.1', port))
+print('ports', port, c.getsockname()[1], flush=True)
+c.sendall(b'z' * 300)
+a, _ = s.accept()
+got = 0
+while got < 300:
+    got += len(a.recv(1000))
+a.close()
+c.close()
+""#;
+    let o = sandtrail_run(d.path(), "ses_inbound", &[], &["sh", "-c", script]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let stdout = out(&o);
+    let ports: Vec<u64> = line(&stdout, "ports").split(' ').map(num).collect();
+    let (port, client_port) = (ports[0], ports[1]);
+    let evs = events_of(d.path(), "ses_inbound");
+    let py = |e: &Value| {
+        e["process"]["exe"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("/usr/bin/python3"))
+    };
+    let listen: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "net.listen").collect();
+    assert_eq!(listen.len(), 1, "{listen:#?}");
+    assert_eq!(listen[0]["net"]["protocol"], "tcp");
+    assert_eq!(listen[0]["net"]["dst"]["ip"], "127.0.0.1");
+    assert_eq!(listen[0]["net"]["dst"]["port"], port);
+    assert!(py(listen[0]), "{}", listen[0]);
+    let accept: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "net.accept").collect();
+    assert_eq!(accept.len(), 1, "{accept:#?}");
+    let a = &accept[0]["net"];
+    assert_eq!(
+        (&a["src"]["ip"], &a["src"]["port"]),
+        (&Value::from("127.0.0.1"), &Value::from(client_port))
+    );
+    assert_eq!(a["dst"]["port"], port);
+    assert_eq!(a["direction"], "inbound");
+    assert_eq!(
+        accept[0]["process"]["exec_id"],
+        listen[0]["process"]["exec_id"]
+    );
+    // The accepted socket's flow: inbound, from the client's port, the 300 bytes received.
+    let flows: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "net.flow" && e["net"]["direction"] == "inbound")
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:#?}");
+    let f = &flows[0]["net"];
+    assert_eq!(f["src"]["port"], client_port);
+    assert_eq!(f["dst"]["port"], port);
+    let bytes_in = f["bytes_in"].as_u64().unwrap();
+    let packets_in = f["packets_in"].as_u64().unwrap();
+    assert!(
+        bytes_in >= 300 && bytes_in <= 300 + 80 * packets_in,
+        "{}",
+        flows[0]
+    );
+    assert!(py(flows[0]), "{}", flows[0]);
+    verify_ok(d.path());
+}

@@ -327,6 +327,17 @@ impl Reader {
                 }
             }
         }
+        let mut inbound = Vec::new();
+        loop {
+            match net.probe.next_inbound(Duration::ZERO) {
+                Ok(Some(r)) => inbound.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("sandtrail: inbound record unreadable: {e}");
+                    break;
+                }
+            }
+        }
         let mut flows = Vec::new();
         loop {
             match net.probe.next_flow(Duration::ZERO) {
@@ -346,6 +357,9 @@ impl Reader {
         let collector = &self.collector;
         let process_of = |pid: u32| collector.process_ref(cg, pid);
         let mut out = Vec::new();
+        for r in &inbound {
+            out.extend(net.collector.inbound(r, &process_of));
+        }
         for r in &attempts {
             out.extend(net.collector.attempt(r, process_of(r.task.pid)));
         }
@@ -371,7 +385,12 @@ impl Reader {
             let lost = net
                 .probe
                 .losses()
-                .map(|l| l.ring_buffer_full + l.flow_ring_buffer_full + l.payload_ring_buffer_full)
+                .map(|l| {
+                    l.ring_buffer_full
+                        + l.flow_ring_buffer_full
+                        + l.payload_ring_buffer_full
+                        + l.inbound_ring_buffer_full
+                })
                 .unwrap_or(0);
             if lost > net.lost {
                 if let Some((scope, _)) = self.routes.get(&cg) {
