@@ -371,6 +371,8 @@ impl NetCollector {
             .and_then(|s| s.domain.clone())
             .or_else(|| self.domain_of(dst.ip()));
         let inbound = sock.as_ref().is_some_and(|s| s.inbound);
+        // A bound socket that never connected: a listener (its handshakes) or a UDP receiver.
+        let bound = self.bound.remove(&f.socket_cookie);
         let local = Endpoint {
             ip: canonical(f.src).ip().to_string(),
             port: f.src.port(),
@@ -382,21 +384,23 @@ impl NetCollector {
             domain,
         };
         // `src` is the end that started it: the peer, for an accepted connection.
-        let (src, dst) = if inbound {
-            (remote, local)
-        } else {
-            (local, remote)
+        let (src, dst) = match (inbound, &bound) {
+            (true, _) => (Some(remote), local),
+            (false, Some(_)) if sock.is_none() && !connected => (None, local),
+            _ => (Some(local), remote),
         };
         let direction = match (&sock, inbound) {
+            (None, _) if bound.is_some() && !connected => Some(Direction::Inbound),
             (None, _) => None,
             (Some(_), true) => Some(Direction::Inbound),
             (Some(_), false) => Some(Direction::Outbound),
         };
+        let process = process.or_else(|| bound.flatten());
         let mut e = self.event(Kind::NetFlow, self.wall(f.last_ktime_ns));
         e.process = process;
         e.net = Some(NetInfo {
             protocol: protocol(f.proto),
-            src: Some(src),
+            src,
             dst,
             bytes_out: Some(f.bytes_out),
             bytes_in: Some(f.bytes_in),

@@ -233,9 +233,21 @@ pub fn summary(e: &Event) -> String {
             let n = e.net.as_ref();
             let mut out = who.clone();
             if let Some(n) = n {
+                if e.kind == Kind::NetAccept {
+                    if let Some(src) = &n.src {
+                        out.push_str(&format!("from {}:{} ", src.ip, src.port));
+                    }
+                }
                 out.push_str(&format!("{} {}:{}", n.protocol, n.dst.ip, n.dst.port));
                 if let Some(d) = &n.dst.domain {
                     out.push_str(&format!(" ({d})"));
+                }
+                if n.direction == Some(sandtrail_event::Direction::Inbound)
+                    && e.kind == Kind::NetFlow
+                {
+                    if let Some(src) = &n.src {
+                        out.push_str(&format!(" from {}:{}", src.ip, src.port));
+                    }
                 }
                 if let Some(r) = n.result {
                     out.push_str(&format!("  {}", r.as_str()));

@@ -429,7 +429,11 @@ c.close()
     // The accepted socket's flow: inbound, from the client's port, the 300 bytes received.
     let flows: Vec<&Value> = evs
         .iter()
-        .filter(|e| e["kind"] == "net.flow" && e["net"]["direction"] == "inbound")
+        .filter(|e| {
+            e["kind"] == "net.flow"
+                && e["net"]["direction"] == "inbound"
+                && e["net"]["src"]["port"] == client_port
+        })
         .collect();
     assert_eq!(flows.len(), 1, "{flows:#?}");
     let f = &flows[0]["net"];
@@ -443,5 +447,17 @@ c.close()
         flows[0]
     );
     assert!(py(flows[0]), "{}", flows[0]);
+    // The listener's own flow (the handshakes it answered): inbound, on its port, no peer.
+    let lf: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            e["kind"] == "net.flow"
+                && e["net"]["direction"] == "inbound"
+                && e["net"].get("src").is_none()
+        })
+        .collect();
+    assert_eq!(lf.len(), 1, "{lf:#?}");
+    assert_eq!(lf[0]["net"]["dst"]["port"], port);
+    assert!(py(lf[0]), "{}", lf[0]);
     verify_ok(d.path());
 }
