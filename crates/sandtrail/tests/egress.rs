@@ -158,6 +158,7 @@ t0=$(date +%s%N)
 curl -q -s -m 5 -o /dev/null http://$gw:{port}/
 rc=$?
 echo "blocked $rc $(( ($(date +%s%N) - t0) / 1000000 )) $gw"
+for i in 1 2 3 4 5 6 7 8 9 10; do curl -q -s -m 2 -o /dev/null http://$gw:{port}/burst$i; done
 t0=$(date +%s%N)
 getent hosts refused.invalid
 echo "refused $? $(( ($(date +%s%N) - t0) / 1000000 ))"
@@ -287,7 +288,25 @@ exit 0
         assert_eq!(e["policy"]["rule"], "default:allowlist", "{e}");
         assert_eq!(e["process"]["exe"], "/usr/bin/curl", "{e}");
     }
+    assert_eq!(b.len(), 11, "one connect and ten more, each logged");
     assert!(listener.accept().is_err(), "a blocked connection arrived");
+    // Eleven blocked attempts within seconds: a burst, one policy.violation.
+    let burst: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            e["kind"] == "policy.violation" && e["policy"]["rule"] == "burst:blocked-egress"
+        })
+        .collect();
+    assert_eq!(burst.len(), 1, "{burst:#?}");
+    assert_eq!(burst[0]["severity"], "high");
+    assert!(
+        burst[0]["policy"]["what"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{gw}:{port}")),
+        "{}",
+        burst[0]
+    );
 
     // 3. A name no rule allows: refused by the forwarder (no answer to connect to), at once.
     let refused: Vec<&str> = line(&stdout, "refused").split(' ').collect();
