@@ -567,12 +567,12 @@ impl Probe {
                 None
             }
             KernelRecord::FileRet {
-                task,
+                tid,
                 op,
                 ret,
                 reread,
             } => {
-                let (ftask, mut call) = self.pending_files.remove(&task.tid)?;
+                let (ftask, mut call) = self.pending_files.remove(&tid)?;
                 if Some(call.op) == op {
                     if let Some(rr) = reread {
                         if let Some(p) = rr.path {
