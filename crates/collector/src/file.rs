@@ -263,7 +263,7 @@ impl Collector {
                 let read_only =
                     info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
                 if read_only && !self.file_policy.is_sensitive(&info.path) {
-                    let p = self.procs_get(task.pid);
+                    let p = &self.procs[&task.pid];
                     let key = ReadKey {
                         session,
                         pid: task.pid,
@@ -271,12 +271,12 @@ impl Collector {
                         path: info.path,
                         result: info.result,
                     };
-                    let process = named_ref(p);
+                    // The process reference is built for a new summary only (repeats just count).
                     self.reads
                         .map
                         .entry(key)
-                        .or_insert(ReadSummary {
-                            process,
+                        .or_insert_with(|| ReadSummary {
+                            process: named_ref(p),
                             first_ktime: task.ktime_ns,
                             flags: call.flags as u32,
                             count: 0,

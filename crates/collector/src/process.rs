@@ -103,7 +103,7 @@ pub struct Collector {
     /// Wall-clock ns minus `CLOCK_MONOTONIC` ns.
     offset_ns: i128,
     scopes: HashMap<u64, Scope>,
-    procs: HashMap<u32, Proc>,
+    pub(crate) procs: HashMap<u32, Proc>,
     parked: HashMap<u32, Parked>,
     /// Which reads are logged one by one (see [`FilePolicy`]).
     pub(crate) file_policy: FilePolicy,
