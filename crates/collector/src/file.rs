@@ -140,8 +140,9 @@ fn kind_of(op: FileOp) -> Option<Kind> {
         FileOp::Truncate | FileOp::Ftruncate => Kind::FileTruncate,
         FileOp::Mount => Kind::FileMount,
         FileOp::Umount => Kind::FileUnmount,
-        // No event kind for these (cwd tracking only; mkdir: see docs/bpf.md).
-        FileOp::Mkdir | FileOp::Chdir | FileOp::Fchdir => return None,
+        FileOp::Mkdir => Kind::FileMkdir,
+        // No event for these (cwd tracking only).
+        FileOp::Chdir | FileOp::Fchdir => return None,
     })
 }
 
@@ -176,7 +177,7 @@ fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
 
 impl Collector {
     /// One file call: updates the process's cwd and fd table, returns its event (none for a
-    /// summarized read, chdir, fchdir, mkdir).
+    /// summarized read, chdir, fchdir).
     pub(crate) fn file(
         &mut self,
         task: Task,
@@ -302,6 +303,8 @@ impl Collector {
                 info.flags = Some(1);
             }
             FileOp::Chmod => info.mode = Some(call.mode & 0o7777),
+            // The mode as passed (the umask applies after).
+            FileOp::Mkdir => info.mode = Some(call.mode & 0o7777),
             FileOp::Chown => {
                 info.uid = (call.uid != u32::MAX).then_some(call.uid);
                 info.gid = (call.gid != u32::MAX).then_some(call.gid);
@@ -634,7 +637,31 @@ mod tests {
             ),
             [(Kind::FileUnmount, info("/work/mnt"))]
         );
-        assert!(feed(&mut c, 11, 10, call(FileOp::Mkdir, AT_FDCWD, "d"), 0).is_empty());
+        let mut md = call(FileOp::Mkdir, AT_FDCWD, "d/../e");
+        md.mode = 0o40755;
+        assert_eq!(
+            feed(&mut c, 11, 10, md, 0),
+            [(
+                Kind::FileMkdir,
+                FileInfo {
+                    mode: Some(0o755),
+                    ..info("/work/e")
+                }
+            )]
+        );
+        let mut md = call(FileOp::Mkdir, 9, "sub");
+        md.mode = 0o700;
+        assert_eq!(
+            feed(&mut c, 11, 10, md, -17),
+            [(
+                Kind::FileMkdir,
+                FileInfo {
+                    mode: Some(0o700),
+                    result: Some("EEXIST".into()),
+                    ..info("/e/x/sub")
+                }
+            )]
+        );
         // A path that could not be read is said so, not guessed.
         let mut u = call(FileOp::Unlink, AT_FDCWD, "");
         u.path_fault = true;
