@@ -192,11 +192,25 @@ fn scope() -> sandtrail_collector::Scope {
     }
 }
 
+/// What a reader hands back: the probe, records, events, its CPU time, and (summarized read
+/// events, reads they stand for).
+type ReaderOut = (sandtrail_bpf::Probe, u64, u64, Duration, (u64, u64));
+
+/// Counts the summarized read events (`file.count`) of `out` and the reads they stand for.
+fn count_summaries(out: &[(u64, sandtrail_event::Event)], acc: &mut (u64, u64)) {
+    for (_, e) in out {
+        if let Some(n) = e.file.as_ref().and_then(|f| f.count) {
+            acc.0 += 1;
+            acc.1 += n;
+        }
+    }
+}
+
 /// A thread reading a watching probe's records (and, with `collect`, building the events),
 /// until stopped; then it drains what is left and hands the probe back.
 struct Reader {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(sandtrail_bpf::Probe, u64, u64, Duration)>>,
+    thread: Option<std::thread::JoinHandle<ReaderOut>>,
 }
 
 impl Reader {
@@ -210,12 +224,15 @@ impl Reader {
                 c
             });
             let (mut records, mut events) = (0u64, 0u64);
+            let mut summaries = (0u64, 0u64);
             loop {
                 let stopping = flag.load(Ordering::SeqCst);
                 while let Ok(Some(r)) = probe.next_record(Duration::from_millis(20)) {
                     records += 1;
                     if let Some(c) = c.as_mut() {
-                        events += c.record(r).len() as u64;
+                        let out = c.record(r);
+                        events += out.len() as u64;
+                        count_summaries(&out, &mut summaries);
                     }
                 }
                 if stopping {
@@ -223,9 +240,11 @@ impl Reader {
                 }
             }
             if let Some(mut c) = c {
-                events += c.unwatch(id).len() as u64;
+                let out = c.unwatch(id);
+                events += out.len() as u64;
+                count_summaries(&out, &mut summaries);
             }
-            (probe, records, events, thread_cpu())
+            (probe, records, events, thread_cpu(), summaries)
         });
         Reader {
             stop,
@@ -233,8 +252,8 @@ impl Reader {
         }
     }
 
-    /// Stops the reader: the probe, records, events and the reader's CPU time.
-    fn stop(mut self) -> Result<(sandtrail_bpf::Probe, u64, u64, Duration)> {
+    /// Stops the reader: the probe, records, events, the reader's CPU time and the summaries.
+    fn stop(mut self) -> Result<ReaderOut> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
             .take()
@@ -304,6 +323,8 @@ struct Tally {
     cpu: Vec<Duration>,
     /// CPU time of the reader thread, summed over runs.
     reader_cpu: Duration,
+    /// Summarized read events and the reads they count, summed over runs.
+    summaries: (u64, u64),
     records: u64,
     events: u64,
     lost: u64,
@@ -398,7 +419,7 @@ pub fn overhead(
                         } else {
                             let reader = Reader::start(probe, id, false);
                             t.push(run_workload(dir.path(), &script)?);
-                            let (p, rec, _, cpu) = reader.stop()?;
+                            let (p, rec, _, cpu, _) = reader.stop()?;
                             probe = p;
                             t.records += rec;
                             t.reader_cpu += cpu;
@@ -416,7 +437,9 @@ pub fn overhead(
                     let id = probe.watch_cgroup(cg.0.clone())?;
                     let reader = Reader::start(probe, id, true);
                     t.push(run_workload(dir.path(), &script)?);
-                    let (probe, rec, ev, cpu) = reader.stop()?;
+                    let (probe, rec, ev, cpu, sums) = reader.stop()?;
+                    t.summaries.0 += sums.0;
+                    t.summaries.1 += sums.1;
                     t.records += rec;
                     t.reader_cpu += cpu;
                     t.events += ev;
@@ -477,6 +500,14 @@ pub fn overhead(
             line += &format!(
                 ", reader thread CPU {:.3} s per round",
                 t.reader_cpu.as_secs_f64() / rounds as f64
+            );
+        }
+        if t.summaries.0 > 0 {
+            line += &format!(
+                "\n{:<10} summarized reads: {} events standing for {} read-only opens per round",
+                "",
+                t.summaries.0 / rounds as u64,
+                t.summaries.1 / rounds as u64
             );
         }
         println!("{line}");

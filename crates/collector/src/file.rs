@@ -74,6 +74,8 @@ fn component_matches(pattern: &str, name: &str) -> bool {
 impl FilePolicy {
     /// Whether reads of the absolute, normalized `path` are logged one by one.
     pub fn is_sensitive(&self, path: &str) -> bool {
+        // Called for every read-only open: the path's components are split once, the
+        // patterns' on the fly (no allocation per pattern).
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         self.sensitive.iter().any(|pat| {
             if pat.starts_with('/') {
@@ -82,11 +84,12 @@ impl FilePolicy {
                     || path == pat
                     || (path.starts_with(pat) && path.as_bytes().get(pat.len()) == Some(&b'/'))
             } else {
-                let want: Vec<&str> = pat.split('/').filter(|c| !c.is_empty()).collect();
-                !want.is_empty()
-                    && comps.windows(want.len()).any(|w| {
+                let want = || pat.split('/').filter(|c| !c.is_empty());
+                let n = want().count();
+                n > 0
+                    && comps.windows(n).any(|w| {
                         w.iter()
-                            .zip(&want)
+                            .zip(want())
                             .all(|(name, pat)| component_matches(pat, name))
                     })
             }
