@@ -142,6 +142,15 @@ enum Cmd {
         /// Leave auditd out (when it cannot be installed).
         #[arg(long)]
         no_auditd: bool,
+        /// Also run the modes that split sandtrail's cost: programs attached but the cgroup
+        /// not watched, records written but not read, records decoded without the collector,
+        /// and the process programs alone.
+        #[arg(long)]
+        split: bool,
+        /// Instead of the workload: a C loop of this many read-only opens (and closes) of
+        /// one file, for the cost per open.
+        #[arg(long, default_value_t = 0)]
+        opens: u32,
     },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
@@ -185,7 +194,17 @@ fn main() -> Result<()> {
             files,
             builds,
             no_auditd,
-        } => overhead::overhead(rounds.max(1), spawns, files, builds, no_auditd),
+            split,
+            opens,
+        } => overhead::overhead(
+            rounds.max(1),
+            spawns,
+            files,
+            builds,
+            no_auditd,
+            split,
+            opens,
+        ),
         Cmd::Ingest {
             events,
             sessions,

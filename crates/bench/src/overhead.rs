@@ -8,7 +8,14 @@
 //! - **auditd**: auditd running with rules that capture the same system calls
 //!   (`execve`, `execveat`, `exit_group`, opens, `unlink*`, `rename*`, `mkdir*`, `chdir`).
 //!
-//! Rounds interleave the three so that drift of the machine spreads over all of them; the
+//! `--split` adds modes that take sandtrail's cost apart (programs attached but the cgroup not
+//! watched; records written but not read during the run; records decoded without the
+//! collector; the process programs alone), and every mode also reports the workload's CPU time
+//! (user + system of its processes, where the programs run), steadier than wall time on a
+//! shared machine. `--opens N` replaces the workload by a C loop of N read-only opens of one
+//! file, for the cost per open.
+//!
+//! Rounds interleave the modes so that drift of the machine spreads over all of them; the
 //! median wall time per mode is compared. Needs root; auditd from Debian's `auditd` package
 //! (the program starts it, and afterwards deletes its rules, stops it and restores the audit
 //! enable flag it found).
@@ -23,8 +30,18 @@ use anyhow::{bail, Context, Result};
 
 const AUDIT_KEY: &str = "sandtrail-bench";
 
-/// The workload, as a shell script run in `dir` that first moves itself into `cgroup`.
-fn script(cgroup: &Path, spawns: u32, files: u32, builds: u32) -> String {
+/// A C program that opens `t.c` read-only and closes it `argv[1]` times (`--opens`).
+const OPEN_LOOP: &str = "#include <fcntl.h>\n#include <stdlib.h>\n#include <unistd.h>\nint main(int c, char **v) { long n = atol(v[1]); for (long i = 0; i < n; i++) { int fd = open(\"t.c\", O_RDONLY); if (fd < 0) return 1; close(fd); } return 0; }\n";
+
+/// The workload, as a shell script run in `dir` that first moves itself into `cgroup`;
+/// with `opens`, only the open loop.
+fn script(cgroup: &Path, spawns: u32, files: u32, builds: u32, opens: u32) -> String {
+    if opens > 0 {
+        return format!(
+            "echo $$ > {procs}\nexec ./openloop {opens}\n",
+            procs = cgroup.join("cgroup.procs").display()
+        );
+    }
     format!(
         "echo $$ > {procs}\n\
          i=0; while [ $i -lt {spawns} ]; do /bin/true; i=$((i+1)); done\n\
@@ -36,7 +53,28 @@ fn script(cgroup: &Path, spawns: u32, files: u32, builds: u32) -> String {
 
 const C_SOURCE: &str = "#include <stdio.h>\n#include <string.h>\nint f(int x) { return x * 3; }\nint main(void) { char b[64]; snprintf(b, sizeof b, \"%d\", f(14)); return (int)strlen(b); }\n";
 
-fn run_workload(dir: &Path, script: &str) -> Result<Duration> {
+/// User + system CPU time of the waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the rusage we pass; zeroed is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_CHILDREN with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: zeroed is a valid timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall time and CPU time (user + system, all its processes) of one run of the workload.
+fn run_workload(dir: &Path, script: &str) -> Result<(Duration, Duration)> {
+    let cpu0 = children_cpu();
     let t = Instant::now();
     let st = Command::new("/bin/sh")
         .arg("-c")
@@ -48,7 +86,7 @@ fn run_workload(dir: &Path, script: &str) -> Result<Duration> {
     if !st.success() {
         bail!("the workload failed: {st}");
     }
-    Ok(took)
+    Ok((took, children_cpu() - cpu0))
 }
 
 /// A cgroup v2 directory for the workload, removed on drop.
@@ -147,49 +185,149 @@ impl Drop for Auditd {
     }
 }
 
-/// sandtrail's programs watching the cgroup, with a reader building events.
-struct Sandtrail {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+fn scope() -> sandtrail_collector::Scope {
+    sandtrail_collector::Scope {
+        session_id: "bench".into(),
+        host_id: "bench".into(),
+    }
 }
 
-impl Sandtrail {
-    fn start(cgroup: &Path) -> Result<Self> {
-        let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions::default())?;
-        let id = probe.watch_cgroup(cgroup.to_path_buf())?;
+/// What a reader hands back: the probe, records, events, its CPU time, and (summarized read
+/// events, reads they stand for).
+type ReaderOut = (sandtrail_bpf::Probe, u64, u64, Duration, (u64, u64));
+
+/// Counts the summarized read events (`file.count`) of `out` and the reads they stand for.
+fn count_summaries(out: &[(u64, sandtrail_event::Event)], acc: &mut (u64, u64)) {
+    for (_, e) in out {
+        if let Some(n) = e.file.as_ref().and_then(|f| f.count) {
+            acc.0 += 1;
+            acc.1 += n;
+        }
+    }
+}
+
+/// A thread reading a watching probe's records (and, with `collect`, building the events),
+/// until stopped; then it drains what is left and hands the probe back.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<ReaderOut>>,
+}
+
+impl Reader {
+    fn start(mut probe: sandtrail_bpf::Probe, id: u64, collect: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut c = sandtrail_collector::Collector::new();
-            c.watch(
-                id,
-                sandtrail_collector::Scope {
-                    session_id: "bench".into(),
-                    host_id: "bench".into(),
-                },
-            );
+            let mut c = collect.then(|| {
+                let mut c = sandtrail_collector::Collector::new();
+                c.watch(id, scope());
+                c
+            });
             let (mut records, mut events) = (0u64, 0u64);
-            while !flag.load(Ordering::SeqCst) {
+            let mut summaries = (0u64, 0u64);
+            loop {
+                let stopping = flag.load(Ordering::SeqCst);
                 while let Ok(Some(r)) = probe.next_record(Duration::from_millis(20)) {
                     records += 1;
-                    events += c.record(r).len() as u64;
+                    if let Some(c) = c.as_mut() {
+                        let out = c.record(r);
+                        events += out.len() as u64;
+                        count_summaries(&out, &mut summaries);
+                    }
+                }
+                if stopping {
+                    break;
                 }
             }
-            (records, events)
+            if let Some(mut c) = c {
+                let out = c.unwatch(id);
+                events += out.len() as u64;
+                count_summaries(&out, &mut summaries);
+            }
+            (probe, records, events, thread_cpu(), summaries)
         });
-        Ok(Sandtrail {
+        Reader {
             stop,
             thread: Some(thread),
-        })
+        }
     }
 
-    fn stop(mut self) -> (u64, u64) {
+    /// Stops the reader: the probe, records, events, the reader's CPU time and the summaries.
+    fn stop(mut self) -> Result<ReaderOut> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
             .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+            .context("reader already stopped")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader thread panicked"))
     }
+}
+
+/// Reads every record waiting in the ring buffer (decoding only); returns how many.
+fn drain(probe: &mut sandtrail_bpf::Probe) -> Result<u64> {
+    let mut n = 0;
+    while probe.next_record(Duration::from_millis(50))?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The ways the workload is run. The first three are the comparison the issue asks for; the
+/// others (`--split`) take sandtrail's cost apart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Nothing watching.
+    Unaudited,
+    /// Every program attached, the workload's cgroup not watched: each program returns at the
+    /// cgroup filter (what the tracepoints themselves cost, syscall slow path included).
+    Attached,
+    /// Watched, records written to a 256 MiB ring buffer that nobody reads during the workload
+    /// (read afterwards): the programs' whole kernel-side cost.
+    Kernel,
+    /// Watched, a reader decoding the records concurrently, no collector.
+    Decode,
+    /// Watched, the reader decoding and the collector building the events (production path).
+    Sandtrail,
+    /// As `Sandtrail` with only the process programs (no file programs).
+    Procs,
+    /// auditd with equivalent rules.
+    Auditd,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Unaudited => "unaudited",
+            Mode::Attached => "attached",
+            Mode::Kernel => "kernel",
+            Mode::Decode => "decode",
+            Mode::Sandtrail => "sandtrail",
+            Mode::Procs => "procs",
+            Mode::Auditd => "auditd",
+        }
+    }
+}
+
+impl Tally {
+    fn push(&mut self, (wall, cpu): (Duration, Duration)) {
+        self.times.push(wall);
+        self.cpu.push(cpu);
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    times: Vec<Duration>,
+    /// CPU time of the workload's processes (user + system: the programs run in their
+    /// system time), per run.
+    cpu: Vec<Duration>,
+    /// CPU time of the reader thread, summed over runs.
+    reader_cpu: Duration,
+    /// Summarized read events and the reads they count, summed over runs.
+    summaries: (u64, u64),
+    records: u64,
+    events: u64,
+    lost: u64,
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -204,6 +342,8 @@ pub fn overhead(
     files: u32,
     builds: u32,
     skip_auditd: bool,
+    split: bool,
+    opens: u32,
 ) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -212,56 +352,215 @@ pub fn overhead(
     let cg = BenchCgroup::new()?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("t.c"), C_SOURCE)?;
-    let script = script(&cg.0, spawns, files, builds);
-    println!(
-        "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c; {rounds} rounds, modes interleaved"
-    );
-    // Warm the page cache and gcc.
-    run_workload(dir.path(), &script)?;
-    let mut base = Vec::new();
-    let mut st = Vec::new();
-    let mut au = Vec::new();
-    let (mut records, mut events) = (0, 0);
-    for r in 0..rounds {
-        base.push(run_workload(dir.path(), &script)?);
-        let s = Sandtrail::start(&cg.0)?;
-        st.push(run_workload(dir.path(), &script)?);
-        let (rec, ev) = s.stop();
-        records += rec;
-        events += ev;
-        if !skip_auditd {
-            let a = Auditd::start()?;
-            au.push(run_workload(dir.path(), &script)?);
-            drop(a);
+    if opens > 0 {
+        std::fs::write(dir.path().join("openloop.c"), OPEN_LOOP)?;
+        let st = Command::new("gcc")
+            .args(["-O2", "-o", "openloop", "openloop.c"])
+            .current_dir(dir.path())
+            .status()?;
+        if !st.success() {
+            bail!("building the open loop: {st}");
         }
-        eprintln!(
-            "round {}/{rounds}: unaudited {:.3}s, sandtrail {:.3}s{}",
-            r + 1,
-            base.last().unwrap().as_secs_f64(),
-            st.last().unwrap().as_secs_f64(),
-            au.last()
-                .map(|d| format!(", auditd {:.3}s", d.as_secs_f64()))
-                .unwrap_or_default()
+    }
+    let script = script(&cg.0, spawns, files, builds, opens);
+    let mut modes = vec![Mode::Unaudited];
+    if split {
+        modes.extend([Mode::Attached, Mode::Kernel, Mode::Decode]);
+    }
+    modes.push(Mode::Sandtrail);
+    if split {
+        modes.push(Mode::Procs);
+    }
+    if !skip_auditd {
+        modes.push(Mode::Auditd);
+    }
+    let names = modes
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if opens > 0 {
+        println!("workload: {opens} × open(O_RDONLY) + close of one file; {rounds} rounds, modes interleaved: {names}");
+    } else {
+        println!(
+            "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c; {rounds} rounds, modes interleaved: {names}"
         );
     }
-    let b = median(&mut base);
-    let s = median(&mut st);
-    let slow = |d: Duration| (d.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
-    println!("unaudited  median {:.3} s", b.as_secs_f64());
-    println!(
-        "sandtrail  median {:.3} s  overhead {:+.1} %  ({} records, {} events per round)",
-        s.as_secs_f64(),
-        slow(s),
-        records / rounds as u64,
-        events / rounds as u64
-    );
-    if !au.is_empty() {
-        let a = median(&mut au);
-        println!(
-            "auditd     median {:.3} s  overhead {:+.1} %",
-            a.as_secs_f64(),
-            slow(a)
+    // Warm the page cache and gcc.
+    run_workload(dir.path(), &script)?;
+    let mut tally: Vec<Tally> = modes.iter().map(|_| Tally::default()).collect();
+    for r in 0..rounds {
+        // One probe (256 MiB ring) serves attached, kernel and decode in turn.
+        let mut split_probe = None;
+        for (i, &mode) in modes.iter().enumerate() {
+            let t = &mut tally[i];
+            match mode {
+                Mode::Unaudited => t.push(run_workload(dir.path(), &script)?),
+                Mode::Attached | Mode::Kernel | Mode::Decode => {
+                    let mut probe = match split_probe.take() {
+                        Some(p) => p,
+                        // No forced wakeups: kernel mode's unread records must not make every
+                        // later record wake a reader that is not there.
+                        None => sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
+                            ring_buffer_bytes: 256 << 20,
+                            wakeup_bytes: Some(128 << 20),
+                            ..Default::default()
+                        })?,
+                    };
+                    let before = probe.losses()?.total();
+                    if mode == Mode::Attached {
+                        t.push(run_workload(dir.path(), &script)?);
+                        t.records += drain(&mut probe)?;
+                    } else {
+                        let id = probe.watch_cgroup(cg.0.clone())?;
+                        if mode == Mode::Kernel {
+                            t.push(run_workload(dir.path(), &script)?);
+                            t.records += drain(&mut probe)?;
+                        } else {
+                            let reader = Reader::start(probe, id, false);
+                            t.push(run_workload(dir.path(), &script)?);
+                            let (p, rec, _, cpu, _) = reader.stop()?;
+                            probe = p;
+                            t.records += rec;
+                            t.reader_cpu += cpu;
+                        }
+                        probe.unwatch(id)?;
+                    }
+                    t.lost += probe.losses()?.total() - before;
+                    split_probe = Some(probe);
+                }
+                Mode::Sandtrail | Mode::Procs => {
+                    let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
+                        files: mode == Mode::Sandtrail,
+                        ..Default::default()
+                    })?;
+                    let id = probe.watch_cgroup(cg.0.clone())?;
+                    let reader = Reader::start(probe, id, true);
+                    t.push(run_workload(dir.path(), &script)?);
+                    let (probe, rec, ev, cpu, sums) = reader.stop()?;
+                    t.summaries.0 += sums.0;
+                    t.summaries.1 += sums.1;
+                    t.records += rec;
+                    t.reader_cpu += cpu;
+                    t.events += ev;
+                    t.lost += probe.losses()?.total();
+                }
+                Mode::Auditd => {
+                    let a = Auditd::start()?;
+                    t.push(run_workload(dir.path(), &script)?);
+                    drop(a);
+                }
+            }
+            // Drop a probe between modes when the next one is not the split probe's.
+            if !matches!(modes.get(i + 1), Some(Mode::Kernel | Mode::Decode)) {
+                split_probe = None;
+            }
+        }
+        eprintln!(
+            "round {}/{rounds}: {}",
+            r + 1,
+            modes
+                .iter()
+                .zip(&tally)
+                .map(|(m, t)| format!("{} {:.3}s", m.name(), t.times.last().unwrap().as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+    }
+    let medians: Vec<Duration> = tally.iter_mut().map(|t| median(&mut t.times)).collect();
+    let cpus: Vec<Duration> = tally.iter_mut().map(|t| median(&mut t.cpu)).collect();
+    let b = medians[0];
+    let slow = |d: Duration| (d.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
+    let of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| medians[i]);
+    for (i, &m) in modes.iter().enumerate() {
+        let t = &tally[i];
+        let mut line = format!("{:<10} median {:.3} s", m.name(), medians[i].as_secs_f64());
+        if m != Mode::Unaudited {
+            line += &format!("  overhead {:+.1} %", slow(medians[i]));
+        }
+        if t.records > 0
+            || matches!(
+                m,
+                Mode::Sandtrail | Mode::Procs | Mode::Kernel | Mode::Decode
+            )
+        {
+            line += &format!("  ({} records", t.records / rounds as u64);
+            if matches!(m, Mode::Sandtrail | Mode::Procs) {
+                line += &format!(", {} events", t.events / rounds as u64);
+            }
+            line += &format!(" per round, {} lost in all)", t.lost);
+        }
+        line += &format!(
+            "\n{:<10} workload CPU median {:.3} s ({:+.1} %)",
+            "",
+            cpus[i].as_secs_f64(),
+            (cpus[i].as_secs_f64() / cpus[0].as_secs_f64() - 1.0) * 100.0
+        );
+        if !t.reader_cpu.is_zero() {
+            line += &format!(
+                ", reader thread CPU {:.3} s per round",
+                t.reader_cpu.as_secs_f64() / rounds as f64
+            );
+        }
+        if t.summaries.0 > 0 {
+            line += &format!(
+                "\n{:<10} summarized reads: {} events standing for {} read-only opens per round",
+                "",
+                t.summaries.0 / rounds as u64,
+                t.summaries.1 / rounds as u64
+            );
+        }
+        println!("{line}");
+    }
+    let cpu_of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| cpus[i]);
+    if split {
+        let pts = |a: Mode, z: Mode| -> String {
+            let d = |x: Option<Duration>, y: Option<Duration>, base: Duration| match (x, y) {
+                (Some(x), Some(y)) => format!(
+                    "{:+.1}",
+                    (y.as_secs_f64() - x.as_secs_f64()) / base.as_secs_f64() * 100.0
+                ),
+                _ => "n/a".into(),
+            };
+            format!(
+                "wall {} points, workload CPU {} points",
+                d(of(a), of(z), b),
+                d(cpu_of(a), cpu_of(z), cpus[0])
+            )
+        };
+        println!("split of sandtrail's overhead (differences of medians, in points of the unaudited time):");
+        println!(
+            "  tracepoints attached, programs exit at the cgroup filter: {}",
+            pts(Mode::Unaudited, Mode::Attached)
+        );
+        println!(
+            "  programs' work for the watched cgroup (reads, ring buffer), reader idle: {}",
+            pts(Mode::Attached, Mode::Kernel)
+        );
+        println!(
+            "  a reader decoding concurrently: {}",
+            pts(Mode::Kernel, Mode::Decode)
+        );
+        println!(
+            "  the collector building events: {}",
+            pts(Mode::Decode, Mode::Sandtrail)
+        );
+        println!(
+            "  the file programs (sandtrail vs procs): {}",
+            pts(Mode::Procs, Mode::Sandtrail)
+        );
+    }
+    if opens > 0 {
+        for (i, &m) in modes.iter().enumerate().skip(1) {
+            println!(
+                "{:<10} per open: {:+.0} ns wall, {:+.0} ns workload CPU",
+                m.name(),
+                (medians[i].as_secs_f64() - b.as_secs_f64()) * 1e9 / opens as f64,
+                (cpus[i].as_secs_f64() - cpus[0].as_secs_f64()) * 1e9 / opens as f64
+            );
+        }
+    }
+    if let (Some(s), Some(a)) = (of(Mode::Sandtrail), of(Mode::Auditd)) {
         let (os, oa) = (slow(s), slow(a));
         if os > 0.0 {
             println!("auditd's overhead / sandtrail's: {:.1}×", oa / os);

@@ -81,7 +81,11 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("enter_waitid", "syscalls", "sys_enter_waitid"),
     ("exit_wait4", "syscalls", "sys_exit_wait4"),
     ("exit_waitid", "syscalls", "sys_exit_waitid"),
-    // File operations (src/bpf/file_progs.h); `umount` is the umount2 syscall's tracepoint.
+];
+
+/// The file programs (src/bpf/file_progs.h), attached when [`ProbeOptions::files`] is set;
+/// `umount` is the umount2 syscall's tracepoint.
+const FILE_PROGRAMS: &[(&str, &str, &str)] = &[
     ("enter_open", "syscalls", "sys_enter_open"),
     ("exit_open", "syscalls", "sys_exit_open"),
     ("enter_creat", "syscalls", "sys_enter_creat"),
@@ -231,6 +235,9 @@ pub struct ProbeOptions {
     /// Longest a record waits in the ring buffer before [`Probe::next_record`] sees it when
     /// no wakeup came (the reader polls at this period). Default 20 ms.
     pub max_latency: Duration,
+    /// Attach the file programs (`RawRecord::File`). Default true; false leaves only the
+    /// process programs (used by the overhead benchmark to split the cost).
+    pub files: bool,
 }
 
 impl Default for ProbeOptions {
@@ -241,6 +248,7 @@ impl Default for ProbeOptions {
             mount_tracefs: true,
             wakeup_bytes: None,
             max_latency: Duration::from_millis(20),
+            files: true,
         }
     }
 }
@@ -372,7 +380,8 @@ impl Probe {
             .load(PROCESS_OBJ)
             .map_err(|e| BpfError::Object(Box::new(e)))?;
 
-        for &(name, category, tp_name) in PROGRAMS {
+        let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
+        for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
             let tracepoint = format!("{category}/{tp_name}");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -562,12 +571,12 @@ impl Probe {
                 None
             }
             KernelRecord::FileRet {
-                task,
+                tid,
                 op,
                 ret,
                 reread,
             } => {
-                let (ftask, mut call) = self.pending_files.remove(&task.tid)?;
+                let (ftask, mut call) = self.pending_files.remove(&tid)?;
                 if Some(call.op) == op {
                     if let Some(rr) = reread {
                         if let Some(p) = rr.path {
@@ -628,6 +637,9 @@ impl Probe {
     fn program_skips(&self) -> Result<u64, BpfError> {
         let mut total = 0;
         for (name, program) in self.ebpf.programs() {
+            if matches!(program.fd(), Err(ProgramError::NotLoaded)) {
+                continue; // a file program left out (ProbeOptions::files)
+            }
             let fd = program.fd().map_err(|e| BpfError::Map {
                 name: "programs",
                 detail: format!("{name}: {e}"),

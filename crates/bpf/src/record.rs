@@ -411,7 +411,8 @@ pub(crate) enum KernelRecord {
         call: FileCall,
     },
     FileRet {
-        task: Task,
+        /// The thread that made the call (joins the result to its entry record).
+        tid: u32,
         op: Option<FileOp>,
         ret: i64,
         /// Paths whose entry read faulted, read again at exit.
@@ -464,7 +465,20 @@ fn need(b: &[u8], len: usize, what: &str) -> Result<(), BpfError> {
     }
 }
 
+/// Bytes of `rec_file_ret` (no header: kind, tid, op, pad, ret).
+const FILE_RET_LEN: usize = 24;
+
 pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
+    need(b, 4, "any")?;
+    if u32_at(b, 0) == REC_FILE_RET {
+        need(b, FILE_RET_LEN, "file-ret")?;
+        return Ok(KernelRecord::FileRet {
+            tid: u32_at(b, 4),
+            op: FileOp::from_raw(u32_at(b, 8)),
+            ret: u64_at(b, 16) as i64,
+            reread: None,
+        });
+    }
     need(b, HDR_LEN, "any")?;
     let kind = u32_at(b, 0);
     let task = decode_task(b);
@@ -607,15 +621,6 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                 },
             })
         }
-        REC_FILE_RET => {
-            need(b, HDR_LEN + 16, "file-ret")?;
-            Ok(KernelRecord::FileRet {
-                task,
-                op: FileOp::from_raw(u32_at(b, HDR_LEN)),
-                ret: u64_at(b, HDR_LEN + 8) as i64,
-                reread: None,
-            })
-        }
         REC_FILE_RET_PATHS => {
             need(b, FILE_RET_PATHS_FIXED, "file-ret-paths")?;
             let rflags = u32_at(b, HDR_LEN + 4);
@@ -632,7 +637,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                     .then(|| PathBuf::from(OsString::from_vec(cstr(&b[off..off + len]).to_vec())))
             };
             Ok(KernelRecord::FileRet {
-                task,
+                tid: task.tid,
                 op: FileOp::from_raw(u32_at(b, HDR_LEN)),
                 ret: u64_at(b, HDR_LEN + 8) as i64,
                 reread: Some(Reread {
@@ -885,14 +890,16 @@ mod tests {
 
     #[test]
     fn decodes_file_results() {
-        let mut b = hdr(REC_FILE_RET);
-        b.extend_from_slice(&2u32.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
+        let mut b = Vec::new();
+        for v in [REC_FILE_RET, 11, 2, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
         b.extend_from_slice(&(-2i64).to_le_bytes());
-        let KernelRecord::FileRet { op, ret, .. } = decode(&b).unwrap() else {
+        let KernelRecord::FileRet { tid, op, ret, .. } = decode(&b).unwrap() else {
             panic!("wrong kind")
         };
-        assert_eq!((op, ret), (Some(FileOp::Unlink), -2));
+        assert_eq!((tid, op, ret), (11, Some(FileOp::Unlink), -2));
+        assert!(decode(&b[..20]).is_err(), "short file-ret");
 
         // The exit of a call whose path faulted at entry: the path read again.
         let mut b = hdr(REC_FILE_RET_PATHS);

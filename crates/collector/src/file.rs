@@ -74,6 +74,8 @@ fn component_matches(pattern: &str, name: &str) -> bool {
 impl FilePolicy {
     /// Whether reads of the absolute, normalized `path` are logged one by one.
     pub fn is_sensitive(&self, path: &str) -> bool {
+        // Called for every read-only open: the path's components are split once, the
+        // patterns' on the fly (no allocation per pattern).
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         self.sensitive.iter().any(|pat| {
             if pat.starts_with('/') {
@@ -82,11 +84,12 @@ impl FilePolicy {
                     || path == pat
                     || (path.starts_with(pat) && path.as_bytes().get(pat.len()) == Some(&b'/'))
             } else {
-                let want: Vec<&str> = pat.split('/').filter(|c| !c.is_empty()).collect();
-                !want.is_empty()
-                    && comps.windows(want.len()).any(|w| {
+                let want = || pat.split('/').filter(|c| !c.is_empty());
+                let n = want().count();
+                n > 0
+                    && comps.windows(n).any(|w| {
                         w.iter()
-                            .zip(&want)
+                            .zip(want())
                             .all(|(name, pat)| component_matches(pat, name))
                     })
             }
@@ -140,8 +143,9 @@ fn kind_of(op: FileOp) -> Option<Kind> {
         FileOp::Truncate | FileOp::Ftruncate => Kind::FileTruncate,
         FileOp::Mount => Kind::FileMount,
         FileOp::Umount => Kind::FileUnmount,
-        // No event kind for these (cwd tracking only; mkdir: see docs/bpf.md).
-        FileOp::Mkdir | FileOp::Chdir | FileOp::Fchdir => return None,
+        FileOp::Mkdir => Kind::FileMkdir,
+        // No event for these (cwd tracking only).
+        FileOp::Chdir | FileOp::Fchdir => return None,
     })
 }
 
@@ -176,7 +180,7 @@ fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
 
 impl Collector {
     /// One file call: updates the process's cwd and fd table, returns its event (none for a
-    /// summarized read, chdir, fchdir, mkdir).
+    /// summarized read, chdir, fchdir).
     pub(crate) fn file(
         &mut self,
         task: Task,
@@ -263,7 +267,7 @@ impl Collector {
                 let read_only =
                     info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
                 if read_only && !self.file_policy.is_sensitive(&info.path) {
-                    let p = self.procs_get(task.pid);
+                    let p = &self.procs[&task.pid];
                     let key = ReadKey {
                         session,
                         pid: task.pid,
@@ -271,12 +275,12 @@ impl Collector {
                         path: info.path,
                         result: info.result,
                     };
-                    let process = named_ref(p);
+                    // The process reference is built for a new summary only (repeats just count).
                     self.reads
                         .map
                         .entry(key)
-                        .or_insert(ReadSummary {
-                            process,
+                        .or_insert_with(|| ReadSummary {
+                            process: named_ref(p),
                             first_ktime: task.ktime_ns,
                             flags: call.flags as u32,
                             count: 0,
@@ -302,6 +306,8 @@ impl Collector {
                 info.flags = Some(1);
             }
             FileOp::Chmod => info.mode = Some(call.mode & 0o7777),
+            // The mode as passed (the umask applies after).
+            FileOp::Mkdir => info.mode = Some(call.mode & 0o7777),
             FileOp::Chown => {
                 info.uid = (call.uid != u32::MAX).then_some(call.uid);
                 info.gid = (call.gid != u32::MAX).then_some(call.gid);
@@ -634,7 +640,31 @@ mod tests {
             ),
             [(Kind::FileUnmount, info("/work/mnt"))]
         );
-        assert!(feed(&mut c, 11, 10, call(FileOp::Mkdir, AT_FDCWD, "d"), 0).is_empty());
+        let mut md = call(FileOp::Mkdir, AT_FDCWD, "d/../e");
+        md.mode = 0o40755;
+        assert_eq!(
+            feed(&mut c, 11, 10, md, 0),
+            [(
+                Kind::FileMkdir,
+                FileInfo {
+                    mode: Some(0o755),
+                    ..info("/work/e")
+                }
+            )]
+        );
+        let mut md = call(FileOp::Mkdir, 9, "sub");
+        md.mode = 0o700;
+        assert_eq!(
+            feed(&mut c, 11, 10, md, -17),
+            [(
+                Kind::FileMkdir,
+                FileInfo {
+                    mode: Some(0o700),
+                    result: Some("EEXIST".into()),
+                    ..info("/e/x/sub")
+                }
+            )]
+        );
         // A path that could not be read is said so, not guessed.
         let mut u = call(FileOp::Unlink, AT_FDCWD, "");
         u.path_fault = true;

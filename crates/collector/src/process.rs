@@ -108,7 +108,7 @@ pub struct Collector {
     /// Wall-clock ns minus `CLOCK_MONOTONIC` ns.
     offset_ns: i128,
     scopes: HashMap<u64, Scope>,
-    procs: HashMap<u32, Proc>,
+    pub(crate) procs: HashMap<u32, Proc>,
     parked: HashMap<u32, Parked>,
     /// Processes that exited lately: pid → (session, process, exit ktime).
     gone: HashMap<u32, (u64, ProcessRef, u64)>,

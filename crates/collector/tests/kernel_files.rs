@@ -112,6 +112,23 @@ fn a_script_gives_file_events_with_absolute_paths() {
         f.new_path.as_deref(),
         Some(format!("{d}/renamed.txt").as_str())
     );
+    // `mkdir sub` (relative, after cd): one event, exact.
+    let mkdirs: Vec<(&str, &FileInfo)> = files
+        .iter()
+        .filter(|(k, _, _)| *k == Kind::FileMkdir)
+        .map(|(_, exe, f)| (exe.as_str(), f))
+        .collect();
+    assert_eq!(mkdirs.len(), 1, "{files:#?}");
+    assert!(mkdirs[0].0.ends_with("/mkdir"), "{mkdirs:?}");
+    assert_eq!(
+        mkdirs[0].1,
+        &FileInfo {
+            path: format!("{d}/sub"),
+            mode: Some(0o777),
+            result: Some("ok".into()),
+            ..Default::default()
+        }
+    );
     let f = find(Kind::FileOpen, &format!("{d}/rel.txt"), None);
     assert_eq!(f.access, Some(Access::Write), "../rel.txt after cd sub");
     let f = find(Kind::FileDelete, &format!("{d}/renamed.txt"), None);

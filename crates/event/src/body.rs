@@ -538,7 +538,8 @@ pub struct FileInfo {
     /// How many identical operations this event stands for (repeats summarised); absent = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
-    /// File mode bits (decimal in JSON: 493 = 0o755) for file.chmod and creating opens.
+    /// File mode bits (decimal in JSON: 493 = 0o755) for file.chmod, creating opens and
+    /// file.mkdir (the mode argument as passed, before the umask).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// New owner for file.chown.

@@ -661,6 +661,16 @@ impl Demo<'_> {
         );
         let sh = self.g.proc(41232, 41230, 1000, "/bin/sh");
         self.exec(&sh, &bash, &[&agent, &init], &["sh"], "/workspace");
+        self.file(
+            Kind::FileMkdir,
+            &sh,
+            FileInfo {
+                path: "/workspace/.tools/bin".into(),
+                mode: Some(0o755),
+                result: Some("ok".into()),
+                ..Default::default()
+            },
+        );
         self.open(&sh, "/workspace/.tools/bin/fmt-tool", Access::Write, true);
         self.file(
             Kind::FileChmod,
@@ -1098,7 +1108,7 @@ pub struct Mixed<'a> {
 
 /// (weight per mille, what) for body events of the mixed stream.
 const MIX: &[(u64, Kind)] = &[
-    (461, Kind::FileOpen),
+    (456, Kind::FileOpen),
     (100, Kind::ProcessExec),
     (95, Kind::ProcessExit),
     (45, Kind::DnsQuery),
@@ -1111,6 +1121,7 @@ const MIX: &[(u64, Kind)] = &[
     (40, Kind::FileRename),
     (40, Kind::FileDelete),
     (15, Kind::FileChmod),
+    (5, Kind::FileMkdir),
     (5, Kind::FileChown),
     (10, Kind::FileLink),
     (15, Kind::FileTruncate),
@@ -1663,6 +1674,20 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 path: workspace_path(rng),
                 mode: Some(*rng.pick(&[0o755, 0o644, 0o600])),
                 result: Some("ok".into()),
+                ..Default::default()
+            });
+        }
+        Kind::FileMkdir => {
+            e.process = Some(actor.as_ref());
+            let file = workspace_path(rng);
+            let dir = match file.rfind('/') {
+                Some(i) if i > 0 => file[..i].to_string(),
+                _ => "/workspace".to_string(),
+            };
+            e.file = Some(FileInfo {
+                path: dir,
+                mode: Some(0o777),
+                result: Some(if rng.chance(900) { "ok" } else { "EEXIST" }.into()),
                 ..Default::default()
             });
         }

@@ -98,11 +98,13 @@ kinds! {
     LedgerRecovered = 31 => "ledger.recovered",
     /// Retention pruned old events.
     LedgerPruned = 32 => "ledger.pruned",
+    /// A directory was created (mkdir, mkdirat).
+    FileMkdir = 33 => "file.mkdir",
 }
 
 impl Kind {
     /// Number of kinds; every [`id`](Kind::id) is below this.
-    pub const COUNT: usize = 33;
+    pub const COUNT: usize = 34;
 
     /// Every kind, in id order (`Kind::all()[k.id() as usize] == k`).
     pub fn all() -> &'static [Kind] {
@@ -228,6 +230,8 @@ mod tests {
         assert_eq!(Kind::FileOpen.id(), 8);
         assert_eq!(Kind::DnsQuery.id(), 21);
         assert_eq!(Kind::LedgerPruned.id(), 32);
+        assert_eq!(Kind::FileMkdir.id(), 33);
+        assert!(Kind::FileMkdir.is_file());
     }
 
     #[test]

@@ -363,6 +363,25 @@ struct {
 	__type(value, struct wait_call);
 } waits SEC(".maps");
 
+/* A file call in progress (file_calls, file_progs.h): its op (0: none in progress) and, when a
+ * path read faulted at entry, the user pointers to read again at exit. */
+struct file_call {
+	__u32 op;
+	__u32 faulted; /* FILE_PATH*_FAULT */
+	__u64 ptr;
+	__u64 ptr2;
+};
+
+/* The file call in progress of each thread that made one in a watched subtree, by thread id.
+ * An entry lives as long as its thread (removed at sched_process_exit, and at an exec by a
+ * non-leader thread for its old tid) and is rewritten in place at each call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct file_call);
+} file_calls SEC(".maps");
+
 /* Drops, counted per CPU (index: LOSS_*). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -617,6 +636,10 @@ int sched_exec(struct tp_sched_process_exec *ctx)
 	if (!in_watched_cgroup())
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (ctx->old_pid != ctx->pid) {
+		__u32 old = ctx->old_pid; /* a non-leader thread exec'd: its old tid is gone */
+		bpf_map_delete_elem(&file_calls, &old);
+	}
 	struct proc_state *p = track(tgid, 0);
 	if (p) {
 		/* Threads killed by de_thread() during this exec were not a death of the process. */
@@ -996,6 +1019,8 @@ int signal_deliver(struct tp_signal_deliver *ctx)
 SEC("tracepoint/sched/sched_process_exit")
 int sched_exit(struct tp_sched_process_exit *ctx)
 {
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&file_calls, &tid); /* every thread: its file call slot, if any */
 	if (!ctx->group_dead)
 		return 0; /* a thread, not the last one */
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
