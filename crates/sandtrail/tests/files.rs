@@ -55,6 +55,12 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let evs = events_of(d.path(), "ses_files");
 
+    // `mkdir -p`: each directory it made, absolute, with the mode it asked for.
+    let made = on(&evs, "file.mkdir", "/tmp/proj/sub");
+    assert_eq!(made.len(), 1, "{made:#?}");
+    assert_eq!(made[0]["file"]["result"], "ok");
+    assert_eq!(made[0]["file"]["mode"], 0o777);
+    assert_eq!(exe(made[0]), "/usr/bin/mkdir");
     // Written through a relative path after `cd`: absolute in the event.
     let w = on(&evs, "file.open", "/tmp/proj/notes.txt");
     assert_eq!(w.len(), 1, "{w:#?}");
