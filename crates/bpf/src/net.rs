@@ -1122,6 +1122,20 @@ pub enum InboundRecord {
         /// `CLOCK_MONOTONIC` of the call.
         ktime_ns: u64,
     },
+    /// A `connect()` of the cgroup completed its TCP handshake (sockops
+    /// `ACTIVE_ESTABLISHED_CB`): the connection is up, from `local` (its source address and
+    /// port) to `remote`. The socket's attempt record ([`NetRecord`]) has the same cookie; a
+    /// connect that never gets here was refused, timed out or failed.
+    Connected {
+        /// The connecting socket's cookie.
+        socket_cookie: u64,
+        /// The source address and port the kernel gave the connection.
+        local: SocketAddr,
+        /// The peer's address and port.
+        remote: SocketAddr,
+        /// `CLOCK_MONOTONIC` of the handshake's end.
+        ktime_ns: u64,
+    },
     /// An incoming TCP connection completed its handshake on a listener of the cgroup (sockops
     /// `PASSIVE_ESTABLISHED_CB`), whether or not `accept()` has taken it yet. No process
     /// context (it runs as the final ACK arrives): attribute it by the listener's bind record
@@ -1145,7 +1159,8 @@ impl InboundRecord {
         match self {
             InboundRecord::Bind { socket_cookie, .. }
             | InboundRecord::Listen { socket_cookie, .. }
-            | InboundRecord::Accept { socket_cookie, .. } => *socket_cookie,
+            | InboundRecord::Accept { socket_cookie, .. }
+            | InboundRecord::Connected { socket_cookie, .. } => *socket_cookie,
         }
     }
 }
@@ -1213,6 +1228,12 @@ fn decode_inbound(b: &[u8]) -> Result<InboundRecord, NetError> {
             ktime_ns,
         }),
         3 => Ok(InboundRecord::Accept {
+            socket_cookie,
+            local,
+            remote: SocketAddr::new(addr_of(family, &b[72..88])?, u16_at(b, 48)),
+            ktime_ns,
+        }),
+        4 => Ok(InboundRecord::Connected {
             socket_cookie,
             local,
             remote: SocketAddr::new(addr_of(family, &b[72..88])?, u16_at(b, 48)),

@@ -566,6 +566,25 @@ fn first_payload_of_tls_http_and_udp_sockets() {
     let cookie = record_for(&mut probe, pid, dst).socket_cookie;
     let p = payload_for(&mut probe, cookie);
     assert_eq!((p.proto, p.dst, p.src.ip()), (Proto::Tcp, dst, dst.ip()));
+    // The connect completed its handshake: the same socket, its source port, the peer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let up = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no Connected record for {cookie}"
+        );
+        if let Some(r @ InboundRecord::Connected { .. }) =
+            probe.next_inbound(Duration::from_millis(100)).unwrap()
+        {
+            if r.socket_cookie() == cookie {
+                break r;
+            }
+        }
+    };
+    let InboundRecord::Connected { local, remote, .. } = up else {
+        unreachable!()
+    };
+    assert_eq!((local, remote), (p.src, dst));
     assert_ne!(p.src.port(), 0);
     // A TLS handshake record (0x16, version 3.x) holding a ClientHello (handshake type 1),
     // sent whole in one packet over loopback; at most its first 512 bytes captured.
@@ -685,6 +704,8 @@ fn inbound_bind_listen_accept() {
             Some(r @ InboundRecord::Bind { .. }) => binds.push(r),
             Some(r @ InboundRecord::Listen { .. }) => listens.push(r),
             Some(r @ InboundRecord::Accept { .. }) => accepts.push(r),
+            // The connecting side (this test) is outside the cgroup.
+            Some(r @ InboundRecord::Connected { .. }) => panic!("unexpected {r:?}"),
             None => {}
         }
     }

@@ -31,6 +31,8 @@ use crate::Scope;
 
 /// How long a closed socket's local port stays known for attributing a late DNS record.
 const CLOSED_KEEP: Duration = Duration::from_secs(10);
+/// How long an allowed TCP connect waits for its outcome before it is logged without one.
+const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// How many times a DNS record waits for its socket to show up before it is logged without
 /// a process.
 const DNS_TRIES: u32 = 5;
@@ -103,6 +105,10 @@ pub struct NetCollector {
     sockets: HashMap<u64, Sock>,
     /// What each socket's first payload showed (the first record per socket counts).
     l7: HashMap<u64, Option<L7Info>>,
+    /// Allowed TCP connects waiting for their outcome (handshake done, or the socket closed).
+    connecting: HashMap<u64, (Event, Instant)>,
+    /// Handshakes that completed before their connect's attempt record was read: local end.
+    established: HashMap<u64, SocketAddr>,
     /// Who bound each socket (by cookie), for its `listen()`.
     bound: HashMap<u64, Option<ProcessRef>>,
     /// Who listens on each local port, for the connections accepted there.
@@ -130,6 +136,8 @@ impl NetCollector {
             burst,
             sockets: HashMap::new(),
             l7: HashMap::new(),
+            connecting: HashMap::new(),
+            established: HashMap::new(),
             bound: HashMap::new(),
             listeners: HashMap::new(),
             closed: HashMap::new(),
@@ -209,6 +217,14 @@ impl NetCollector {
         }
         let mut e = self.event(Kind::NetConnect, self.wall(r.task.ktime_ns));
         e.process = process.or_else(|| Some(bare_process(&r.task)));
+        // A TCP connect's outcome comes with its handshake (or the socket's close); a UDP
+        // connect or datagram has none beyond being let through.
+        let waits = dec != Decision::Deny && r.hook == Hook::Connect && r.proto == Proto::Tcp;
+        let result = match dec {
+            Decision::Deny => Some(NetResult::Blocked),
+            _ if waits => None,
+            _ => Some(NetResult::Ok),
+        };
         e.net = Some(NetInfo {
             protocol: protocol(r.proto),
             dst: Endpoint {
@@ -216,7 +232,7 @@ impl NetCollector {
                 port: dst.port(),
                 domain,
             },
-            result: (dec == Decision::Deny).then_some(NetResult::Blocked),
+            result,
             direction: Some(Direction::Outbound),
             ..Default::default()
         });
@@ -228,7 +244,37 @@ impl NetCollector {
         if dec == Decision::Deny {
             e.severity = Severity::Medium;
         }
-        out.insert(0, e);
+        if waits {
+            match self.established.remove(&r.socket_cookie) {
+                Some(local) => out.insert(0, outcome(e, local, NetResult::Ok)),
+                None => {
+                    self.connecting.insert(r.socket_cookie, (e, Instant::now()));
+                }
+            }
+        } else {
+            out.insert(0, e);
+        }
+        out
+    }
+
+    /// The allowed TCP connects that have waited [`CONNECT_WAIT`] for an outcome (all of them
+    /// when `last`), logged without one.
+    pub fn drain_connecting(&mut self, last: bool) -> Vec<Event> {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .connecting
+            .iter()
+            .filter(|(_, (_, at))| last || now.duration_since(*at) >= CONNECT_WAIT)
+            .map(|(c, _)| *c)
+            .collect();
+        let mut out: Vec<Event> = due
+            .into_iter()
+            .filter_map(|c| self.connecting.remove(&c).map(|(e, _)| e))
+            .collect();
+        out.sort_by_key(|e| e.ts_ns);
+        if last {
+            self.established.clear();
+        }
         out
     }
 
@@ -292,6 +338,17 @@ impl NetCollector {
                 });
                 Some(e)
             }
+            InboundRecord::Connected {
+                socket_cookie,
+                local,
+                ..
+            } => match self.connecting.remove(socket_cookie) {
+                Some((e, _)) => Some(outcome(e, *local, NetResult::Ok)),
+                None => {
+                    self.established.insert(*socket_cookie, *local);
+                    None
+                }
+            },
             InboundRecord::Accept {
                 socket_cookie,
                 local,
@@ -343,7 +400,19 @@ impl NetCollector {
         &mut self,
         f: &FlowRecord,
         process_of: &dyn Fn(u32) -> Option<ProcessRef>,
-    ) -> Event {
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.established.remove(&f.socket_cookie);
+        // Closed without completing its handshake: refused (something came back: a reset or
+        // an ICMP error) or failed.
+        if let Some((e, _)) = self.connecting.remove(&f.socket_cookie) {
+            let result = if f.packets_in > 0 {
+                NetResult::Refused
+            } else {
+                NetResult::Error
+            };
+            out.push(outcome(e, f.src, result));
+        }
         let sock = self.sockets.remove(&f.socket_cookie);
         let process = sock
             .as_ref()
@@ -411,7 +480,8 @@ impl NetCollector {
             l7: self.l7.remove(&f.socket_cookie).flatten(),
             ..Default::default()
         });
-        e
+        out.push(e);
+        out
     }
 
     /// A query the session's forwarder answered. It becomes a `dns.query` once its socket is
@@ -481,6 +551,20 @@ impl NetCollector {
             .get(&(rec.transport, port))
             .map(|c| c.process.clone())
     }
+}
+
+/// A waiting connect with its outcome and source end.
+fn outcome(mut e: Event, local: SocketAddr, result: NetResult) -> Event {
+    if let Some(n) = e.net.as_mut() {
+        let local = canonical(local);
+        n.src = Some(Endpoint {
+            ip: local.ip().to_string(),
+            port: local.port(),
+            domain: None,
+        });
+        n.result = Some(result);
+    }
+    e
 }
 
 fn transport(p: Proto) -> Option<Transport> {
@@ -611,16 +695,25 @@ mod tests {
             Rule::Entry(1),
             Proto::Tcp,
         );
-        let evs = c.attempt(&r, Some(proc_ref(40, "/usr/bin/curl")));
-        assert_eq!(evs.len(), 1);
-        let e = &evs[0];
+        // An allowed TCP connect waits for its handshake: then it is logged, with its source.
+        assert!(c
+            .attempt(&r, Some(proc_ref(40, "/usr/bin/curl")))
+            .is_empty());
+        let up = InboundRecord::Connected {
+            socket_cookie: COOKIE,
+            local: "10.200.0.2:40000".parse().unwrap(),
+            remote: "192.0.2.80:443".parse().unwrap(),
+            ktime_ns: 1_500,
+        };
+        let e = &c.inbound(&up, &no_process).unwrap();
         assert_eq!(e.kind, Kind::NetConnect);
         let net = e.net.as_ref().unwrap();
         assert_eq!(net.protocol, "tcp");
         assert_eq!(net.dst.ip, "192.0.2.80");
         assert_eq!(net.dst.port, 443);
         assert_eq!(net.dst.domain.as_deref(), Some("example.org"));
-        assert_eq!(net.result, None);
+        assert_eq!(net.result, Some(NetResult::Ok));
+        assert_eq!(net.src.as_ref().unwrap().port, 40000);
         let policy = e.policy.as_ref().unwrap();
         assert_eq!(policy.decision, Decision::Allow);
         assert_eq!(policy.rule.as_deref(), Some("allow:domain:example.org"));
@@ -638,10 +731,12 @@ mod tests {
             payload_len: hello.len() as u32,
             bytes: hello,
         });
-        let f = c.flow(
-            &flow("10.200.0.2:40000", "192.0.2.80:443", Proto::Tcp),
-            &no_process,
-        );
+        let f = c
+            .flow(
+                &flow("10.200.0.2:40000", "192.0.2.80:443", Proto::Tcp),
+                &no_process,
+            )
+            .remove(0);
         assert_eq!(f.kind, Kind::NetFlow);
         assert_eq!(f.process.as_ref().unwrap().exec_id, "40-1");
         let net = f.net.unwrap();
@@ -698,10 +793,12 @@ mod tests {
         assert_eq!(third[0].kind, Kind::PolicyViolation);
         assert_eq!(third[0].source, Source::Kernel);
         assert_eq!(c.blocked(), 3);
-        let f = c.flow(
-            &flow("10.200.0.2:5000", "0.0.0.0:0", Proto::Udp),
-            &no_process,
-        );
+        let f = c
+            .flow(
+                &flow("10.200.0.2:5000", "0.0.0.0:0", Proto::Udp),
+                &no_process,
+            )
+            .remove(0);
         let net = f.net.unwrap();
         // An unconnected socket's flow names its latest destination.
         assert_eq!((net.dst.ip.as_str(), net.dst.port), ("198.51.100.1", 53));
@@ -805,13 +902,54 @@ mod tests {
         let net = a.net.unwrap();
         assert_eq!(net.src.unwrap().port, 40000);
         assert_eq!(net.direction, Some(Direction::Inbound));
-        let f = c.flow(
-            &flow("127.0.0.1:8080", "127.0.0.1:40000", Proto::Tcp),
-            &no_process,
-        );
+        let f = c
+            .flow(
+                &flow("127.0.0.1:8080", "127.0.0.1:40000", Proto::Tcp),
+                &no_process,
+            )
+            .remove(0);
         let net = f.net.unwrap();
         assert_eq!((net.src.unwrap().port, net.dst.port), (40000, 8080));
         assert_eq!(net.direction, Some(Direction::Inbound));
         assert_eq!(f.process.unwrap().exec_id, "50-1");
+    }
+
+    #[test]
+    fn a_connect_without_a_handshake_is_refused_or_failed_or_logged_after_a_wait() {
+        let (mut c, _) = collector(10);
+        let r = attempt(
+            Hook::Connect,
+            "192.0.2.80:443",
+            KDecision::Allow,
+            Rule::Entry(0),
+            Proto::Tcp,
+        );
+        assert!(c.attempt(&r, None).is_empty());
+        // Closed after a reset came back: refused, logged before its flow.
+        let mut f = flow("10.200.0.2:40001", "192.0.2.80:443", Proto::Tcp);
+        f.packets_in = 1;
+        let evs = c.flow(&f, &no_process);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].kind, Kind::NetConnect);
+        let net = evs[0].net.as_ref().unwrap();
+        assert_eq!(net.result, Some(NetResult::Refused));
+        assert_eq!(net.src.as_ref().unwrap().port, 40001);
+        assert_eq!(evs[1].kind, Kind::NetFlow);
+        // Still connecting at the session's end: logged without an outcome.
+        assert!(c.attempt(&r, None).is_empty());
+        assert!(c.drain_connecting(false).is_empty());
+        let evs = c.drain_connecting(true);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].net.as_ref().unwrap().result, None);
+        // A UDP connect is let through at once.
+        let u = attempt(
+            Hook::Connect,
+            "192.0.2.80:53",
+            KDecision::Allow,
+            Rule::Entry(0),
+            Proto::Udp,
+        );
+        let evs = c.attempt(&u, None);
+        assert_eq!(evs[0].net.as_ref().unwrap().result, Some(NetResult::Ok));
     }
 }

@@ -232,6 +232,10 @@ exit 0
         .unwrap_or_else(|| panic!("curl's flow: {flows:#?}"));
     assert_eq!(f["net"]["dst"]["domain"], plain.host.as_str());
     assert_eq!(f["net"]["dst"]["ip"], c["net"]["dst"]["ip"]);
+    // The connect's outcome and source port, from its handshake.
+    assert_eq!(c["net"]["result"], "ok", "{c}");
+    assert_eq!(c["net"]["src"]["port"], f["net"]["src"]["port"]);
+    assert_eq!(c["net"]["src"]["ip"], f["net"]["src"]["ip"]);
     // The kernel counts IP packets: what curl reports plus the IP and TCP headers of each
     // packet (at most 80 bytes each with options).
     let n = &f["net"];
@@ -414,6 +418,10 @@ while got < 300:
     got += len(a.recv(1000))
 a.close()
 c.close()
+try:
+    socket.create_connection(('127.0.0.1', 1))
+except ConnectionRefusedError:
+    print('refused yes', flush=True)
 ""#;
     let o = sandtrail_run(d.path(), "ses_inbound", &[], &["sh", "-c", script]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
@@ -466,6 +474,15 @@ c.close()
         flows[0]
     );
     assert!(py(flows[0]), "{}", flows[0]);
+    // A connect to a closed port: refused (the reset came back), with its source port.
+    assert_eq!(line(&stdout, "refused"), "yes");
+    let refused: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "net.connect" && e["net"]["dst"]["port"] == 1)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["net"]["result"], "refused");
+    assert!(refused[0]["net"]["src"]["port"].as_u64().unwrap() > 0);
     // The listener's own flow (the handshakes it answered): inbound, on its port, no peer.
     let lf: Vec<&Value> = evs
         .iter()

@@ -757,7 +757,9 @@ int flow_release(struct bpf_sock *sk)
  * softirq): on BPF_SOCK_OPS_TCP_LISTEN_CB (listen(2) made the socket a listener) it records an
  * INBOUND_LISTEN, on BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB (the handshake of an incoming connection
  * completed; the context's socket is the new, accepted, socket) an INBOUND_ACCEPT with the local
- * and remote address. Neither has a pid: user space joins a listen record to its bind record by
+ * and remote address, and on BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB (a connect() of the subtree
+ * completed its handshake) an INBOUND_CONNECTED with the local and remote address: the connect's
+ * outcome and source port. Neither has a pid: user space joins a listen record to its bind record by
  * socket cookie and an accept to the bind of its local port. It sets no reply and no flags.
  */
 
@@ -778,6 +780,7 @@ struct bpf_sock_ops {
 	__u32 local_port;    /* host order */
 };
 
+#define BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
 #define BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5
 #define BPF_SOCK_OPS_TCP_LISTEN_CB 11
 
@@ -785,6 +788,7 @@ struct bpf_sock_ops {
 #define INBOUND_BIND 1
 #define INBOUND_LISTEN 2
 #define INBOUND_ACCEPT 3
+#define INBOUND_CONNECTED 4
 
 #define LOSS_INBOUND_RINGBUF 3
 
@@ -880,7 +884,8 @@ SEC("sockops")
 int inbound_sockops(struct bpf_sock_ops *ctx)
 {
 	__u32 op = ctx->op;
-	if (op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+	if (op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB &&
+	    op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	__u32 family = ctx->family;
 	if (family != AF_INET && family != AF_INET6)
@@ -889,11 +894,15 @@ int inbound_sockops(struct bpf_sock_ops *ctx)
 	if (!r)
 		return 1;
 	r->cookie = bpf_get_socket_cookie(ctx);
-	r->kind = op == BPF_SOCK_OPS_TCP_LISTEN_CB ? INBOUND_LISTEN : INBOUND_ACCEPT;
+	r->kind = op == BPF_SOCK_OPS_TCP_LISTEN_CB	      ? INBOUND_LISTEN :
+		  op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? INBOUND_CONNECTED :
+							      INBOUND_ACCEPT;
+	/* Both ends are known once a handshake completed. */
+	int both = r->kind != INBOUND_LISTEN;
 	r->sock_type = 1; /* SOCK_STREAM */
 	r->protocol = IPPROTO_TCP;
 	r->local_port = ctx->local_port;
-	if (r->kind == INBOUND_ACCEPT) {
+	if (both) {
 		/* Network order in the upper 16 bits (as the kernel has always done on little-endian
 		 * hosts), or in the lower 16 bits: a port is never 0 here, so either way it is found. */
 		__u32 rp = ctx->remote_port;
@@ -903,7 +912,7 @@ int inbound_sockops(struct bpf_sock_ops *ctx)
 		r->family = 4;
 		__u32 a = ctx->local_ip4;
 		__builtin_memcpy(r->local, &a, 4);
-		if (r->kind == INBOUND_ACCEPT) {
+		if (both) {
 			a = ctx->remote_ip4;
 			__builtin_memcpy(r->remote, &a, 4);
 		}
@@ -915,7 +924,7 @@ int inbound_sockops(struct bpf_sock_ops *ctx)
 		a[2] = ctx->local_ip6[2];
 		a[3] = ctx->local_ip6[3];
 		__builtin_memcpy(r->local, a, 16);
-		if (r->kind == INBOUND_ACCEPT) {
+		if (both) {
 			a[0] = ctx->remote_ip6[0];
 			a[1] = ctx->remote_ip6[1];
 			a[2] = ctx->remote_ip6[2];

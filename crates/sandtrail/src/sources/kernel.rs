@@ -357,15 +357,16 @@ impl Reader {
         let collector = &self.collector;
         let process_of = |pid: u32| collector.process_ref(cg, pid);
         let mut out = Vec::new();
-        for r in &inbound {
-            out.extend(net.collector.inbound(r, &process_of));
-        }
         for r in &attempts {
             out.extend(net.collector.attempt(r, process_of(r.task.pid)));
         }
-        for f in &flows {
-            out.push(net.collector.flow(f, &process_of));
+        for r in &inbound {
+            out.extend(net.collector.inbound(r, &process_of));
         }
+        for f in &flows {
+            out.extend(net.collector.flow(f, &process_of));
+        }
+        out.extend(net.collector.drain_connecting(last));
         for r in dns {
             match r {
                 DnsChannelRecord::Dns(q) => net.collector.dns(q),
