@@ -72,6 +72,40 @@ fn component_matches(pattern: &str, name: &str) -> bool {
 }
 
 impl FilePolicy {
+    /// The default patterns plus `extra` (each checked with [`FilePolicy::check_pattern`]).
+    pub fn with_extra(extra: &[String]) -> Result<FilePolicy, String> {
+        let mut p = FilePolicy::default();
+        for pat in extra {
+            FilePolicy::check_pattern(pat)?;
+            if !p.sensitive.contains(pat) {
+                p.sensitive.push(pat.clone());
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether `pat` is a usable pattern: an absolute path, or components (`.ssh`,
+    /// `.config/gcloud`) with at most one `*` each.
+    pub fn check_pattern(pat: &str) -> Result<(), String> {
+        let comps: Vec<&str> = pat.split('/').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() && pat != "/" {
+            return Err(format!(
+                "sensitive path {pat:?} is empty: give an absolute path (/srv/keys) or a name (.pgpass)"
+            ));
+        }
+        if let Some(c) = comps.iter().find(|c| c.matches('*').count() > 1) {
+            return Err(format!(
+                "sensitive path {pat:?}: {c:?} has more than one `*` (one wildcard per component)"
+            ));
+        }
+        if comps.iter().any(|c| *c == "." || *c == "..") {
+            return Err(format!(
+                "sensitive path {pat:?}: `.` and `..` never appear in the normalized paths it is matched against"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether reads of the absolute, normalized `path` are logged one by one.
     pub fn is_sensitive(&self, path: &str) -> bool {
         // Called for every read-only open: the path's components are split once, the
@@ -266,7 +300,7 @@ impl Collector {
                 }
                 let read_only =
                     info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
-                if read_only && !self.file_policy.is_sensitive(&info.path) {
+                if read_only && !self.file_policy_of(session).is_sensitive(&info.path) {
                     let p = &self.procs[&task.pid];
                     let key = ReadKey {
                         session,
@@ -826,5 +860,19 @@ mod tests {
         };
         assert!(custom.is_sensitive("/data/x") && custom.is_sensitive("/tmp/key.pem"));
         assert!(!custom.is_sensitive("/etc/shadow"));
+    }
+
+    #[test]
+    fn extra_sensitive_patterns_are_checked_and_added() {
+        let p = FilePolicy::with_extra(&[".pgpass".into(), "/srv/keys".into(), "*.pem".into()])
+            .unwrap();
+        assert!(p.is_sensitive("/home/a/.pgpass"));
+        assert!(p.is_sensitive("/srv/keys/k1"));
+        assert!(p.is_sensitive("/tmp/server.pem"));
+        assert!(p.is_sensitive("/etc/hosts"), "the defaults stay");
+        assert!(!p.is_sensitive("/srv/keysx"));
+        for bad in ["", "a*b*c", "../x", "/tmp/./x"] {
+            assert!(FilePolicy::with_extra(&[bad.into()]).is_err(), "{bad:?}");
+        }
     }
 }

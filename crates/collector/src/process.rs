@@ -114,6 +114,8 @@ pub struct Collector {
     gone: HashMap<u32, (u64, ProcessRef, u64)>,
     /// Which reads are logged one by one (see [`FilePolicy`]).
     pub(crate) file_policy: FilePolicy,
+    /// Sessions with a policy of their own ([`Collector::set_session_file_policy`]).
+    pub(crate) session_file_policies: HashMap<u64, FilePolicy>,
     /// Summarized reads waiting for their process's exit or the session's end.
     pub(crate) reads: ReadSummaries,
     /// The working directory of a pid at its first sighting (`/proc/<pid>/cwd`; tests swap it).
@@ -166,6 +168,7 @@ impl Collector {
             parked: HashMap::new(),
             gone: HashMap::new(),
             file_policy: FilePolicy::default(),
+            session_file_policies: HashMap::new(),
             reads: ReadSummaries::default(),
             cwd_of: procfs_cwd,
         }
@@ -174,6 +177,18 @@ impl Collector {
     /// Sets which read-only opens are logged one by one (the rest are summarized).
     pub fn set_file_policy(&mut self, policy: FilePolicy) {
         self.file_policy = policy;
+    }
+
+    /// Gives session `cgroup_id` its own read policy (until it is unwatched).
+    pub fn set_session_file_policy(&mut self, cgroup_id: u64, policy: FilePolicy) {
+        self.session_file_policies.insert(cgroup_id, policy);
+    }
+
+    /// The read policy of session `cgroup_id`.
+    pub(crate) fn file_policy_of(&self, cgroup_id: u64) -> &FilePolicy {
+        self.session_file_policies
+            .get(&cgroup_id)
+            .unwrap_or(&self.file_policy)
     }
 
     /// Replaces how the working directory of a process first seen is found (default: the
@@ -281,6 +296,7 @@ impl Collector {
     /// returned with an unknown status.
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
         let mut out = self.flush_reads(|k| k.session == cgroup_id);
+        self.session_file_policies.remove(&cgroup_id);
         let parked: Vec<u32> = self
             .parked
             .iter()

@@ -64,10 +64,10 @@ pub enum Command {
     /// TCP with bearer tokens (--listen, --token-file). Endpoints: GET /v1/health,
     /// GET /v1/sessions, POST /v1/sessions with {"command": [...], "memory": "64M", "cpus": 0.5,
     /// "pids": 64, "disk": "1G", "net_rate": "10mbit", "timeout": "10m", "workspace": DIR, "as_root": false,
-    /// "network": true, "policy": FILE, "allow_domains": [...], "on_timeout": "kill|pause",
+    /// "network": true, "policy": FILE, "allow_domains": [...], "sensitive_paths": [...], "on_timeout": "kill|pause",
     /// "idle_pause": "5m", "keep": "delete|preserve|snapshot", "session_id", "tenant", "user",
     /// "template"} to run a sandbox, or {"cgroup": "/sys/fs/cgroup/.../agent-1", "timeout",
-    /// "on_timeout", "idle_pause"} to
+    /// "on_timeout", "idle_pause", "sensitive_paths"} to
     /// attach to a cgroup a sandbox provider created (audited until its last process ends),
     /// GET /v1/sessions/ID, POST /v1/sessions/ID/pause|resume|stop. Sessions log the same
     /// lifecycle events as `run`. Stopping the daemon stops its sessions. Needs root. See

@@ -118,3 +118,40 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     assert_eq!(usage["events_lost"], 0, "{usage}");
     verify_ok(d.path());
 }
+
+#[test]
+fn sensitive_paths_are_the_operators_choice() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let o = sandtrail_run(
+        d.path(),
+        "ses_sensitive",
+        &["--no-network", "--sensitive-path", ".pgpass"],
+        &[
+            "sh",
+            "-c",
+            "echo secret > /tmp/.pgpass && cat /tmp/.pgpass /tmp/.pgpass > /dev/null",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_sensitive");
+    // Each read logged on its own, not summarized.
+    let reads: Vec<&Value> = on(&evs, "file.open", "/tmp/.pgpass")
+        .into_iter()
+        .filter(|e| e["file"]["access"] == "read")
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:#?}");
+    assert!(reads.iter().all(|e| e["file"].get("count").is_none()));
+    // A pattern that can never match is refused before anything starts.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_badpattern",
+        &["--sensitive-path", "a*b*c"],
+        &["true"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("has more than one `*`"), "{}", err(&o));
+    assert!(events_of(d.path(), "ses_badpattern").is_empty());
+}

@@ -88,6 +88,14 @@ pub struct RunArgs {
     /// malformed file is rejected before the session starts.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Also log every read under this path one by one (repeatable): an absolute path
+    /// (`/srv/keys`: it and everything below it) or names matched anywhere (`.pgpass`,
+    /// `.config/gh`, one `*` per name: `*.pem`). Added to the defaults: /etc, /root,
+    /// /run/secrets, /var/run/secrets, /workspace, .ssh, .aws, .config/gcloud, .docker, .kube,
+    /// .netrc, .env, .env.*. Other reads are summarized (one event with a count per process and
+    /// file).
+    #[arg(long, value_name = "PATH")]
+    pub sensitive_path: Vec<String>,
     /// Most argv bytes recorded per exec (NULs included), e.g. 4K; at most and by default 64K.
     /// Longer argument lists are cut and marked `argv_truncated`. Applies to the whole
     /// process (every session it records).
@@ -255,6 +263,8 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
         disk_bytes: a.disk,
         net_rate_bps: a.net_rate,
         policy: session_policy(a.policy.as_deref(), &a.allow_domain, a.no_network)?,
+        files: sandtrail_collector::FilePolicy::with_extra(&a.sensitive_path)
+            .map_err(|e| anyhow!("--sensitive-path: {e}"))?,
         keep: if a.snapshot {
             Keep::Snapshot
         } else if a.keep {

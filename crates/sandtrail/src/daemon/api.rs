@@ -113,6 +113,10 @@ struct CreateSession {
     allow_domains: Vec<String>,
     /// `delete` (default), `preserve` or `snapshot`.
     keep: Option<String>,
+    /// Paths whose reads are logged one by one, added to the defaults (as `run
+    /// --sensitive-path`).
+    #[serde(default)]
+    sensitive_paths: Vec<String>,
 }
 
 /// Answers one request on `conn`. `unix_actor`: the peer's user name on the Unix socket.
@@ -315,6 +319,8 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
         Some("pause") => OnTimeout::Pause,
         Some(other) => return Err(format!("on_timeout: {other:?} is not one of kill, pause")),
     };
+    let files = sandtrail_collector::FilePolicy::with_extra(&c.sensitive_paths)
+        .map_err(|e| format!("sensitive_paths: {e}"))?;
     match (c.cgroup, c.command) {
         (Some(_), Some(_)) => Err(
             "give either `command` (a sandbox the daemon creates) or `cgroup` (attach to a provider's cgroup), not both".into(),
@@ -347,6 +353,7 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                 timeout,
                 on_timeout,
                 idle_pause,
+                files,
                 on_start: None,
             }))
         }
@@ -392,6 +399,7 @@ fn plan(c: CreateSession, actor: &str) -> Result<Plan, String> {
                     !c.network.unwrap_or(true),
                 )
                 .map_err(|e| format!("{e:#}"))?,
+                files,
                 keep,
                 on_start: None,
             }))

@@ -40,7 +40,7 @@ use crate::sources::{egress, kernel};
 use control::{Command, Request};
 use events::{limit_info, resources, Identity, Lifecycle};
 use monitor::{DiskWatcher, LimitWatcher, NetRateWatcher, POLL, THROTTLE_WINDOW};
-use sandtrail_collector::NetCollector;
+use sandtrail_collector::{FilePolicy, NetCollector};
 use violations::{DenialLog, Violation};
 
 /// What to do with the session's filesystem changes at cleanup.
@@ -97,6 +97,8 @@ pub struct RunOptions {
     pub net_rate_bps: Option<u64>,
     /// Egress policy; with a network, the session's DNS forwarder applies it to every query.
     pub policy: Option<Arc<Policy>>,
+    /// Which reads are logged one by one (the others are summarized).
+    pub files: FilePolicy,
     /// Cleanup mode.
     pub keep: Keep,
     /// Told once the session has started (or why it could not).
@@ -116,6 +118,8 @@ pub struct AttachOptions {
     pub on_timeout: OnTimeout,
     /// Pause the session (reason `autopause`) once it has used no CPU for this long.
     pub idle_pause: Option<Duration>,
+    /// Which reads are logged one by one (the others are summarized).
+    pub files: FilePolicy,
     /// Told once the session has started (or why it could not).
     pub on_start: Option<Sender<StartReport>>,
 }
@@ -355,7 +359,7 @@ fn run_session(layout: &Layout, log: &dyn EventLog, opts: RunOptions) -> Result<
     let cg_id = cg.id();
     let result = (|| {
         // Watched before anything runs in it: the command is recorded from its first exec.
-        let kernel_events = kernel.watch(cg_id, scope(&lc))?;
+        let kernel_events = kernel.watch(cg_id, scope(&lc), opts.files.clone())?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let spec = SandboxSpec {
             argv: opts.argv.clone(),
@@ -502,7 +506,7 @@ fn attach_session(layout: &Layout, log: &dyn EventLog, opts: AttachOptions) -> R
         ..Default::default()
     };
     log.log(lc.create(res.clone()))?;
-    let kernel_events = kernel.watch(cg.id(), scope(&lc))?;
+    let kernel_events = kernel.watch(cg.id(), scope(&lc), opts.files.clone())?;
     // The provider's network: observed (connections, flows), not enforced.
     kernel.watch_net(cg.id(), observe_egress(cg.v2_path(), &lc)?);
     // Watched first, then listed: a process started in between is seen by both, and the

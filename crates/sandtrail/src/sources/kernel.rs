@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use sandtrail_bpf::net::NetProbe;
 use sandtrail_bpf::{CgroupRef, Losses, Probe, ProbeOptions};
-use sandtrail_collector::{Adopted, Collector, NetCollector, Scope};
+use sandtrail_collector::{Adopted, Collector, FilePolicy, NetCollector, Scope};
 use sandtrail_event::{Event, Kind, LossInfo, Severity, Source};
 use sandtrail_net::dns::NetRecord as DnsChannelRecord;
 use sandtrail_net::resolved::ResolvedIps;
@@ -31,6 +31,7 @@ enum Cmd {
     Watch {
         cgroup_id: u64,
         scope: Scope,
+        files: FilePolicy,
         events: Sender<Event>,
         reply: Sender<Result<(), String>>,
     },
@@ -169,15 +170,21 @@ impl KernelSource {
         Ok(KernelSource { cmds: tx })
     }
 
-    /// Starts recording cgroup `cgroup_id` (and its descendants) for `scope`; its events arrive
-    /// on the returned receiver.
-    pub fn watch(&self, cgroup_id: u64, scope: Scope) -> Result<Receiver<Event>> {
+    /// Starts recording cgroup `cgroup_id` (and its descendants) for `scope`, with `files`
+    /// deciding which reads are logged one by one; its events arrive on the returned receiver.
+    pub fn watch(
+        &self,
+        cgroup_id: u64,
+        scope: Scope,
+        files: FilePolicy,
+    ) -> Result<Receiver<Event>> {
         let (events, rx) = mpsc::channel();
         let (reply, answer) = mpsc::channel();
         self.cmds
             .send(Cmd::Watch {
                 cgroup_id,
                 scope,
+                files,
                 events,
                 reply,
             })
@@ -451,6 +458,7 @@ impl Reader {
             Cmd::Watch {
                 cgroup_id,
                 scope,
+                files,
                 events,
                 reply,
             } => {
@@ -461,6 +469,7 @@ impl Reader {
                     .map_err(|e| e.to_string());
                 if r.is_ok() {
                     self.collector.watch(cgroup_id, scope.clone());
+                    self.collector.set_session_file_policy(cgroup_id, files);
                     self.routes.insert(cgroup_id, (scope, events));
                 }
                 let _ = reply.send(r);
