@@ -46,6 +46,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define TASK_COMM_LEN 16
 
+/*
+ * Records are submitted without waking the reader: a wakeup per connect, packet-count close or
+ * payload is a context switch the audited task pays for. Readers poll (NetProbe::next_* wait on
+ * the ring's epoll in slices of max_latency, 20 ms by default), so a record waits at most that
+ * long; the 1 MiB rings hold thousands of records meanwhile.
+ */
+#define RB_FLAGS BPF_RB_NO_WAKEUP
+
 /* UAPI values not in bpf_defs.h (shared with the process programs; kept here to stay apart). */
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_LPM_TRIE 11
@@ -395,7 +403,7 @@ static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 hook, __u8 fami
 		__builtin_memcpy(r->addr, ip, 16);
 	__builtin_memset(r->comm, 0, sizeof(r->comm));
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, RB_FLAGS);
 }
 
 static __always_inline int handle4(struct bpf_sock_addr *ctx, __u8 hook)
@@ -668,7 +676,7 @@ static __always_inline int capture_payload(struct __sk_buff *skb, __u64 cookie, 
 		bpf_ringbuf_discard(r, 0);
 		return 1;
 	}
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, RB_FLAGS);
 	return 1;
 }
 
@@ -741,7 +749,7 @@ int flow_release(struct bpf_sock *sk)
 	r->pid = pid_tgid >> 32;
 	r->uid = (__u32)bpf_get_current_uid_gid();
 	r->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, RB_FLAGS);
 	bpf_map_delete_elem(&flows, &cookie);
 	return 1;
 }
@@ -863,7 +871,7 @@ static __always_inline void inbound_bind(struct bpf_sock *sk, int v6)
 		__builtin_memcpy(r->local, &a, 4);
 	}
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, RB_FLAGS);
 }
 
 SEC("cgroup/post_bind4")
@@ -932,6 +940,6 @@ int inbound_sockops(struct bpf_sock_ops *ctx)
 			__builtin_memcpy(r->remote, a, 16);
 		}
 	}
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, RB_FLAGS);
 	return 1;
 }
