@@ -1156,3 +1156,51 @@ fn an_argv_over_the_cap_is_cut_and_marked() {
     assert_eq!(argv(e), ["/bin/echo", &"A".repeat(53)]);
     assert_eq!(e["exec"]["argv_truncated"], true);
 }
+
+#[test]
+fn a_tiny_kernel_ring_loses_records_and_says_how_many() {
+    if !can_run() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // 300 execs into a one-page ring read every 20 ms: some records find it full.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_tinyring",
+        &["--no-network", "--kernel-ring", "4K"],
+        &["sh", "-c", "for i in $(seq 300); do /bin/true; done"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let evs = events_of(d.path(), "ses_tinyring");
+    let losses: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "audit.loss").collect();
+    assert!(!losses.is_empty(), "no audit.loss with a 4K ring");
+    let lost: u64 = losses
+        .iter()
+        .map(|e| {
+            assert_eq!(e["loss"]["source"], "kernel", "{e}");
+            assert_eq!(e["severity"], "high", "{e}");
+            e["loss"]["count"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(lost > 0);
+    // The summary has the total, and `run` says it.
+    let usage = &one(&evs, "session.terminate")["session"]["usage"];
+    assert_eq!(usage["events_lost"], lost, "{usage}");
+    assert!(
+        err(&o).contains(&format!("{lost} record(s) lost")),
+        "{}",
+        err(&o)
+    );
+    // Every exec that was recorded is whole; the story still verifies.
+    assert!(execs(&evs).len() < 301);
+    verify_ok(d.path());
+    // A size the ring cannot have is refused.
+    let o = sandtrail_run(
+        d.path(),
+        "ses_badring",
+        &["--kernel-ring", "5000"],
+        &["true"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("power of two"), "{}", err(&o));
+}

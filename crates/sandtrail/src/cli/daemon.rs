@@ -29,12 +29,20 @@ pub struct DaemonArgs {
     /// Longer argument lists are cut and marked `argv_truncated`.
     #[arg(long, value_name = "SIZE", value_parser = super::run::parse_argv_cap)]
     pub argv_cap: Option<u32>,
+    /// Size of the ring buffer the kernel programs write process and file records to, shared
+    /// by every session (a power of two, 4K to 1G; default 8M). Records that find it full are
+    /// reported as `audit.loss` events.
+    #[arg(long, value_name = "SIZE", value_parser = super::run::parse_ring)]
+    pub kernel_ring: Option<u32>,
 }
 
 /// Run `daemon`.
 pub fn run(layout: &Layout, a: DaemonArgs) -> Result<ExitCode> {
     if let Some(cap) = a.argv_cap {
         crate::sources::kernel::set_argv_cap(cap);
+    }
+    if let Some(bytes) = a.kernel_ring {
+        crate::sources::kernel::set_ring_bytes(bytes);
     }
     let tokens = a.token_file.as_deref().map(Tokens::load).transpose()?;
     let cfg = Config {

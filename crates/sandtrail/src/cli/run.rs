@@ -101,6 +101,11 @@ pub struct RunArgs {
     /// process (every session it records).
     #[arg(long, value_name = "SIZE", value_parser = parse_argv_cap)]
     pub argv_cap: Option<u32>,
+    /// Size of the ring buffer the kernel programs write process and file records to (a power
+    /// of two, 4K to 1G; default 8M). Records that find it full are counted and reported as
+    /// `audit.loss` events; the session summary has their total (`usage.events_lost`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring)]
+    pub kernel_ring: Option<u32>,
     /// Allow a domain (wildcards: `*.example.org` for its subdomains); repeatable.
     #[arg(long, value_name = "DOMAIN")]
     pub allow_domain: Vec<String>,
@@ -135,6 +140,17 @@ pub struct ControlArgs {
 }
 
 /// Parse `64M`, `2G`, `512K`, `1048576` (binary units).
+/// `--kernel-ring`: a power of two from 4K to 1G.
+pub fn parse_ring(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if !n.is_power_of_two() || !(4096..=1 << 30).contains(&n) {
+        return Err(format!(
+            "{s:?}: the kernel ring buffer must be a power of two from 4K to 1G, e.g. 8M"
+        ));
+    }
+    Ok(n as u32)
+}
+
 /// `--argv-cap`: a size from 16 bytes to 64K.
 pub fn parse_argv_cap(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
@@ -228,6 +244,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     if let Some(cap) = a.argv_cap {
         crate::sources::kernel::set_argv_cap(cap);
+    }
+    if let Some(bytes) = a.kernel_ring {
+        crate::sources::kernel::set_ring_bytes(bytes);
     }
     if let Some(c) = a.cpus {
         if c.is_nan() || c <= 0.0 {

@@ -93,6 +93,15 @@ pub fn set_argv_cap(bytes: u32) {
     ARGV_CAP.store(bytes, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// The process programs' ring buffer size (0: the default).
+static RING_BYTES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sets the process programs' ring buffer size in bytes (a power of two, at least a page);
+/// takes effect when the programs are loaded, at the first session of the process.
+pub fn set_ring_bytes(bytes: u32) {
+    RING_BYTES.store(bytes, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The process-wide kernel source, loaded on first use (root only).
 pub fn get() -> Result<&'static KernelSource> {
     SOURCE
@@ -153,9 +162,16 @@ fn ktime_now() -> u64 {
 
 impl KernelSource {
     fn start() -> Result<KernelSource> {
+        let defaults = ProbeOptions::default();
+        let ring = RING_BYTES.load(std::sync::atomic::Ordering::SeqCst);
         let probe = Probe::load(ProbeOptions {
             argv_cap: ARGV_CAP.load(std::sync::atomic::Ordering::SeqCst),
-            ..ProbeOptions::default()
+            ring_buffer_bytes: if ring == 0 {
+                defaults.ring_buffer_bytes
+            } else {
+                ring
+            },
+            ..defaults
         })?;
         if probe.mounted_tracefs() {
             eprintln!(
