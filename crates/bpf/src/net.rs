@@ -749,40 +749,29 @@ impl NetProbe {
 
     /// The next record, waiting up to `timeout` for one; `None` on timeout.
     pub fn next_record(&mut self, timeout: Duration) -> Result<Option<NetRecord>, NetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(item) = self.ring.next() {
-                let mut rec = decode(&item)?;
-                drop(item);
-                rec.task.ppid = proc_status(rec.task.pid).ppid.unwrap_or(0);
-                return Ok(Some(rec));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            self.epoll
-                .wait((deadline - now).min(self.max_latency))
-                .map_err(NetError::Poll)?;
-        }
+        let rec = next_from(
+            &mut self.ring,
+            &self.epoll,
+            self.max_latency,
+            timeout,
+            decode,
+        )?;
+        Ok(rec.map(|mut r| {
+            r.task.ppid = proc_status(r.task.pid).ppid.unwrap_or(0);
+            r
+        }))
     }
 
     /// The next closed flow (a socket of the cgroup was released), waiting up to `timeout`;
     /// `None` on timeout.
     pub fn next_flow(&mut self, timeout: Duration) -> Result<Option<FlowRecord>, NetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(item) = self.flow_ring.next() {
-                return decode_flow(&item, true).map(Some);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            self.flow_epoll
-                .wait((deadline - now).min(self.max_latency))
-                .map_err(NetError::Poll)?;
-        }
+        next_from(
+            &mut self.flow_ring,
+            &self.flow_epoll,
+            self.max_latency,
+            timeout,
+            |b| decode_flow(b, true),
+        )
     }
 
     /// The counters of the sockets not closed yet (a snapshot; also sockets closed while their
@@ -903,6 +892,30 @@ fn delete_allow(
         IpAddr::V6(a) => allow6.remove(&allow_key6(a, prefix.len, port)),
     };
     removed(r, "allow")
+}
+
+/// The next record of `ring`, decoded, waiting up to `timeout` (polling every `max_latency`:
+/// the programs submit without waking the reader); `None` on timeout.
+fn next_from<T>(
+    ring: &mut RingBuf<MapData>,
+    epoll: &sys::Epoll,
+    max_latency: Duration,
+    timeout: Duration,
+    decode: impl Fn(&[u8]) -> Result<T, NetError>,
+) -> Result<Option<T>, NetError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(item) = ring.next() {
+            return decode(&item).map(Some);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        epoll
+            .wait((deadline - now).min(max_latency))
+            .map_err(NetError::Poll)?;
+    }
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -1041,19 +1054,13 @@ pub struct PayloadRecord {
 impl NetProbe {
     /// The next first-payload record, waiting up to `timeout` for one; `None` on timeout.
     pub fn next_payload(&mut self, timeout: Duration) -> Result<Option<PayloadRecord>, NetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(item) = self.payload_ring.next() {
-                return decode_payload(&item).map(Some);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            self.payload_epoll
-                .wait((deadline - now).min(self.max_latency))
-                .map_err(NetError::Poll)?;
-        }
+        next_from(
+            &mut self.payload_ring,
+            &self.payload_epoll,
+            self.max_latency,
+            timeout,
+            decode_payload,
+        )
     }
 }
 
@@ -1169,24 +1176,19 @@ impl NetProbe {
     /// The next bind, listen or accept record, waiting up to `timeout` for one; `None` on
     /// timeout.
     pub fn next_inbound(&mut self, timeout: Duration) -> Result<Option<InboundRecord>, NetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(item) = self.inbound_ring.next() {
-                let mut rec = decode_inbound(&item)?;
-                drop(item);
-                if let InboundRecord::Bind { task, .. } = &mut rec {
-                    task.ppid = proc_status(task.pid).ppid.unwrap_or(0);
-                }
-                return Ok(Some(rec));
+        let rec = next_from(
+            &mut self.inbound_ring,
+            &self.inbound_epoll,
+            self.max_latency,
+            timeout,
+            decode_inbound,
+        )?;
+        Ok(rec.map(|mut r| {
+            if let InboundRecord::Bind { task, .. } = &mut r {
+                task.ppid = proc_status(task.pid).ppid.unwrap_or(0);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            self.inbound_epoll
-                .wait((deadline - now).min(self.max_latency))
-                .map_err(NetError::Poll)?;
-        }
+            r
+        }))
     }
 }
 

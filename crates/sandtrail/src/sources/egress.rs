@@ -96,6 +96,18 @@ pub fn setup(cgroup_dir: &Path, policy: Arc<Policy>, dns: Ipv4Addr) -> Result<Eg
         Mode::None => NetMode::None,
     })?;
     probe.set_dns_forwarder(Some(dns), None, DNS_PORT)?;
+    attach(probe, cgroup_dir, rule_names, policy, ids, statics)
+}
+
+/// Attaches the configured `probe` to `cgroup_dir`: from now on it decides.
+fn attach(
+    mut probe: NetProbe,
+    cgroup_dir: &Path,
+    rule_names: Vec<String>,
+    policy: Arc<Policy>,
+    ids: HashMap<String, u32>,
+    statics: Vec<(Prefix, Option<u16>)>,
+) -> Result<Egress> {
     let handle = probe.allow_handle()?;
     probe.attach(cgroup_dir).with_context(|| {
         format!(
@@ -124,28 +136,18 @@ pub fn observe(cgroup_dir: &Path) -> Result<Egress> {
     let mut probe =
         NetProbe::load(NetOptions::default()).context("loading the kernel egress programs")?;
     probe.set_mode(NetMode::Open)?;
-    let handle = probe.allow_handle()?;
-    probe.attach(cgroup_dir).with_context(|| {
-        format!(
-            "attaching the egress programs to {} (cgroup v2)",
-            cgroup_dir.display()
-        )
-    })?;
     let policy = Arc::new(Policy {
         mode: Mode::Open,
         ..Policy::default()
     });
-    Ok(Egress {
+    attach(
         probe,
-        rule_names: Vec::new(),
-        rules: Arc::new(EgressRules {
-            handle: Mutex::new(handle),
-            policy,
-            ids: HashMap::new(),
-            statics: Vec::new(),
-            dynamic: Mutex::new(HashMap::new()),
-        }),
-    })
+        cgroup_dir,
+        Vec::new(),
+        policy,
+        HashMap::new(),
+        Vec::new(),
+    )
 }
 
 impl EgressRules {

@@ -329,49 +329,14 @@ impl Reader {
     /// count.
     fn drain_net(&mut self, cg: u64, last: bool, housekeeping: bool) -> Option<u64> {
         let net = self.nets.get_mut(&cg)?;
-        let mut attempts = Vec::new();
-        loop {
-            match net.probe.next_record(Duration::ZERO) {
-                Ok(Some(r)) => attempts.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("sandtrail: egress record unreadable: {e}");
-                    break;
-                }
-            }
+        let p = &mut net.probe;
+        let attempts = take_all(|| p.next_record(Duration::ZERO), "egress");
+        for payload in take_all(|| p.next_payload(Duration::ZERO), "payload") {
+            net.collector.payload(&payload);
         }
-        loop {
-            match net.probe.next_payload(Duration::ZERO) {
-                Ok(Some(p)) => net.collector.payload(&p),
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("sandtrail: payload record unreadable: {e}");
-                    break;
-                }
-            }
-        }
-        let mut inbound = Vec::new();
-        loop {
-            match net.probe.next_inbound(Duration::ZERO) {
-                Ok(Some(r)) => inbound.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("sandtrail: inbound record unreadable: {e}");
-                    break;
-                }
-            }
-        }
-        let mut flows = Vec::new();
-        loop {
-            match net.probe.next_flow(Duration::ZERO) {
-                Ok(Some(f)) => flows.push(f),
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("sandtrail: flow record unreadable: {e}");
-                    break;
-                }
-            }
-        }
+        let p = &mut net.probe;
+        let inbound = take_all(|| p.next_inbound(Duration::ZERO), "inbound");
+        let flows = take_all(|| p.next_flow(Duration::ZERO), "flow");
         let dns: Vec<DnsChannelRecord> = net.dns.try_iter().collect();
         // The execs before these connects are in the process ring: read them first, so that
         // each connect names the image that made it.
@@ -533,6 +498,24 @@ impl Reader {
                 self.deliver(ev);
                 self.routes.remove(&cgroup_id);
                 let _ = reply.send(blocked);
+            }
+        }
+    }
+}
+
+/// Every record `next` has now; an unreadable one ends the batch (and is said on stderr).
+fn take_all<T>(
+    mut next: impl FnMut() -> Result<Option<T>, sandtrail_bpf::net::NetError>,
+    what: &str,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    loop {
+        match next() {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => return out,
+            Err(e) => {
+                eprintln!("sandtrail: {what} record unreadable: {e}");
+                return out;
             }
         }
     }
