@@ -1191,8 +1191,7 @@ fn a_tiny_kernel_ring_loses_records_and_says_how_many() {
         "{}",
         err(&o)
     );
-    // Every exec that was recorded is whole; the story still verifies.
-    assert!(execs(&evs).len() < 301);
+    // What was recorded still verifies.
     verify_ok(d.path());
     // A size the ring cannot have is refused.
     let o = sandtrail_run(
