@@ -787,30 +787,18 @@ impl NetProbe {
 
     /// Records lost since the probe was loaded, summed over CPUs.
     pub fn losses(&self) -> Result<NetLosses, NetError> {
-        let ring_buffer_full = self
-            .losses
-            .get(&0, 0)
-            .map_err(map_err("net_losses"))?
-            .iter()
-            .sum();
-        let flow_ring_buffer_full = self
-            .losses
-            .get(&1, 0)
-            .map_err(map_err("net_losses"))?
-            .iter()
-            .sum();
-        let payload_ring_buffer_full = self
-            .losses
-            .get(&2, 0)
-            .map_err(map_err("net_losses"))?
-            .iter()
-            .sum();
-        let inbound_ring_buffer_full = self
-            .losses
-            .get(&3, 0)
-            .map_err(map_err("net_losses"))?
-            .iter()
-            .sum();
+        let slot = |i: u32| -> Result<u64, NetError> {
+            Ok(self
+                .losses
+                .get(&i, 0)
+                .map_err(map_err("net_losses"))?
+                .iter()
+                .sum())
+        };
+        let ring_buffer_full = slot(0)?;
+        let flow_ring_buffer_full = slot(1)?;
+        let payload_ring_buffer_full = slot(2)?;
+        let inbound_ring_buffer_full = slot(3)?;
         Ok(NetLosses {
             ring_buffer_full,
             flow_ring_buffer_full,

@@ -661,26 +661,41 @@ c.close()
 print(n, flush=True)
 "#;
 
+/// `python3 -c script` in the cgroup; the ports it prints on its first line.
+fn python_in(
+    cg: &TestCgroup,
+    script: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    Vec<u16>,
+) {
+    use std::io::BufRead;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", script])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cg.spawn(&mut cmd);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let ports = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (child, out, ports)
+}
+
 #[test]
 fn inbound_bind_listen_accept() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, Write};
     require_root!("inbound_bind_listen_accept");
     let cg = common::TestCgroup::new();
     let mut probe = NetProbe::load(NetOptions::default()).unwrap();
     probe.attach(&cg.path).unwrap();
 
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-c", INBOUND_PY])
-        .stdout(std::process::Stdio::piped());
-    let mut child = cg.spawn(&mut cmd);
+    let (mut child, mut out, ports) = python_in(&cg, INBOUND_PY);
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
     let (tport, uport) = (ports[0], ports[1]);
     let listen: SocketAddr = format!("127.0.0.1:{tport}").parse().unwrap();
 
@@ -799,24 +814,13 @@ for _ in range(2):
 
 #[test]
 fn inbound_dual_stack_and_listen_without_bind() {
-    use std::io::{BufRead, BufReader};
     require_root!("inbound_dual_stack_and_listen_without_bind");
     let cg = common::TestCgroup::new();
     let mut probe = NetProbe::load(NetOptions::default()).unwrap();
     probe.attach(&cg.path).unwrap();
 
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-c", INBOUND_DUAL_PY])
-        .stdout(std::process::Stdio::piped());
-    let mut child = cg.spawn(&mut cmd);
+    let (mut child, _out, ports) = python_in(&cg, INBOUND_DUAL_PY);
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
     let (port, unbound_port) = (ports[0], ports[1]);
     let c4 = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     let c6 = TcpStream::connect(format!("[::1]:{port}")).unwrap();
