@@ -50,7 +50,6 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, ProgramError};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::record::proc_status;
 use crate::{sys, Task};
 
 /// The compiled egress programs (rebuilt by `crates/bpf/build.sh`).
@@ -340,7 +339,8 @@ pub enum Proto {
 /// One connect or sendmsg attempt of a task of the attached cgroup, and its decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetRecord {
-    /// Who (ppid read from `/proc` when decoded, best effort; 0 when gone).
+    /// Who. `ppid` is 0: the programs do not know it (a reader with a process table has it;
+    /// reading `/proc` per record would put a file read on every connect and datagram).
     pub task: Task,
     /// connect or sendmsg.
     pub hook: Hook,
@@ -749,17 +749,13 @@ impl NetProbe {
 
     /// The next record, waiting up to `timeout` for one; `None` on timeout.
     pub fn next_record(&mut self, timeout: Duration) -> Result<Option<NetRecord>, NetError> {
-        let rec = next_from(
+        next_from(
             &mut self.ring,
             &self.epoll,
             self.max_latency,
             timeout,
             decode,
-        )?;
-        Ok(rec.map(|mut r| {
-            r.task.ppid = proc_status(r.task.pid).ppid.unwrap_or(0);
-            r
-        }))
+        )
     }
 
     /// The next closed flow (a socket of the cgroup was released), waiting up to `timeout`;
@@ -1095,7 +1091,7 @@ pub enum InboundRecord {
     /// (not the automatic bind of a `connect()` or a first `sendto()`). A UDP socket that
     /// receives has nothing but this: its "listen" is its bind.
     Bind {
-        /// Who bound (ppid read from `/proc` when decoded, best effort; 0 when gone).
+        /// Who bound (`ppid` 0: not known to the programs, as in [`NetRecord`]).
         task: Task,
         /// The kernel's socket cookie: the same socket's [`InboundRecord::Listen`],
         /// [`FlowRecord`] and [`PayloadRecord`] have it.
@@ -1164,19 +1160,13 @@ impl NetProbe {
     /// The next bind, listen or accept record, waiting up to `timeout` for one; `None` on
     /// timeout.
     pub fn next_inbound(&mut self, timeout: Duration) -> Result<Option<InboundRecord>, NetError> {
-        let rec = next_from(
+        next_from(
             &mut self.inbound_ring,
             &self.inbound_epoll,
             self.max_latency,
             timeout,
             decode_inbound,
-        )?;
-        Ok(rec.map(|mut r| {
-            if let InboundRecord::Bind { task, .. } = &mut r {
-                task.ppid = proc_status(task.pid).ppid.unwrap_or(0);
-            }
-            r
-        }))
+        )
     }
 }
 

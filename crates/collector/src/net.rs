@@ -257,10 +257,13 @@ impl NetCollector {
         out
     }
 
-    /// The allowed TCP connects that have waited [`CONNECT_WAIT`] for an outcome (all of them
-    /// when `last`), logged without one.
-    pub fn drain_connecting(&mut self, last: bool) -> Vec<Event> {
+    /// Called at every look: forgets the ports of sockets closed more than [`CLOSED_KEEP`]
+    /// ago, and returns the allowed TCP connects that have waited [`CONNECT_WAIT`] for an
+    /// outcome (all of them when `last`), logged without one.
+    pub fn expire(&mut self, last: bool) -> Vec<Event> {
         let now = Instant::now();
+        self.closed
+            .retain(|_, c| now.duration_since(c.at) < CLOSED_KEEP);
         let due: Vec<u64> = self
             .connecting
             .iter()
@@ -287,14 +290,6 @@ impl NetCollector {
         r: &InboundRecord,
         process_of: &dyn Fn(u32) -> Option<ProcessRef>,
     ) -> Option<Event> {
-        let endpoint = |a: SocketAddr| {
-            let a = canonical(a);
-            Endpoint {
-                ip: a.ip().to_string(),
-                port: a.port(),
-                domain: None,
-            }
-        };
         match r {
             InboundRecord::Bind {
                 task,
@@ -307,18 +302,7 @@ impl NetCollector {
                 let t = transport(*proto)?;
                 self.listeners.insert((t, local.port()), p.clone());
                 // A TCP socket listens (or connects) later; a UDP one receives from now on.
-                if t != Transport::Udp {
-                    return None;
-                }
-                let mut e = self.event(Kind::NetListen, self.wall(task.ktime_ns));
-                e.process = p;
-                e.net = Some(NetInfo {
-                    protocol: "udp".into(),
-                    dst: endpoint(*local),
-                    direction: Some(Direction::Inbound),
-                    ..Default::default()
-                });
-                Some(e)
+                (t == Transport::Udp).then(|| self.listen(task.ktime_ns, "udp", *local, p))
             }
             InboundRecord::Listen {
                 socket_cookie,
@@ -328,15 +312,7 @@ impl NetCollector {
                 let p = self.bound.get(socket_cookie).cloned().flatten();
                 self.listeners
                     .insert((Transport::Tcp, local.port()), p.clone());
-                let mut e = self.event(Kind::NetListen, self.wall(*ktime_ns));
-                e.process = p;
-                e.net = Some(NetInfo {
-                    protocol: "tcp".into(),
-                    dst: endpoint(*local),
-                    direction: Some(Direction::Inbound),
-                    ..Default::default()
-                });
-                Some(e)
+                Some(self.listen(*ktime_ns, "tcp", *local, p))
             }
             InboundRecord::Connected {
                 socket_cookie,
@@ -383,6 +359,25 @@ impl NetCollector {
                 Some(e)
             }
         }
+    }
+
+    /// A `net.listen` on `local`.
+    fn listen(
+        &self,
+        ktime: u64,
+        protocol: &str,
+        local: SocketAddr,
+        process: Option<ProcessRef>,
+    ) -> Event {
+        let mut e = self.event(Kind::NetListen, self.wall(ktime));
+        e.process = process;
+        e.net = Some(NetInfo {
+            protocol: protocol.into(),
+            dst: endpoint(local),
+            direction: Some(Direction::Inbound),
+            ..Default::default()
+        });
+        e
     }
 
     /// A socket's first payload, captured by the kernel: its application protocol (TLS SNI,
@@ -442,11 +437,7 @@ impl NetCollector {
         let inbound = sock.as_ref().is_some_and(|s| s.inbound);
         // A bound socket that never connected: a listener (its handshakes) or a UDP receiver.
         let bound = self.bound.remove(&f.socket_cookie);
-        let local = Endpoint {
-            ip: canonical(f.src).ip().to_string(),
-            port: f.src.port(),
-            domain: None,
-        };
+        let local = endpoint(f.src);
         let remote = Endpoint {
             ip: dst.ip().to_string(),
             port: dst.port(),
@@ -508,9 +499,6 @@ impl NetCollector {
         process_of: &dyn Fn(u32) -> Option<ProcessRef>,
         last: bool,
     ) -> Vec<Event> {
-        let now = Instant::now();
-        self.closed
-            .retain(|_, c| now.duration_since(c.at) < CLOSED_KEEP);
         let pending = std::mem::take(&mut self.pending);
         let mut out = Vec::new();
         for (rec, tries) in pending {
@@ -553,15 +541,20 @@ impl NetCollector {
     }
 }
 
+/// An address and port as an event endpoint (IPv4-mapped addresses as IPv4), no domain.
+fn endpoint(a: SocketAddr) -> Endpoint {
+    let a = canonical(a);
+    Endpoint {
+        ip: a.ip().to_string(),
+        port: a.port(),
+        domain: None,
+    }
+}
+
 /// A waiting connect with its outcome and source end.
 fn outcome(mut e: Event, local: SocketAddr, result: NetResult) -> Event {
     if let Some(n) = e.net.as_mut() {
-        let local = canonical(local);
-        n.src = Some(Endpoint {
-            ip: local.ip().to_string(),
-            port: local.port(),
-            domain: None,
-        });
+        n.src = Some(endpoint(local));
         n.result = Some(result);
     }
     e
@@ -575,15 +568,23 @@ fn transport(p: Proto) -> Option<Transport> {
     }
 }
 
-/// What the kernel record itself says of a process the collector does not know (its image
-/// from `/proc`, best effort; the exec id says that the image is not known).
+/// What the kernel record itself says of a process the collector does not know (its image and
+/// parent from `/proc`, best effort; the exec id says that the image is not known).
 fn bare_process(t: &sandtrail_bpf::Task) -> ProcessRef {
     let exe = std::fs::read_link(format!("/proc/{}/exe", t.pid))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "[unknown]".into());
+    let ppid = std::fs::read_to_string(format!("/proc/{}/status", t.pid))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
     ProcessRef {
         pid: t.pid,
-        ppid: t.ppid,
+        ppid,
         uid: t.uid,
         euid: t.uid,
         gid: t.gid,
@@ -937,8 +938,8 @@ mod tests {
         assert_eq!(evs[1].kind, Kind::NetFlow);
         // Still connecting at the session's end: logged without an outcome.
         assert!(c.attempt(&r, None).is_empty());
-        assert!(c.drain_connecting(false).is_empty());
-        let evs = c.drain_connecting(true);
+        assert!(c.expire(false).is_empty());
+        let evs = c.expire(true);
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].net.as_ref().unwrap().result, None);
         // A UDP connect is let through at once.

@@ -354,7 +354,7 @@ impl Reader {
         for f in &flows {
             out.extend(net.collector.flow(f, &process_of));
         }
-        out.extend(net.collector.drain_connecting(last));
+        out.extend(net.collector.expire(last));
         for r in dns {
             match r {
                 DnsChannelRecord::Dns(q) => net.collector.dns(q),
