@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +215,17 @@ fn ensure_info(layout: &Layout, cfg: &StoreConfig) -> Result<StoreInfo, StoreErr
 }
 
 /// Open the store at `layout` for writing, repairing what a crash left behind.
+/// True when `path` is shorter than a raw segment header and what it holds is the start of
+/// one: the file of a writer killed while creating it.
+fn is_torn_creation(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let magic = crate::segment::raw::RAW_MAGIC;
+    bytes.len() < crate::segment::raw::RAW_HEADER
+        && bytes[..bytes.len().min(magic.len())] == magic[..bytes.len().min(magic.len())]
+}
+
 pub(crate) fn recover(layout: &Layout, cfg: &StoreConfig) -> Result<Recovered, StoreError> {
     create_private_dir(layout.root()).map_err(StoreError::io(format!(
         "creating {}",
@@ -293,6 +305,15 @@ pub(crate) fn recover(layout: &Layout, cfg: &StoreConfig) -> Result<Recovered, S
             )));
         }
         if let Some(raw_path) = &files.raw {
+            if last && first >= covered && is_torn_creation(raw_path) {
+                // A writer (before segments were created atomically) died between creating
+                // the file and writing its header: it holds no record. Remove it; a fresh
+                // segment is created below.
+                std::fs::remove_file(raw_path)
+                    .map_err(StoreError::io(format!("removing {}", raw_path.display())))?;
+                report.torn = Some("a segment file without its whole header".into());
+                continue;
+            }
             let seg = RawSegment::read(raw_path).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let mut end = crate::segment::raw::RAW_HEADER as u64;
             for item in seg.frames(true) {

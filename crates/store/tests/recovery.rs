@@ -73,6 +73,55 @@ fn torn_tail_is_cut_and_reported_in_the_log() {
 }
 
 #[test]
+fn segment_killed_while_being_created_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = demo_events(2);
+    let n = events.len() as u64;
+    let layout = build(&dir.path().join("s"), events, 30, config(64 << 20));
+    // A writer killed while rotating to a new segment: older versions could leave the new
+    // file with only part of its header; this one leaves at most a `.tmp`.
+    let next = layout.raw_segment(n);
+    std::fs::write(&next, &b"STSEG"[..]).unwrap();
+    let mut tmp = next.clone().into_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, b"").unwrap();
+    std::fs::write(layout.running(), b"4242\n").unwrap();
+
+    let w = Writer::open(&layout, config(64 << 20)).unwrap();
+    let report = w.recovery().clone();
+    w.close().unwrap();
+    assert!(report.unclean);
+    assert_eq!(report.size, n);
+    assert_eq!(
+        report.torn.as_deref(),
+        Some("a segment file without its whole header")
+    );
+    assert!(!std::path::Path::new(&tmp).exists(), "the .tmp is removed");
+    assert_eq!(recovered_events(&layout).len(), 1);
+    let r = verify_store(&layout, &VerifyOptions::default()).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!(r.records, n + 1);
+}
+
+#[test]
+fn segment_with_a_foreign_header_is_not_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = demo_events(1);
+    let n = events.len() as u64;
+    let layout = build(&dir.path().join("s"), events, 30, config(64 << 20));
+    std::fs::write(layout.raw_segment(n), b"GIF8").unwrap();
+    match Writer::open(&layout, config(64 << 20)) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("bad or missing header"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a file that is not ours was accepted"),
+    }
+    assert!(
+        layout.raw_segment(n).exists(),
+        "damage is left for the operator"
+    );
+}
+
+#[test]
 fn clean_reopen_logs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let layout = build(&dir.path().join("s"), demo_events(1), 100, config(64 << 20));

@@ -29,17 +29,29 @@ pub struct RawWriter {
 
 impl RawWriter {
     /// Create a new raw segment (fails if it exists), durable header included.
+    ///
+    /// The segment appears under its name only with its whole header: the header is written
+    /// and synced in `<name>.tmp`, which is then linked to the name (`link` never replaces an
+    /// existing file). A writer killed half-way leaves only the `.tmp`, which recovery removes.
     pub fn create(path: &Path, first_seq: u64) -> io::Result<Self> {
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = Path::new(&tmp_name);
+        // A `.tmp` left by a writer killed here before is stale: start it again.
+        let _ = std::fs::remove_file(tmp);
         let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .mode(0o600)
-            .open(path)?;
+            .open(tmp)?;
         let mut header = Vec::with_capacity(RAW_HEADER);
         header.extend_from_slice(RAW_MAGIC);
         header.extend_from_slice(&first_seq.to_le_bytes());
         file.write_all(&header)?;
         file.sync_all()?;
+        let linked = std::fs::hard_link(tmp, path);
+        let _ = std::fs::remove_file(tmp);
+        linked?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         Ok(RawWriter {
             file,
