@@ -234,6 +234,9 @@ pub enum FileOp {
     Mount,
     /// `umount2` (tracepoint `umount`): `path`, flags `MNT_*`/`UMOUNT_*`.
     Umount,
+    /// `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD | F_DUPFD_CLOEXEC)`: `fd` is the old fd, the
+    /// result the new one.
+    Dup,
 }
 
 impl FileOp {
@@ -254,6 +257,7 @@ impl FileOp {
             13 => FileOp::Ftruncate,
             14 => FileOp::Mount,
             15 => FileOp::Umount,
+            16 => FileOp::Dup,
             _ => return None,
         })
     }

@@ -178,8 +178,8 @@ fn kind_of(op: FileOp) -> Option<Kind> {
         FileOp::Mount => Kind::FileMount,
         FileOp::Umount => Kind::FileUnmount,
         FileOp::Mkdir => Kind::FileMkdir,
-        // No event for these (cwd tracking only).
-        FileOp::Chdir | FileOp::Fchdir => return None,
+        // No event for these (cwd and fd tracking only).
+        FileOp::Chdir | FileOp::Fchdir | FileOp::Dup => return None,
     })
 }
 
@@ -256,6 +256,15 @@ impl Collector {
                     cwd_of(task.pid)
                 } else {
                     Some(PathBuf::from(&path))
+                };
+            }
+            FileOp::Dup if ok => {
+                // The new fd names what the old one named; unknown stays unknown (not a
+                // stale path an earlier file left under that number).
+                let new_fd = result.unwrap_or(-1) as i32;
+                match call.fd.and_then(|fd| p.fds.get(&fd).cloned()) {
+                    Some(path) => p.fds.insert(new_fd, path),
+                    None => p.fds.remove(&new_fd),
                 };
             }
             FileOp::Fchdir if ok => {
@@ -485,6 +494,30 @@ mod tests {
             result: Some("ok".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn dup_copies_a_directory_fd_and_forgets_what_it_overwrites() {
+        let mut c = collector();
+        assert!(feed(&mut c, 11, 1, open(AT_FDCWD, "/srv/a", O_DIRECTORY, 0), 5).is_empty());
+        assert!(feed(&mut c, 11, 2, open(AT_FDCWD, "/srv/b", O_DIRECTORY, 0), 6).is_empty());
+        // dup2(6, 5): fd 5 is now /srv/b.
+        let mut d = call(FileOp::Dup, AT_FDCWD, "");
+        d.fd = Some(6);
+        assert!(feed(&mut c, 11, 3, d.clone(), 5).is_empty());
+        let ev = feed(&mut c, 11, 4, open(5, "x", O_WRONLY | O_CREAT, 0o600), 7);
+        assert_eq!(ev[0].1.path, "/srv/b/x");
+        // A failed dup changes nothing.
+        let mut bad = call(FileOp::Dup, AT_FDCWD, "");
+        bad.fd = Some(9);
+        assert!(feed(&mut c, 11, 5, bad.clone(), -9).is_empty());
+        let ev = feed(&mut c, 11, 6, open(5, "y", O_WRONLY | O_CREAT, 0o600), 8);
+        assert_eq!(ev[0].1.path, "/srv/b/y");
+        // dup of an fd the collector does not know onto fd 5: fd 5 is unknown now, and named
+        // by /proc rather than by the directory it used to be.
+        assert!(feed(&mut c, 11, 7, bad, 5).is_empty());
+        let ev = feed(&mut c, 11, 8, open(5, "z", O_WRONLY | O_CREAT, 0o600), 10);
+        assert_eq!(ev[0].1.path, "/proc/11/fd/5/z");
     }
 
     #[test]

@@ -20,6 +20,12 @@ python3 -c 'import os
 d = os.open("/tmp/proj", os.O_RDONLY)
 f = os.open("viafd.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=d)
 os.close(f)
+import fcntl
+s = os.open("/tmp/proj/sub", os.O_RDONLY)
+os.dup2(s, d)
+os.close(os.open("viadup.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=d))
+e = fcntl.fcntl(s, fcntl.F_DUPFD_CLOEXEC, 40)
+os.close(os.open("viafcntl.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=e))
 for _ in range(5):
     open("/usr/lib/os-release").read()
 '
@@ -89,6 +95,18 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     assert_eq!(viafd.len(), 1, "{viafd:#?}");
     assert_eq!(viafd[0]["file"]["created"], true);
     assert!(exe(viafd[0]).starts_with("/usr/bin/python3"));
+    // Through copies of a directory fd: dup2 of another directory onto it, F_DUPFD_CLOEXEC.
+    for name in ["viadup.txt", "viafcntl.txt"] {
+        let path = format!("/tmp/proj/sub/{name}");
+        let ev = on(&evs, "file.open", &path);
+        assert_eq!(
+            ev.len(),
+            1,
+            "{path}: {:#?}",
+            on(&evs, "file.open", &format!("/tmp/proj/{name}"))
+        );
+        assert_eq!(ev[0]["file"]["created"], true);
+    }
 
     // Sensitive reads, each one logged.
     let shadow = on(&evs, "file.open", "/etc/shadow");

@@ -39,6 +39,7 @@
 #define FOP_FTRUNCATE 13
 #define FOP_MOUNT 14
 #define FOP_UMOUNT 15
+#define FOP_DUP 16
 
 /* rec_file_args.rflags */
 #define FILE_PATH_FAULT 1  /* the path could not be read from user memory */
@@ -74,7 +75,7 @@ struct rec_file_args {
 	__u32 mode;   /* open/mkdir/chmod mode */
 	__u32 uid;    /* chown */
 	__u32 gid;
-	__s32 fd;     /* fchdir, ftruncate; -1 otherwise */
+	__s32 fd;     /* fchdir, ftruncate, fchmod, fchown, dup*: the fd; -1 otherwise */
 	__s64 length; /* truncate, ftruncate */
 	__u32 path_len;  /* bytes of path[] (NUL included); 0 on a fault */
 	__u32 path2_len; /* bytes of path2[] (NUL included); 0 when none */
@@ -532,6 +533,62 @@ int enter_fchdir(struct tp_sys_enter *ctx)
 	return file_send(r);
 }
 FILE_EXIT(fchdir)
+
+/* ---------------------------------------------------------------- fd copies */
+
+/* dup, dup2, dup3 and fcntl(F_DUPFD*) make a second fd for an open file: the collector copies
+ * what it knows of the old fd (its path) to the new one (the result), so that a later *at call
+ * through the copy resolves against the right directory (without this, dup2 of one directory
+ * onto another's fd would make the log name the wrong directory). No event of their own. */
+
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
+
+static __always_inline int dup_enter(__u64 oldfd)
+{
+	struct rec_file_args *r = file_begin(FOP_DUP);
+	if (!r)
+		return 0;
+	r->fd = (__s32)oldfd;
+	r->rflags |= FILE_BY_FD;
+	return file_send(r);
+}
+
+/* dup(oldfd) */
+SEC("tracepoint/syscalls/sys_enter_dup")
+int enter_dup(struct tp_sys_enter *ctx)
+{
+	return dup_enter(ctx->args[0]);
+}
+FILE_EXIT(dup)
+
+/* dup2(oldfd, newfd) */
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int enter_dup2(struct tp_sys_enter *ctx)
+{
+	return dup_enter(ctx->args[0]);
+}
+FILE_EXIT(dup2)
+
+/* dup3(oldfd, newfd, flags) */
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int enter_dup3(struct tp_sys_enter *ctx)
+{
+	return dup_enter(ctx->args[0]);
+}
+FILE_EXIT(dup3)
+
+/* fcntl(fd, cmd, arg): only F_DUPFD and F_DUPFD_CLOEXEC, checked before the cgroup filter
+ * (fcntl is frequent, and its other commands do not concern paths). */
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int enter_fcntl(struct tp_sys_enter *ctx)
+{
+	__u32 cmd = (__u32)ctx->args[1];
+	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+		return 0;
+	return dup_enter(ctx->args[0]);
+}
+FILE_EXIT(fcntl)
 
 /* ---------------------------------------------------------------- attributes */
 
