@@ -151,6 +151,15 @@ enum Cmd {
         /// one file, for the cost per open.
         #[arg(long, default_value_t = 0)]
         opens: u32,
+        /// Also print, for the sandtrail mode, each BPF program's runs and average run time as
+        /// the kernel counts them (BPF_ENABLE_STATS; the counting itself adds two clock reads
+        /// per run, so use it to see where time goes, not for the overhead figure).
+        #[arg(long)]
+        prog_stats: bool,
+        /// Ring buffer size of the sandtrail mode, in KiB (a power of two; sandtrail's
+        /// default is 8192).
+        #[arg(long, default_value_t = 8192)]
+        ring_kib: u32,
     },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
@@ -196,15 +205,19 @@ fn main() -> Result<()> {
             no_auditd,
             split,
             opens,
-        } => overhead::overhead(
-            rounds.max(1),
+            prog_stats,
+            ring_kib,
+        } => overhead::overhead(overhead::Options {
+            rounds: rounds.max(1),
             spawns,
             files,
             builds,
-            no_auditd,
+            skip_auditd: no_auditd,
             split,
             opens,
-        ),
+            prog_stats,
+            ring_kib,
+        }),
         Cmd::Ingest {
             events,
             sessions,

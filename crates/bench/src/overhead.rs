@@ -328,6 +328,8 @@ struct Tally {
     records: u64,
     events: u64,
     lost: u64,
+    /// `--prog-stats`: by program name, (runs, run time) summed over runs.
+    programs: std::collections::BTreeMap<String, (u64, Duration)>,
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -335,16 +337,41 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// What `overhead` runs (the command line's options).
+pub struct Options {
+    /// Rounds; each runs every mode once.
+    pub rounds: u32,
+    /// `/bin/true` runs per workload.
+    pub spawns: u32,
+    /// (write, mv, rm) triples per workload.
+    pub files: u32,
+    /// `gcc -c` runs per workload.
+    pub builds: u32,
+    /// Leave auditd out.
+    pub skip_auditd: bool,
+    /// Add the modes that split sandtrail's cost.
+    pub split: bool,
+    /// Replace the workload by this many read-only opens (0: the workload).
+    pub opens: u32,
+    /// Print each BPF program's run count and time (sandtrail mode).
+    pub prog_stats: bool,
+    /// Ring buffer of the sandtrail mode, KiB.
+    pub ring_kib: u32,
+}
+
 /// Runs the comparison and prints the figures.
-pub fn overhead(
-    rounds: u32,
-    spawns: u32,
-    files: u32,
-    builds: u32,
-    skip_auditd: bool,
-    split: bool,
-    opens: u32,
-) -> Result<()> {
+pub fn overhead(o: Options) -> Result<()> {
+    let Options {
+        rounds,
+        spawns,
+        files,
+        builds,
+        skip_auditd,
+        split,
+        opens,
+        prog_stats,
+        ring_kib,
+    } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the overhead benchmark needs root (cgroups, BPF, auditd)");
@@ -363,6 +390,10 @@ pub fn overhead(
         }
     }
     let script = script(&cg.0, spawns, files, builds, opens);
+    let _stats = prog_stats
+        .then(sandtrail_bpf::stats::enable)
+        .transpose()
+        .context("enabling BPF program statistics")?;
     let mut modes = vec![Mode::Unaudited];
     if split {
         modes.extend([Mode::Attached, Mode::Kernel, Mode::Decode]);
@@ -430,8 +461,17 @@ pub fn overhead(
                     split_probe = Some(probe);
                 }
                 Mode::Sandtrail | Mode::Procs => {
+                    let others: std::collections::HashSet<u32> = if prog_stats {
+                        sandtrail_bpf::stats::programs(&[])
+                            .iter()
+                            .map(|p| p.id)
+                            .collect()
+                    } else {
+                        Default::default()
+                    };
                     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
                         files: mode == Mode::Sandtrail,
+                        ring_buffer_bytes: ring_kib << 10,
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
@@ -444,6 +484,15 @@ pub fn overhead(
                     t.reader_cpu += cpu;
                     t.events += ev;
                     t.lost += probe.losses()?.total();
+                    if prog_stats {
+                        for p in sandtrail_bpf::stats::programs(&[]) {
+                            if !others.contains(&p.id) {
+                                let e = t.programs.entry(p.name).or_default();
+                                e.0 += p.runs;
+                                e.1 += p.run_time;
+                            }
+                        }
+                    }
                 }
                 Mode::Auditd => {
                     let a = Auditd::start()?;
@@ -511,6 +560,28 @@ pub fn overhead(
             );
         }
         println!("{line}");
+    }
+    for (i, &m) in modes.iter().enumerate() {
+        let progs = &tally[i].programs;
+        if progs.is_empty() {
+            continue;
+        }
+        let mut v: Vec<_> = progs.iter().filter(|(_, (n, _))| *n > 0).collect();
+        v.sort_by_key(|(_, (_, t))| std::cmp::Reverse(*t));
+        let total: Duration = v.iter().map(|(_, (_, t))| *t).sum();
+        println!(
+            "{} mode, BPF programs as the kernel counts them (per round): {:.1} ms in all",
+            m.name(),
+            total.as_secs_f64() * 1e3 / rounds as f64
+        );
+        for (name, (n, t)) in v {
+            println!(
+                "  {name:<16} {:>8} runs  {:>6.0} ns/run  {:>6.2} ms",
+                n / rounds as u64,
+                t.as_nanos() as f64 / *n as f64,
+                t.as_secs_f64() * 1e3 / rounds as f64
+            );
+        }
     }
     let cpu_of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| cpus[i]);
     if split {

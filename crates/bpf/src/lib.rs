@@ -21,6 +21,7 @@
 
 pub mod net;
 mod record;
+pub mod stats;
 mod sys;
 
 use std::collections::{HashMap as StdHashMap, VecDeque};
