@@ -31,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
@@ -315,6 +315,7 @@ pub struct Probe {
     // Maps taken out of `ebpf` (their fds keep them alive); `ebpf` owns programs and links.
     ring: RingBuf<MapData>,
     watched: HashMap<MapData, u64, u8>,
+    filter_gen: Array<MapData, u32>,
     losses: PerCpuArray<MapData, u64>,
     epoll: sys::Epoll,
     /// Exec arguments waiting for their result, by the tid that called execve.
@@ -441,6 +442,11 @@ impl Probe {
             detail: "missing from the object".into(),
         })?)
         .map_err(map_err("watched"))?;
+        let filter_gen = Array::try_from(ebpf.take_map("filter_gen").ok_or(BpfError::Map {
+            name: "filter_gen",
+            detail: "missing from the object".into(),
+        })?)
+        .map_err(map_err("filter_gen"))?;
         let losses = PerCpuArray::try_from(ebpf.take_map("losses").ok_or(BpfError::Map {
             name: "losses",
             detail: "missing from the object".into(),
@@ -450,6 +456,7 @@ impl Probe {
         Ok(Probe {
             ring,
             watched,
+            filter_gen,
             losses,
             epoll,
             pending: StdHashMap::new(),
@@ -474,16 +481,28 @@ impl Probe {
         self.watched
             .insert(id, 1u8, 0)
             .map_err(map_err("watched"))?;
+        self.bump_filter_gen()?;
         Ok(id)
+    }
+
+    /// Voids the programs' per-CPU answers of the cgroup filter (after `watched` changed: the
+    /// change is in the map before the generation moves, so an answer cached under the new
+    /// generation saw it).
+    fn bump_filter_gen(&mut self) -> Result<(), BpfError> {
+        let g = self.filter_gen.get(&0, 0).map_err(map_err("filter_gen"))?;
+        self.filter_gen
+            .set(0, g.wrapping_add(1), 0)
+            .map_err(map_err("filter_gen"))
     }
 
     /// Stops recording a cgroup subtree (records already in the ring buffer are still read).
     pub fn unwatch(&mut self, cgroup: impl Into<CgroupRef>) -> Result<(), BpfError> {
         let id = cgroup.into().id()?;
         match self.watched.remove(&id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("watched")(e)),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("watched")(e)),
         }
+        self.bump_filter_gen()
     }
 
     /// The next record, waiting up to `timeout` for one; `None` on timeout.

@@ -322,3 +322,69 @@ fn file_script_other_operations() {
     assert_eq!(*res, Some(0));
     assert!(files.iter().all(|(_, c, r)| r.is_some() && !c.path_fault));
 }
+
+/// The programs remember their last cgroup-filter answer per CPU; watching and unwatching must
+/// void it at once. A process busy in its cgroup before the watch (so the answer "not watched"
+/// is remembered) is recorded from its first call after the watch, and not after the unwatch.
+#[test]
+fn watch_and_unwatch_take_effect_at_once_for_a_busy_process() {
+    require_root!("watch_and_unwatch_take_effect_at_once_for_a_busy_process");
+    use std::io::{BufRead, BufReader, Write};
+    let cg = TestCgroup::new();
+    let mut probe = load(ProbeOptions::default());
+    let tag = format!("/nonexistent-sandtrail-filter-{}", std::process::id());
+    let mut child = cg.spawn(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys\n\
+                 for line in sys.stdin:\n\
+                 \x20   name, n = line.split()\n\
+                 \x20   for _ in range(int(n)):\n\
+                 \x20       try: os.close(os.open(name, os.O_RDONLY))\n\
+                 \x20       except OSError: pass\n\
+                 \x20   print('done', flush=True)\n",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut step = |name: &str, n: u32| {
+        writeln!(stdin, "{name} {n}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+    };
+    let opens_of = |records: &[RawRecord], name: &str| {
+        files(records)
+            .iter()
+            .filter(|(_, c, _)| c.op == FileOp::Open && c.path == Path::new(name))
+            .count()
+    };
+    // Busy before the watch: thousands of calls answered "not watched".
+    step(&format!("{tag}-before"), 20_000);
+    let id = probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    step(&format!("{tag}-watched"), 3);
+    let watched_name = format!("{tag}-watched");
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(10),
+        |r| matches!(r, RawRecord::File { call, .. } if call.path == Path::new(&watched_name)),
+    );
+    assert_eq!(opens_of(&records, &format!("{tag}-before")), 0);
+    assert_eq!(opens_of(&records, &watched_name), 3, "{records:#?}");
+    probe.unwatch(id).expect("unwatch");
+    step(&format!("{tag}-unwatched"), 3);
+    let mut after = Vec::new();
+    while let Some(r) = probe.next_record(Duration::from_millis(500)).expect("read") {
+        after.push(r);
+    }
+    assert_eq!(
+        opens_of(&after, &format!("{tag}-unwatched")),
+        0,
+        "{after:#?}"
+    );
+    drop(stdin);
+    child.wait().unwrap();
+}

@@ -331,6 +331,33 @@ struct {
 	__type(value, __u8);
 } watched SEC(".maps");
 
+/* The generation of `watched`: user space adds one after every change of it, which voids
+ * every CPU's `filter_cache`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} filter_gen SEC(".maps");
+
+/* The cgroup filter's last answer on this CPU: the cgroup id it was for, the generation of
+ * `watched` it was computed under, and the answer. Syscalls come in runs from one task, so
+ * most programs answer from here (two inlined array lookups) instead of walking the
+ * ancestors with a hash lookup each, which unwatched host tasks would otherwise pay at every
+ * traced syscall. */
+struct filter_cache {
+	__u64 cgroup_id;
+	__u32 gen;
+	__u32 watched;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter_cache);
+} filter_cache SEC(".maps");
+
 /* Tracked processes by tgid. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -427,9 +454,8 @@ static __always_inline void count_loss(__u32 slot)
 		*n += 1;
 }
 
-static __always_inline int in_watched_cgroup(void)
+static __always_inline int in_watched_subtree(__u64 id)
 {
-	__u64 id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&watched, &id))
 		return 1;
 	for (int level = 0; level < MAX_CGROUP_DEPTH; level++) {
@@ -440,6 +466,27 @@ static __always_inline int in_watched_cgroup(void)
 			return 1;
 	}
 	return 0;
+}
+
+/* Whether the current task is in a watched cgroup or below one. A task's cgroup can change
+ * between two calls, but the answer is keyed by the cgroup id, and a cgroup's ancestors never
+ * change. */
+static __always_inline int in_watched_cgroup(void)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&filter_gen, &zero);
+	struct filter_cache *c = bpf_map_lookup_elem(&filter_cache, &zero);
+	if (!gen || !c)
+		return in_watched_subtree(id);
+	__u32 g = *gen;
+	if (c->cgroup_id == id && c->gen == g)
+		return c->watched;
+	int w = in_watched_subtree(id);
+	c->cgroup_id = id;
+	c->gen = g;
+	c->watched = w;
+	return w;
 }
 
 static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
