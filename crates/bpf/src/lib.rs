@@ -382,11 +382,15 @@ impl Probe {
             .wakeup_bytes
             .unwrap_or((opts.ring_buffer_bytes / 8).min(64 << 10))
             .min(opts.ring_buffer_bytes / 2);
+        // Look at the unread amount every few records: at most about a quarter of the
+        // threshold passes unlooked at with typical file records (~150-500 bytes).
+        let wakeup_every = (wakeup_bytes / 2048).clamp(1, 32);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("events", opts.ring_buffer_bytes)
             .map_max_entries("scratch", cpus)
             .override_global("argv_cap", &argv_cap, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("wakeup_every", &wakeup_every, true)
             .load(PROCESS_OBJ)
             .map_err(|e| BpfError::Object(Box::new(e)))?;
 
