@@ -67,9 +67,7 @@ fn torn_tail_is_cut_and_reported_in_the_log() {
         found[0].seq, n,
         "the recovery event follows the last intact record"
     );
-    let r = verify_store(&layout, &VerifyOptions::default()).unwrap();
-    assert!(r.ok(), "{:#?}", r.problems);
-    assert_eq!(r.records, n + 1);
+    verifies_with(&layout, n + 1);
 }
 
 #[test]
@@ -98,9 +96,14 @@ fn segment_killed_while_being_created_is_removed() {
     );
     assert!(!std::path::Path::new(&tmp).exists(), "the .tmp is removed");
     assert_eq!(recovered_events(&layout).len(), 1);
-    let r = verify_store(&layout, &VerifyOptions::default()).unwrap();
+    verifies_with(&layout, n + 1);
+}
+
+/// The store verifies and holds `records` records.
+fn verifies_with(layout: &Layout, records: u64) {
+    let r = verify_store(layout, &VerifyOptions::default()).unwrap();
     assert!(r.ok(), "{:#?}", r.problems);
-    assert_eq!(r.records, n + 1);
+    assert_eq!(r.records, records);
 }
 
 #[test]

@@ -554,29 +554,18 @@ static __always_inline int dup_enter(__u64 oldfd)
 	return file_send(r);
 }
 
-/* dup(oldfd) */
-SEC("tracepoint/syscalls/sys_enter_dup")
-int enter_dup(struct tp_sys_enter *ctx)
-{
-	return dup_enter(ctx->args[0]);
-}
-FILE_EXIT(dup)
+/* The entry and exit programs of a dup call whose first argument is the old fd. */
+#define DUP_CALL(name)                                    \
+	SEC("tracepoint/syscalls/sys_enter_" #name)       \
+	int enter_##name(struct tp_sys_enter *ctx)        \
+	{                                                 \
+		return dup_enter(ctx->args[0]);           \
+	}                                                 \
+	FILE_EXIT(name)
 
-/* dup2(oldfd, newfd) */
-SEC("tracepoint/syscalls/sys_enter_dup2")
-int enter_dup2(struct tp_sys_enter *ctx)
-{
-	return dup_enter(ctx->args[0]);
-}
-FILE_EXIT(dup2)
-
-/* dup3(oldfd, newfd, flags) */
-SEC("tracepoint/syscalls/sys_enter_dup3")
-int enter_dup3(struct tp_sys_enter *ctx)
-{
-	return dup_enter(ctx->args[0]);
-}
-FILE_EXIT(dup3)
+DUP_CALL(dup)  /* dup(oldfd) */
+DUP_CALL(dup2) /* dup2(oldfd, newfd) */
+DUP_CALL(dup3) /* dup3(oldfd, newfd, flags) */
 
 /* fcntl(fd, cmd, arg): only F_DUPFD and F_DUPFD_CLOEXEC, checked before the cgroup filter
  * (fcntl is frequent, and its other commands do not concern paths). */
