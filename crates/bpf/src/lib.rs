@@ -84,6 +84,10 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("exit_waitid", "syscalls", "sys_exit_waitid"),
 ];
 
+/// Tracepoints of system calls newer than the minimum kernel: their programs are attached
+/// where the kernel has them (`fchmodat2`: 6.6).
+const OPTIONAL_TRACEPOINTS: &[&str] = &["sys_enter_fchmodat2", "sys_exit_fchmodat2"];
+
 /// The file programs (src/bpf/file_progs.h), attached when [`ProbeOptions::files`] is set;
 /// `umount` is the umount2 syscall's tracepoint.
 const FILE_PROGRAMS: &[(&str, &str, &str)] = &[
@@ -127,6 +131,8 @@ const FILE_PROGRAMS: &[(&str, &str, &str)] = &[
     ("exit_chmod", "syscalls", "sys_exit_chmod"),
     ("enter_fchmodat", "syscalls", "sys_enter_fchmodat"),
     ("exit_fchmodat", "syscalls", "sys_exit_fchmodat"),
+    ("enter_fchmodat2", "syscalls", "sys_enter_fchmodat2"),
+    ("exit_fchmodat2", "syscalls", "sys_exit_fchmodat2"),
     ("enter_fchmod", "syscalls", "sys_enter_fchmod"),
     ("exit_fchmod", "syscalls", "sys_exit_fchmod"),
     ("enter_fchown", "syscalls", "sys_enter_fchown"),
@@ -397,6 +403,12 @@ impl Probe {
         let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
         for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
             let tracepoint = format!("{category}/{tp_name}");
+            if OPTIONAL_TRACEPOINTS.contains(&tp_name)
+                && !tracefs.join("events").join(&tracepoint).exists()
+            {
+                // A system call this kernel does not have cannot be made either.
+                continue;
+            }
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(BpfError::MissingProgram(name))?

@@ -348,7 +348,10 @@ impl Collector {
                 info.new_path = Some(link);
                 info.flags = Some(1);
             }
-            FileOp::Chmod => info.mode = Some(call.mode & 0o7777),
+            FileOp::Chmod => {
+                info.mode = Some(call.mode & 0o7777);
+                info.flags = flags; // fchmodat2's AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH
+            }
             // The mode as passed (the umask applies after).
             FileOp::Mkdir => info.mode = Some(call.mode & 0o7777),
             FileOp::Chown => {

@@ -20,6 +20,9 @@ python3 -c 'import os
 d = os.open("/tmp/proj", os.O_RDONLY)
 f = os.open("viafd.txt", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=d)
 os.close(f)
+import ctypes
+# fchmodat2 (452) called directly, as no libc wrapper of this Debian does.
+assert ctypes.CDLL(None).syscall(452, d, b"viafd.txt", 0o604, 0) == 0
 import fcntl
 s = os.open("/tmp/proj/sub", os.O_RDONLY)
 os.dup2(s, d)
@@ -95,6 +98,11 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     assert_eq!(viafd.len(), 1, "{viafd:#?}");
     assert_eq!(viafd[0]["file"]["created"], true);
     assert!(exe(viafd[0]).starts_with("/usr/bin/python3"));
+    // fchmodat2 through the directory fd.
+    let chmod2 = on(&evs, "file.chmod", "/tmp/proj/viafd.txt");
+    assert_eq!(chmod2.len(), 1, "{chmod2:#?}");
+    assert_eq!(chmod2[0]["file"]["mode"], 0o604);
+    assert_eq!(chmod2[0]["file"]["result"], "ok");
     // Through copies of a directory fd: dup2 of another directory onto it, F_DUPFD_CLOEXEC.
     for name in ["viadup.txt", "viafcntl.txt"] {
         let path = format!("/tmp/proj/sub/{name}");

@@ -608,6 +608,22 @@ int enter_fchmodat(struct tp_sys_enter *ctx)
 }
 FILE_EXIT(fchmodat)
 
+/* fchmodat2(dfd, filename, mode, flags) (6.6+; glibc 2.39+ uses it for AT_SYMLINK_NOFOLLOW,
+ * and any program can call it directly). Attached only where the kernel has it. */
+SEC("tracepoint/syscalls/sys_enter_fchmodat2")
+int enter_fchmodat2(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_CHMOD);
+	if (!r)
+		return 0;
+	r->dirfd = (__s32)ctx->args[0];
+	file_path(r, ctx->args[1]);
+	r->mode = (__u32)ctx->args[2];
+	r->flags = (__u32)ctx->args[3];
+	return file_send(r);
+}
+FILE_EXIT(fchmodat2)
+
 /* fchmod(fd, mode) */
 SEC("tracepoint/syscalls/sys_enter_fchmod")
 int enter_fchmod(struct tp_sys_enter *ctx)
