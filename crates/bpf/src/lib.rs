@@ -35,7 +35,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
-use record::{decode, proc_status, KernelRecord};
+use record::{decode, proc_status, setid_exe, KernelRecord, ProcStatus};
 pub use record::{
     CredCall, ExecArgs, ExecAt, ExitStatus, FileCall, FileOp, RawRecord, Task, WaitStatus,
 };
@@ -328,6 +328,8 @@ pub struct Probe {
     pending: StdHashMap<u32, ExecArgs>,
     /// File call arguments waiting for their result, by the tid that made the call.
     pending_files: StdHashMap<u32, (Task, FileCall)>,
+    /// Whether the file programs are attached ([`ProbeOptions::files`]).
+    files: bool,
     /// Records completed while joining another (a file call whose result never came).
     ready: VecDeque<RawRecord>,
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
@@ -477,6 +479,7 @@ impl Probe {
             epoll,
             pending: StdHashMap::new(),
             pending_files: StdHashMap::new(),
+            files: opts.files,
             ready: VecDeque::new(),
             ppids: StdHashMap::new(),
             tracefs_mounted,
@@ -567,9 +570,22 @@ impl Probe {
                 })
             }
             KernelRecord::Exec { mut task, old_tid } => {
-                let st = proc_status(task.pid);
+                // /proc is read only for what the records cannot tell: the euid/egid after the
+                // exec of a setuid/setgid file, and the whole state of a process whose fork the
+                // programs did not see. Reading /proc/<pid>/status at every exec cost the
+                // reader about 20 µs per exec and took locks the exec'ing process needs.
+                let unseen = task.ppid == 0 && !self.ppids.contains_key(&task.pid);
+                let st = if unseen || setid_exe(task.pid) {
+                    proc_status(task.pid)
+                } else {
+                    ProcStatus::default()
+                };
                 self.fill_ppid(&mut task, st.ppid);
-                let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
+                // The collector tracks the cwd from chdir records; without the file programs
+                // (or for an unseen process) it needs this racy read.
+                let cwd = (unseen || !self.files)
+                    .then(|| std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok())
+                    .flatten();
                 Some(RawRecord::Exec {
                     args: self.pending.remove(&old_tid),
                     old_tid,

@@ -663,6 +663,14 @@ pub(crate) struct ProcStatus {
     pub egid: Option<u32>,
 }
 
+/// Whether the file process `pid` runs has the setuid or setgid bit (false when the process
+/// is gone: its `/proc/<pid>/status` could not be read either).
+pub(crate) fn setid_exe(pid: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .is_ok_and(|m| m.permissions().mode() & 0o6000 != 0)
+}
+
 pub(crate) fn proc_status(pid: u32) -> ProcStatus {
     let mut st = ProcStatus::default();
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
