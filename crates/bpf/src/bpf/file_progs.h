@@ -594,33 +594,33 @@ int enter_chmod(struct tp_sys_enter *ctx)
 }
 FILE_EXIT(chmod)
 
-/* fchmodat(dfd, filename, mode) */
+/* fchmodat(dfd, filename, mode) and fchmodat2(dfd, filename, mode, flags): `flags` is 0 for
+ * fchmodat, which has none. */
+static __always_inline int chmodat_enter(struct tp_sys_enter *ctx, __u64 flags)
+{
+	struct rec_file_args *r = file_begin(FOP_CHMOD);
+	if (!r)
+		return 0;
+	r->dirfd = (__s32)ctx->args[0];
+	file_path(r, ctx->args[1]);
+	r->mode = (__u32)ctx->args[2];
+	r->flags = (__u32)flags;
+	return file_send(r);
+}
+
 SEC("tracepoint/syscalls/sys_enter_fchmodat")
 int enter_fchmodat(struct tp_sys_enter *ctx)
 {
-	struct rec_file_args *r = file_begin(FOP_CHMOD);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->mode = (__u32)ctx->args[2];
-	return file_send(r);
+	return chmodat_enter(ctx, 0);
 }
 FILE_EXIT(fchmodat)
 
-/* fchmodat2(dfd, filename, mode, flags) (6.6+; glibc 2.39+ uses it for AT_SYMLINK_NOFOLLOW,
- * and any program can call it directly). Attached only where the kernel has it. */
+/* fchmodat2 is 6.6+ (glibc 2.39+ uses it for AT_SYMLINK_NOFOLLOW, and any program can call it
+ * directly); attached only where the kernel has it. */
 SEC("tracepoint/syscalls/sys_enter_fchmodat2")
 int enter_fchmodat2(struct tp_sys_enter *ctx)
 {
-	struct rec_file_args *r = file_begin(FOP_CHMOD);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->mode = (__u32)ctx->args[2];
-	r->flags = (__u32)ctx->args[3];
-	return file_send(r);
+	return chmodat_enter(ctx, ctx->args[3]);
 }
 FILE_EXIT(fchmodat2)
 
