@@ -218,12 +218,16 @@ fn ensure_info(layout: &Layout, cfg: &StoreConfig) -> Result<StoreInfo, StoreErr
 /// True when `path` is shorter than a raw segment header and what it holds is the start of
 /// one: the file of a writer killed while creating it.
 fn is_torn_creation(path: &Path) -> bool {
+    use crate::segment::raw::{RAW_HEADER, RAW_MAGIC};
+    // The length first: the newest segment is usually whole and megabytes long.
+    if std::fs::metadata(path).map_or(true, |m| m.len() >= RAW_HEADER as u64) {
+        return false;
+    }
     let Ok(bytes) = std::fs::read(path) else {
         return false;
     };
-    let magic = crate::segment::raw::RAW_MAGIC;
-    bytes.len() < crate::segment::raw::RAW_HEADER
-        && bytes[..bytes.len().min(magic.len())] == magic[..bytes.len().min(magic.len())]
+    let n = bytes.len().min(RAW_MAGIC.len());
+    bytes.len() < RAW_HEADER && bytes[..n] == RAW_MAGIC[..n]
 }
 
 pub(crate) fn recover(layout: &Layout, cfg: &StoreConfig) -> Result<Recovered, StoreError> {

@@ -22,6 +22,16 @@ fn recovered_events(layout: &Layout) -> Vec<sandtrail_event::Event> {
     .unwrap()
 }
 
+/// Reopens the store as after a crash (the RUNNING marker left behind); the recovery report.
+fn reopen_after_crash(layout: &Layout) -> sandtrail_store::recovery::RecoveryReport {
+    std::fs::write(layout.running(), b"4242\n").unwrap();
+    let w = Writer::open(layout, config(64 << 20)).unwrap();
+    let report = w.recovery().clone();
+    w.close().unwrap();
+    assert!(report.unclean);
+    report
+}
+
 #[test]
 fn torn_tail_is_cut_and_reported_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,12 +47,7 @@ fn torn_tail_is_cut_and_reported_in_the_log() {
         .unwrap()
         .write_all(&garbage)
         .unwrap();
-    std::fs::write(layout.running(), b"4242\n").unwrap();
-
-    let w = Writer::open(&layout, config(64 << 20)).unwrap();
-    let report = w.recovery().clone();
-    w.close().unwrap();
-    assert!(report.unclean);
+    let report = reopen_after_crash(&layout);
     assert_eq!(report.size, n);
     assert_eq!(report.truncated_bytes, garbage.len() as u64);
     assert_eq!(
@@ -83,12 +88,7 @@ fn segment_killed_while_being_created_is_removed() {
     let mut tmp = next.clone().into_os_string();
     tmp.push(".tmp");
     std::fs::write(&tmp, b"").unwrap();
-    std::fs::write(layout.running(), b"4242\n").unwrap();
-
-    let w = Writer::open(&layout, config(64 << 20)).unwrap();
-    let report = w.recovery().clone();
-    w.close().unwrap();
-    assert!(report.unclean);
+    let report = reopen_after_crash(&layout);
     assert_eq!(report.size, n);
     assert_eq!(
         report.torn.as_deref(),
