@@ -156,10 +156,6 @@ enum Cmd {
         /// per run, so use it to see where time goes, not for the overhead figure).
         #[arg(long)]
         prog_stats: bool,
-        /// Ring buffer size of the sandtrail mode, in KiB (a power of two; sandtrail's
-        /// default is 8192).
-        #[arg(long, default_value_t = 8192)]
-        ring_kib: u32,
     },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
@@ -206,7 +202,6 @@ fn main() -> Result<()> {
             split,
             opens,
             prog_stats,
-            ring_kib,
         } => overhead::overhead(overhead::Options {
             rounds: rounds.max(1),
             spawns,
@@ -216,7 +211,6 @@ fn main() -> Result<()> {
             split,
             opens,
             prog_stats,
-            ring_kib,
         }),
         Cmd::Ingest {
             events,

@@ -355,8 +355,6 @@ pub struct Options {
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
     pub prog_stats: bool,
-    /// Ring buffer of the sandtrail mode, KiB.
-    pub ring_kib: u32,
 }
 
 /// Runs the comparison and prints the figures.
@@ -370,7 +368,6 @@ pub fn overhead(o: Options) -> Result<()> {
         split,
         opens,
         prog_stats,
-        ring_kib,
     } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -462,7 +459,7 @@ pub fn overhead(o: Options) -> Result<()> {
                 }
                 Mode::Sandtrail | Mode::Procs => {
                     let others: std::collections::HashSet<u32> = if prog_stats {
-                        sandtrail_bpf::stats::programs(&[])
+                        sandtrail_bpf::stats::programs()
                             .iter()
                             .map(|p| p.id)
                             .collect()
@@ -471,7 +468,6 @@ pub fn overhead(o: Options) -> Result<()> {
                     };
                     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
                         files: mode == Mode::Sandtrail,
-                        ring_buffer_bytes: ring_kib << 10,
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
@@ -485,7 +481,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     t.events += ev;
                     t.lost += probe.losses()?.total();
                     if prog_stats {
-                        for p in sandtrail_bpf::stats::programs(&[]) {
+                        for p in sandtrail_bpf::stats::programs() {
                             if !others.contains(&p.id) {
                                 let e = t.programs.entry(p.name).or_default();
                                 e.0 += p.runs;

@@ -572,8 +572,7 @@ impl Probe {
             KernelRecord::Exec { mut task, old_tid } => {
                 // /proc is read only for what the records cannot tell: the euid/egid after the
                 // exec of a setuid/setgid file, and the whole state of a process whose fork the
-                // programs did not see. Reading /proc/<pid>/status at every exec cost the
-                // reader about 20 µs per exec and took locks the exec'ing process needs.
+                // programs did not see (every /proc read races with the process).
                 let unseen = task.ppid == 0 && !self.ppids.contains_key(&task.pid);
                 let st = if unseen || setid_exe(task.pid) {
                     proc_status(task.pid)

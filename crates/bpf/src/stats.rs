@@ -26,21 +26,15 @@ pub fn enable() -> std::io::Result<OwnedFd> {
         .map_err(|e| std::io::Error::other(format!("BPF_ENABLE_STATS: {e}")))
 }
 
-/// The counters of every loaded program whose name starts with one of `prefixes` (all when
-/// empty).
-pub fn programs(prefixes: &[&str]) -> Vec<ProgramStat> {
+/// The counters of every loaded program.
+pub fn programs() -> Vec<ProgramStat> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| {
-            let name = p.name_as_str().unwrap_or("").to_string();
-            (prefixes.is_empty() || prefixes.iter().any(|x| name.starts_with(x))).then(|| {
-                ProgramStat {
-                    id: p.id(),
-                    name,
-                    runs: p.run_count(),
-                    run_time: p.run_time(),
-                }
-            })
+        .map(|p| ProgramStat {
+            id: p.id(),
+            name: p.name_as_str().unwrap_or("").to_string(),
+            runs: p.run_count(),
+            run_time: p.run_time(),
         })
         .collect()
 }

@@ -457,15 +457,17 @@ static __always_inline __u64 rb_wakeup(void)
 {
 	if (!wakeup_bytes)
 		return 0; /* the kernel's default: wake the reader at every record */
-	__u32 zero = 0;
-	__u32 *n = bpf_map_lookup_elem(&wakeup_count, &zero);
-	if (n && wakeup_every > 1) {
-		__u32 c = *n + 1;
-		if (c < wakeup_every) {
-			*n = c;
-			return BPF_RB_NO_WAKEUP;
+	if (wakeup_every > 1) {
+		__u32 zero = 0;
+		__u32 *n = bpf_map_lookup_elem(&wakeup_count, &zero);
+		if (n) {
+			__u32 c = *n + 1;
+			if (c < wakeup_every) {
+				*n = c;
+				return BPF_RB_NO_WAKEUP;
+			}
+			*n = 0;
 		}
-		*n = 0;
 	}
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
 									  : BPF_RB_NO_WAKEUP;
