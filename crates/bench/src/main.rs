@@ -156,6 +156,10 @@ enum Cmd {
         /// per run, so use it to see where time goes, not for the overhead figure).
         #[arg(long)]
         prog_stats: bool,
+        /// After the rounds: record one run's kernel records and feed them this many times to
+        /// a fresh collector, printing the collector's CPU time per record (0: skip).
+        #[arg(long, default_value_t = 0)]
+        replay: u32,
     },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
@@ -202,6 +206,7 @@ fn main() -> Result<()> {
             split,
             opens,
             prog_stats,
+            replay,
         } => overhead::overhead(overhead::Options {
             rounds: rounds.max(1),
             spawns,
@@ -211,6 +216,7 @@ fn main() -> Result<()> {
             split,
             opens,
             prog_stats,
+            replay,
         }),
         Cmd::Ingest {
             events,

@@ -355,6 +355,9 @@ pub struct Options {
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
     pub prog_stats: bool,
+    /// After the rounds: record one workload's records and feed them this many times to a
+    /// fresh collector, timing the collector alone (0: skip).
+    pub replay: u32,
 }
 
 /// Runs the comparison and prints the figures.
@@ -368,6 +371,7 @@ pub fn overhead(o: Options) -> Result<()> {
         split,
         opens,
         prog_stats,
+        replay,
     } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -635,5 +639,56 @@ pub fn overhead(o: Options) -> Result<()> {
             println!("sandtrail's overhead is within noise of zero; auditd's is {oa:+.1} %");
         }
     }
+    if replay > 0 {
+        collector_replay(dir.path(), &script, &cg.0, replay)?;
+    }
+    Ok(())
+}
+
+/// Records one run of the workload (decoded records, kept in memory), then feeds them `times`
+/// times to a fresh collector each and prints the collector's CPU time per record and per
+/// round: the reader's share of sandtrail's cost without the machine's noise. The cwd lookup of
+/// a first-seen process is turned off (the recorded processes are gone; in a live run it is
+/// one `readlink` per process whose fork was not seen).
+fn collector_replay(dir: &Path, script: &str, cgroup: &Path, times: u32) -> Result<()> {
+    let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
+        ring_buffer_bytes: 256 << 20,
+        wakeup_bytes: Some(128 << 20),
+        ..Default::default()
+    })?;
+    let id = probe.watch_cgroup(cgroup.to_path_buf())?;
+    run_workload(dir, script)?;
+    let mut recorded = Vec::new();
+    let start = thread_cpu();
+    while let Some(r) = probe.next_record(Duration::from_millis(50))? {
+        recorded.push(r);
+    }
+    let decode = thread_cpu() - start;
+    probe.unwatch(id)?;
+    let lost = probe.losses()?.total();
+    let mut cpu = Vec::new();
+    let mut events = 0;
+    for _ in 0..times {
+        let copy = recorded.clone();
+        let mut c = sandtrail_collector::Collector::new();
+        c.set_cwd_lookup(|_| None);
+        c.watch(id, scope());
+        let start = thread_cpu();
+        events = 0;
+        for r in copy {
+            events += c.record(r).len();
+        }
+        events += c.unwatch(id).len();
+        cpu.push(thread_cpu() - start);
+    }
+    let m = median(&mut cpu);
+    println!(
+        "decoding one run's records: {:.1} ms CPU ({:.0} ns per record)\ncollector replay: {} records ({lost} lost), {events} events; median of {times}: {:.1} ms CPU per round, {:.0} ns per record",
+        decode.as_secs_f64() * 1e3,
+        decode.as_nanos() as f64 / recorded.len().max(1) as f64,
+        recorded.len(),
+        m.as_secs_f64() * 1e3,
+        m.as_nanos() as f64 / recorded.len().max(1) as f64
+    );
     Ok(())
 }
