@@ -19,12 +19,13 @@
 //! # Ok::<(), sandtrail_bpf::BpfError>(())
 //! ```
 
+mod idhash;
 pub mod net;
 mod record;
 pub mod stats;
 mod sys;
 
-use std::collections::{HashMap as StdHashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -35,6 +36,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
+pub use idhash::{IdBuild, IdHasher, IdMap};
 use record::{decode, proc_status, setid_exe, KernelRecord, ProcStatus};
 pub use record::{
     CredCall, ExecArgs, ExecAt, ExitStatus, FileCall, FileOp, RawRecord, Task, WaitStatus,
@@ -325,15 +327,15 @@ pub struct Probe {
     losses: PerCpuArray<MapData, u64>,
     epoll: sys::Epoll,
     /// Exec arguments waiting for their result, by the tid that called execve.
-    pending: StdHashMap<u32, ExecArgs>,
+    pending: IdMap<u32, ExecArgs>,
     /// File call arguments waiting for their result, by the tid that made the call.
-    pending_files: StdHashMap<u32, (Task, FileCall)>,
+    pending_files: IdMap<u32, (Task, FileCall)>,
     /// Whether the file programs are attached ([`ProbeOptions::files`]).
     files: bool,
     /// Records completed while joining another (a file call whose result never came).
     ready: VecDeque<RawRecord>,
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
-    ppids: StdHashMap<u32, u32>,
+    ppids: IdMap<u32, u32>,
     tracefs_mounted: bool,
     max_latency: Duration,
     ebpf: Ebpf,
@@ -477,11 +479,11 @@ impl Probe {
             filter_gen,
             losses,
             epoll,
-            pending: StdHashMap::new(),
-            pending_files: StdHashMap::new(),
+            pending: IdMap::default(),
+            pending_files: IdMap::default(),
             files: opts.files,
             ready: VecDeque::new(),
-            ppids: StdHashMap::new(),
+            ppids: IdMap::default(),
             tracefs_mounted,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
@@ -526,7 +528,8 @@ impl Probe {
 
     /// The next record, waiting up to `timeout` for one; `None` on timeout.
     pub fn next_record(&mut self, timeout: Duration) -> Result<Option<RawRecord>, BpfError> {
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once the ring is empty (a record waiting is the common case).
+        let mut deadline = None;
         loop {
             if let Some(r) = self.ready.pop_front() {
                 return Ok(Some(r));
@@ -544,6 +547,7 @@ impl Probe {
                 }
             }
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
             if now >= deadline {
                 return Ok(None);
             }

@@ -1,7 +1,6 @@
 //! The process table and the `process.exec` / `process.exit` events built from it.
 
-use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use sandtrail_bpf::{ExitStatus, RawRecord, Task, WaitStatus};
 use sandtrail_event::{
@@ -10,6 +9,7 @@ use sandtrail_event::{
 
 use crate::errno::errno_name;
 use crate::file::{FilePolicy, ReadSummaries};
+use sandtrail_bpf::IdMap;
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub(crate) struct Proc {
     /// Absolute paths of the fds its successful opens returned (inherited at fork; never
     /// forgotten, since `close` is not traced: an fd reused by `dup2`/`socket`/`pipe` keeps
     /// its old path until an open returns it again).
-    pub(crate) fds: HashMap<i32, PathBuf>,
+    pub(crate) fds: IdMap<i32, PathBuf>,
     /// sandtrail's own code: the tree's root (the sandbox's init) and its forks until they
     /// exec. Their file calls (the sandbox's mounts, /dev nodes, pivot_root) are the sandbox
     /// being built, not the agent: tracked for cwd and fds, not logged.
@@ -107,15 +107,15 @@ struct Parked {
 pub struct Collector {
     /// Wall-clock ns minus `CLOCK_MONOTONIC` ns.
     offset_ns: i128,
-    scopes: HashMap<u64, Scope>,
-    pub(crate) procs: HashMap<u32, Proc>,
-    parked: HashMap<u32, Parked>,
+    scopes: IdMap<u64, Scope>,
+    pub(crate) procs: IdMap<u32, Proc>,
+    parked: IdMap<u32, Parked>,
     /// Processes that exited lately: pid → (session, process, exit ktime).
-    gone: HashMap<u32, (u64, ProcessRef, u64)>,
+    gone: IdMap<u32, (u64, ProcessRef, u64)>,
     /// Which reads are logged one by one (see [`FilePolicy`]).
     pub(crate) file_policy: FilePolicy,
     /// Sessions with a policy of their own ([`Collector::set_session_file_policy`]).
-    pub(crate) session_file_policies: HashMap<u64, FilePolicy>,
+    pub(crate) session_file_policies: IdMap<u64, FilePolicy>,
     /// Summarized reads waiting for their process's exit or the session's end.
     pub(crate) reads: ReadSummaries,
     /// The working directory of a pid at its first sighting (`/proc/<pid>/cwd`; tests swap it).
@@ -127,24 +127,43 @@ fn exec_id(pid: u32, ktime: u64) -> String {
     format!("{pid}-{ktime}")
 }
 
-/// `path` made absolute against `cwd` and normalized (`.` and `..` removed) without touching
-/// the file system.
+/// `path` made absolute against `cwd` and normalized (`.` and `..` removed, `//` and a trailing
+/// `/` dropped) without touching the file system; relative without a `cwd`.
 pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
-    let joined = match (path.is_absolute(), cwd) {
-        (true, _) | (false, None) => path.to_path_buf(),
-        (false, Some(c)) => c.join(path),
+    let path = path.to_string_lossy();
+    let mut out = String::with_capacity(path.len() + cwd.map_or(0, |c| c.as_os_str().len() + 1));
+    let rooted = match cwd {
+        Some(c) if !path.starts_with('/') => {
+            let c = c.to_string_lossy();
+            push_normalized(&mut out, &c);
+            c.starts_with('/')
+        }
+        _ => path.starts_with('/'),
     };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
+    push_normalized(&mut out, &path);
+    if rooted && out.is_empty() {
+        out.push('/');
+    } else if !rooted && out.starts_with('/') {
+        out.remove(0);
+    }
+    out
+}
+
+/// Appends `p`'s components to `out` (`""` or `/a/b`), applying `.` and `..` lexically.
+fn push_normalized(out: &mut String, p: &str) {
+    for c in p.split('/') {
         match c {
-            Component::ParentDir => {
-                out.pop();
+            "" | "." => {}
+            ".." => {
+                let keep = out.rfind('/').unwrap_or(0);
+                out.truncate(keep);
             }
-            Component::CurDir => {}
-            c => out.push(c.as_os_str()),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
         }
     }
-    out.to_string_lossy().into_owned()
 }
 
 impl Default for Collector {
@@ -163,12 +182,12 @@ impl Collector {
     pub fn with_offset(offset_ns: i128) -> Self {
         Collector {
             offset_ns,
-            scopes: HashMap::new(),
-            procs: HashMap::new(),
-            parked: HashMap::new(),
-            gone: HashMap::new(),
+            scopes: IdMap::default(),
+            procs: IdMap::default(),
+            parked: IdMap::default(),
+            gone: IdMap::default(),
             file_policy: FilePolicy::default(),
-            session_file_policies: HashMap::new(),
+            session_file_policies: IdMap::default(),
             reads: ReadSummaries::default(),
             cwd_of: procfs_cwd,
         }
@@ -245,7 +264,7 @@ impl Collector {
                 comm: comm.to_string(),
                 start_ktime: ktime,
                 cwd: None,
-                fds: HashMap::new(),
+                fds: IdMap::default(),
                 setup: true,
             },
         );
@@ -269,7 +288,7 @@ impl Collector {
             comm: p.comm.clone(),
             start_ktime: p.start_ktime,
             cwd: p.cwd.as_ref().map(PathBuf::from),
-            fds: HashMap::new(),
+            fds: IdMap::default(),
             setup: false,
         };
         let process = proc.process_ref();
@@ -359,7 +378,7 @@ impl Collector {
             comm: task.comm.clone(),
             start_ktime: task.ktime_ns,
             cwd: cwd_of(task.pid),
-            fds: HashMap::new(),
+            fds: IdMap::default(),
             setup: false,
         })
     }
@@ -892,5 +911,14 @@ mod tests {
         );
         assert_eq!(absolute(Path::new("/a/b/../../.."), None), "/");
         assert_eq!(absolute(Path::new("rel"), None), "rel");
+        assert_eq!(absolute(Path::new("../rel/./x/"), None), "rel/x");
+        assert_eq!(
+            absolute(Path::new("//a//b/"), Some(Path::new("/c"))),
+            "/a/b"
+        );
+        assert_eq!(absolute(Path::new("x"), Some(Path::new("/"))), "/x");
+        assert_eq!(absolute(Path::new("../../.."), Some(Path::new("/a"))), "/");
+        assert_eq!(absolute(Path::new("."), Some(Path::new("/a/b/"))), "/a/b");
+        assert_eq!(absolute(Path::new(".."), Some(Path::new("/a/b"))), "/a");
     }
 }
