@@ -2,6 +2,7 @@
 //! and the read policy (reads under sensitive paths logged one by one, the others summarized
 //! per process and path with a count).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -32,16 +33,49 @@ const O_TRUNC: u64 = 0o1000;
 ///   whole components anywhere in the path; a component may hold one `*` wildcard (`.env.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilePolicy {
-    /// The patterns.
-    pub sensitive: Vec<String>,
+    /// The patterns, as given.
+    sensitive: Vec<String>,
+    /// The `/`-rooted patterns without their trailing `/` (`""` for `/` itself).
+    prefixes: Vec<String>,
+    /// The other patterns, each split into its run of components.
+    runs: Vec<Vec<Component>>,
+    /// Bit `b` set: a run's first component can match a name that starts with byte `b`.
+    starts: [u64; 4],
+}
+
+/// One component of a pattern: a name, or a name with one `*` (`pre*post`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Component {
+    Exact(String),
+    Wild(String, String),
+}
+
+impl Component {
+    /// The first byte of every name it matches, if one.
+    fn first_byte(&self) -> Option<u8> {
+        match self {
+            Component::Exact(n) | Component::Wild(n, _) => n.bytes().next(),
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Component::Exact(n) => n == name,
+            Component::Wild(pre, post) => {
+                name.len() >= pre.len() + post.len()
+                    && name.starts_with(pre.as_str())
+                    && name.ends_with(post.as_str())
+            }
+        }
+    }
 }
 
 impl Default for FilePolicy {
     /// `/etc`, `/root`, `/run/secrets`, `/var/run/secrets`, `/workspace`, and anywhere: `.ssh`,
     /// `.aws`, `.config/gcloud`, `.docker`, `.kube`, `.netrc`, `.env`, `.env.*`.
     fn default() -> Self {
-        FilePolicy {
-            sensitive: [
+        FilePolicy::new(
+            [
                 "/etc",
                 "/root",
                 "/run/secrets",
@@ -58,27 +92,60 @@ impl Default for FilePolicy {
             ]
             .map(String::from)
             .to_vec(),
-        }
-    }
-}
-
-fn component_matches(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        Some((pre, post)) => {
-            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
-        }
-        None => pattern == name,
+        )
     }
 }
 
 impl FilePolicy {
+    /// A policy of exactly these patterns (unchecked: see [`FilePolicy::check_pattern`]).
+    pub fn new(patterns: Vec<String>) -> FilePolicy {
+        let mut p = FilePolicy {
+            sensitive: Vec::new(),
+            prefixes: Vec::new(),
+            runs: Vec::new(),
+            starts: [0; 4],
+        };
+        for pat in patterns {
+            p.add(pat);
+        }
+        p
+    }
+
+    fn add(&mut self, pat: String) {
+        if pat.starts_with('/') {
+            self.prefixes.push(pat.trim_end_matches('/').to_string());
+        } else {
+            let run: Vec<Component> = pat
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(|c| match c.split_once('*') {
+                    Some((pre, post)) => Component::Wild(pre.into(), post.into()),
+                    None => Component::Exact(c.into()),
+                })
+                .collect();
+            if !run.is_empty() {
+                match run[0].first_byte() {
+                    Some(b) => self.starts[usize::from(b / 64)] |= 1 << (b % 64),
+                    None => self.starts = [u64::MAX; 4],
+                }
+                self.runs.push(run);
+            }
+        }
+        self.sensitive.push(pat);
+    }
+
+    /// The patterns, in the order given.
+    pub fn patterns(&self) -> &[String] {
+        &self.sensitive
+    }
+
     /// The default patterns plus `extra` (each checked with [`FilePolicy::check_pattern`]).
     pub fn with_extra(extra: &[String]) -> Result<FilePolicy, String> {
         let mut p = FilePolicy::default();
         for pat in extra {
             FilePolicy::check_pattern(pat)?;
             if !p.sensitive.contains(pat) {
-                p.sensitive.push(pat.clone());
+                p.add(pat.clone());
             }
         }
         Ok(p)
@@ -108,26 +175,42 @@ impl FilePolicy {
 
     /// Whether reads of the absolute, normalized `path` are logged one by one.
     pub fn is_sensitive(&self, path: &str) -> bool {
-        // Called for every read-only open: the path's components are split once, the
-        // patterns' on the fly (no allocation per pattern).
-        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-        self.sensitive.iter().any(|pat| {
-            if pat.starts_with('/') {
-                let pat = pat.trim_end_matches('/');
-                pat.is_empty()
-                    || path == pat
-                    || (path.starts_with(pat) && path.as_bytes().get(pat.len()) == Some(&b'/'))
-            } else {
-                let want = || pat.split('/').filter(|c| !c.is_empty());
-                let n = want().count();
-                n > 0
-                    && comps.windows(n).any(|w| {
-                        w.iter()
-                            .zip(want())
-                            .all(|(name, pat)| component_matches(pat, name))
-                    })
+        // Called for every read-only open: no allocation, each pattern compiled beforehand;
+        // a run of components is compared only where its first component matches.
+        if self.prefixes.iter().any(|pat| {
+            pat.is_empty()
+                || path == pat
+                || (path.starts_with(pat.as_str()) && path.as_bytes().get(pat.len()) == Some(&b'/'))
+        }) {
+            return true;
+        }
+        if self.runs.is_empty() {
+            return false;
+        }
+        let mut rest = path;
+        while !rest.is_empty() {
+            let (name, after) = rest.split_once('/').unwrap_or((rest, ""));
+            rest = after;
+            let Some(&b) = name.as_bytes().first() else {
+                continue;
+            };
+            if self.starts[usize::from(b / 64)] & (1 << (b % 64)) == 0 {
+                continue;
             }
-        })
+            for run in &self.runs {
+                if !run[0].matches(name) {
+                    continue;
+                }
+                let mut names = after.split('/').filter(|c| !c.is_empty());
+                if run[1..]
+                    .iter()
+                    .all(|want| names.next().is_some_and(|n| want.matches(n)))
+                {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -185,16 +268,16 @@ fn kind_of(op: FileOp) -> Option<Kind> {
 
 /// The directory `dirfd` stands for in process `p`: its cwd for `AT_FDCWD`, else the path an
 /// earlier open returned that fd for; when unknown, the `/proc` path that names it.
-fn base(p: &Proc, dirfd: i32) -> PathBuf {
-    if dirfd == AT_FDCWD {
-        p.cwd
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/cwd", p.pid)))
+fn base(p: &Proc, dirfd: i32) -> Cow<'_, Path> {
+    let known = if dirfd == AT_FDCWD {
+        p.cwd.as_deref()
     } else {
-        p.fds
-            .get(&dirfd)
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/fd/{dirfd}", p.pid)))
+        p.fds.get(&dirfd).map(PathBuf::as_path)
+    };
+    match known {
+        Some(dir) => Cow::Borrowed(dir),
+        None if dirfd == AT_FDCWD => Cow::Owned(PathBuf::from(format!("/proc/{}/cwd", p.pid))),
+        None => Cow::Owned(PathBuf::from(format!("/proc/{}/fd/{dirfd}", p.pid))),
     }
 }
 
@@ -209,6 +292,9 @@ fn named_ref(p: &Proc) -> ProcessRef {
 }
 
 fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
+    if path.is_absolute() {
+        return absolute(path, None);
+    }
     absolute(path, Some(&base(p, dirfd)))
 }
 
@@ -380,20 +466,8 @@ impl Collector {
 
     /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first.
     pub(crate) fn flush_reads(&mut self, which: impl Fn(&ReadKey) -> bool) -> Vec<(u64, Event)> {
-        let keys: Vec<ReadKey> = self
-            .reads
-            .map
-            .keys()
-            .filter(|k| which(k))
-            .cloned()
-            .collect();
-        let mut done: Vec<(ReadKey, ReadSummary)> = keys
-            .into_iter()
-            .map(|k| {
-                let v = self.reads.map.remove(&k).expect("listed above");
-                (k, v)
-            })
-            .collect();
+        let mut done: Vec<(ReadKey, ReadSummary)> =
+            self.reads.map.extract_if(|k, _| which(k)).collect();
         done.sort_by(|a, b| (a.1.first_ktime, &a.0.path).cmp(&(b.1.first_ktime, &b.0.path)));
         done.into_iter()
             .filter_map(|(k, v)| {
@@ -891,9 +965,7 @@ mod tests {
         ] {
             assert!(!p.is_sensitive(no), "{no}");
         }
-        let custom = FilePolicy {
-            sensitive: vec!["/data/".into(), "*.pem".into()],
-        };
+        let custom = FilePolicy::new(vec!["/data/".into(), "*.pem".into()]);
         assert!(custom.is_sensitive("/data/x") && custom.is_sensitive("/tmp/key.pem"));
         assert!(!custom.is_sensitive("/etc/shadow"));
     }
