@@ -225,7 +225,7 @@ impl NetCollector {
             _ if waits => None,
             _ => Some(NetResult::Ok),
         };
-        e.net = Some(NetInfo {
+        e.net = Some(Box::new(NetInfo {
             protocol: protocol(r.proto),
             dst: Endpoint {
                 ip: dst.ip().to_string(),
@@ -235,7 +235,7 @@ impl NetCollector {
             result,
             direction: Some(Direction::Outbound),
             ..Default::default()
-        });
+        }));
         e.policy = Some(PolicyInfo {
             decision: dec,
             rule: Some(rule),
@@ -348,14 +348,14 @@ impl NetCollector {
                 );
                 let mut e = self.event(Kind::NetAccept, self.wall(*ktime_ns));
                 e.process = p;
-                e.net = Some(NetInfo {
+                e.net = Some(Box::new(NetInfo {
                     protocol: "tcp".into(),
                     src: Some(endpoint(*remote)),
                     dst: endpoint(*local),
                     result: Some(NetResult::Ok),
                     direction: Some(Direction::Inbound),
                     ..Default::default()
-                });
+                }));
                 Some(e)
             }
         }
@@ -371,12 +371,12 @@ impl NetCollector {
     ) -> Event {
         let mut e = self.event(Kind::NetListen, self.wall(ktime));
         e.process = process;
-        e.net = Some(NetInfo {
+        e.net = Some(Box::new(NetInfo {
             protocol: protocol.into(),
             dst: endpoint(local),
             direction: Some(Direction::Inbound),
             ..Default::default()
-        });
+        }));
         e
     }
 
@@ -458,7 +458,7 @@ impl NetCollector {
         let process = process.or_else(|| bound.flatten());
         let mut e = self.event(Kind::NetFlow, self.wall(f.last_ktime_ns));
         e.process = process;
-        e.net = Some(NetInfo {
+        e.net = Some(Box::new(NetInfo {
             protocol: protocol(f.proto),
             src,
             dst,
@@ -470,7 +470,7 @@ impl NetCollector {
             direction,
             l7: self.l7.remove(&f.socket_cookie).flatten(),
             ..Default::default()
-        });
+        }));
         out.push(e);
         out
     }

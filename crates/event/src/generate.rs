@@ -431,7 +431,7 @@ impl Demo<'_> {
         );
         self.push(Kind::ToolInvoke, Source::Api, |e| {
             e.tool_call_id = Some(call.clone());
-            e.tool = Some(ToolInfo {
+            e.tool = Some(Box::new(ToolInfo {
                 duration_ns: Some(e.ts_ns - started),
                 detail_ref: Some(format!("detail/{call}")),
                 name,
@@ -439,7 +439,7 @@ impl Demo<'_> {
                 status,
                 input_summary: Some(input),
                 output_summary: Some(output),
-            });
+            }));
         });
     }
 
@@ -447,7 +447,7 @@ impl Demo<'_> {
         let (input, output) = (input.to_string(), output.to_string());
         let dur = self.g.rng.range(400_000_000, 3_000_000_000);
         self.push(Kind::ModelCall, Source::Api, |e| {
-            e.model = Some(ModelInfo {
+            e.model = Some(Box::new(ModelInfo {
                 name: "agent-model-large".into(),
                 input_tokens: Some(input_tokens),
                 output_tokens: Some(output_tokens),
@@ -455,7 +455,7 @@ impl Demo<'_> {
                 input_summary: Some(input),
                 output_summary: Some(output),
                 detail_ref: None,
-            });
+            }));
         });
     }
 
@@ -471,13 +471,13 @@ impl Demo<'_> {
         let (name, rcode) = (name.to_string(), rcode.to_string());
         self.push(Kind::DnsQuery, Source::Dns, |e| {
             e.process = Some(pr);
-            e.dns = Some(DnsInfo {
+            e.dns = Some(Box::new(DnsInfo {
                 name,
                 qtype: "A".into(),
                 rcode: Some(rcode),
                 answers,
                 resolver: Some(RESOLVER.into()),
-            });
+            }));
             e.policy = Some(PolicyInfo {
                 decision,
                 rule: Some(
@@ -516,7 +516,7 @@ impl Demo<'_> {
         };
         self.push(Kind::NetConnect, Source::Kernel, |e| {
             e.process = Some(pr);
-            e.net = Some(net);
+            e.net = Some(Box::new(net));
             let blocked = result == NetResult::Blocked;
             e.policy = Some(egress_policy(blocked));
             if blocked {
@@ -551,7 +551,7 @@ impl Demo<'_> {
         };
         self.push(Kind::NetFlow, Source::Kernel, |e| {
             e.process = Some(pr);
-            e.net = Some(net);
+            e.net = Some(Box::new(net));
         });
     }
 
@@ -570,20 +570,20 @@ impl Demo<'_> {
 
         // Lifecycle: create and start.
         self.push(Kind::SessionCreate, Source::Api, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 tenant_id: Some("acme".into()),
                 user: Some("alice@acme.example".into()),
                 template: Some("python-3.12-dev".into()),
                 resources: Some(res),
                 ..Default::default()
-            });
+            }));
         });
         self.push(Kind::SessionStart, Source::Sandbox, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 host_id: Some(host),
                 limits: Some(limits),
                 ..Default::default()
-            });
+            }));
         });
         let session_start = self.g.now;
 
@@ -745,7 +745,7 @@ impl Demo<'_> {
         let pkg_proc = pip.as_ref();
         self.push(Kind::PackageInstall, Source::Kernel, |e| {
             e.process = Some(pkg_proc);
-            e.package = Some(PackageInfo {
+            e.package = Some(Box::new(PackageInfo {
                 manager: "pip".into(),
                 name: "requests".into(),
                 requested: Some("==2.32.3".into()),
@@ -761,7 +761,7 @@ impl Demo<'_> {
                 }),
                 approved: Some(true),
                 result: Some("ok".into()),
-            });
+            }));
         });
         self.open(
             &pip,
@@ -838,18 +838,18 @@ impl Demo<'_> {
 
         // Pause by the orchestrator and resume by the user.
         self.push(Kind::SessionPause, Source::Api, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some(PauseReason::Api.into()),
                 actor: Some("orchestrator".into()),
                 ..Default::default()
-            });
+            }));
         });
         self.push(Kind::SessionResume, Source::Api, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some(PauseReason::Api.into()),
                 actor: Some("alice@acme.example".into()),
                 ..Default::default()
-            });
+            }));
         });
 
         // Tool call 4: the agent reads cloud credentials and tries to send them out.
@@ -895,14 +895,14 @@ impl Demo<'_> {
         });
         self.push(Kind::Alert, Source::Detect, |e| {
             e.severity = Severity::High;
-            e.alert = Some(AlertInfo {
+            e.alert = Some(Box::new(AlertInfo {
                 rule_id: "cred-file-read".into(),
                 title: "Agent read a cloud credential file".into(),
                 severity: Severity::High,
                 tags: vec!["credential-access".into(), "T1552.001".into()],
                 matched_seq: Vec::new(),
                 detail: Some(format!("{cred} read by /usr/bin/cat (uid 1000)")),
-            });
+            }));
         });
         let curl2 = self.g.proc(41261, 41210, 1000, "/usr/bin/curl");
         self.exec(
@@ -950,7 +950,7 @@ impl Demo<'_> {
         let lp = srv.as_ref();
         self.push(Kind::NetListen, Source::Kernel, |e| {
             e.process = Some(lp);
-            e.net = Some(NetInfo {
+            e.net = Some(Box::new(NetInfo {
                 protocol: "tcp".into(),
                 dst: Endpoint {
                     ip: "0.0.0.0".into(),
@@ -960,12 +960,12 @@ impl Demo<'_> {
                 result: Some(NetResult::Ok),
                 direction: Some(Direction::Inbound),
                 ..Default::default()
-            });
+            }));
         });
         let ap = srv.as_ref();
         self.push(Kind::NetAccept, Source::Kernel, |e| {
             e.process = Some(ap);
-            e.net = Some(NetInfo {
+            e.net = Some(Box::new(NetInfo {
                 protocol: "tcp".into(),
                 src: Some(Endpoint {
                     ip: RESOLVER.into(),
@@ -980,7 +980,7 @@ impl Demo<'_> {
                 result: Some(NetResult::Ok),
                 direction: Some(Direction::Inbound),
                 ..Default::default()
-            });
+            }));
         });
         self.push(Kind::AuditLoss, Source::Kernel, |e| {
             e.severity = Severity::Medium;
@@ -1037,7 +1037,7 @@ impl Demo<'_> {
         // Terminate and clean up.
         let duration = self.g.now - session_start;
         self.push(Kind::SessionTerminate, Source::Sandbox, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some(TerminateReason::Exit.into()),
                 exit_code: Some(0),
                 usage: Some(Usage {
@@ -1051,11 +1051,11 @@ impl Demo<'_> {
                     events_lost: None,
                 }),
                 ..Default::default()
-            });
+            }));
         });
         let snap_sha = hex64(&mut self.g.rng);
         self.push(Kind::SessionCleanup, Source::Sandbox, |e| {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 fs_state: Some(FsState::Snapshot),
                 snapshot: Some(Snapshot {
                     path: format!("/var/lib/sandtrail/snapshots/{sid}.tar.zst"),
@@ -1063,7 +1063,7 @@ impl Demo<'_> {
                     bytes: 48_213_504,
                 }),
                 ..Default::default()
-            });
+            }));
         });
     }
 }
@@ -1237,28 +1237,28 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
     };
     match step {
         Step::Create => {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 tenant_id: Some(rng.pick(TENANTS).to_string()),
                 user: Some(rng.pick(USERS).to_string()),
                 template: Some(rng.pick(TEMPLATES).to_string()),
                 resources: Some(res()),
                 ..Default::default()
-            });
+            }));
         }
         Step::Start => {
             s.started = ts;
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 host_id: Some(g.host_id.clone()),
                 limits: Some(res()),
                 ..Default::default()
-            });
+            }));
         }
         Step::Resume => {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some(PauseReason::Api.into()),
                 actor: Some("orchestrator".into()),
                 ..Default::default()
-            });
+            }));
         }
         Step::Oom => {
             e.severity = Severity::High;
@@ -1294,13 +1294,13 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
         }
         Step::ViolationAlert => {
             e.severity = Severity::High;
-            e.alert = Some(AlertInfo {
+            e.alert = Some(Box::new(AlertInfo {
                 rule_id: "policy-terminate".into(),
                 title: "Session terminated for a policy violation".into(),
                 severity: Severity::High,
                 tags: vec!["policy".into()],
                 ..Default::default()
-            });
+            }));
         }
         Step::Terminate => {
             let (code, signal) = match s.reason {
@@ -1316,7 +1316,7 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
                 TerminateReason::PolicyViolation | TerminateReason::Oom => Severity::High,
                 _ => Severity::Medium,
             };
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some(s.reason.into()),
                 exit_code: code,
                 signal,
@@ -1331,7 +1331,7 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
                     events_lost: None,
                 }),
                 ..Default::default()
-            });
+            }));
         }
         Step::Cleanup => {
             s.ended = true;
@@ -1346,11 +1346,11 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
                 sha256: hex64(rng),
                 bytes: rng.range(1 << 20, 1 << 30),
             });
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 fs_state: Some(fs_state),
                 snapshot,
                 ..Default::default()
-            });
+            }));
         }
     }
     e
@@ -1497,7 +1497,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
             let d = pick_domain(rng);
             let deny = d == "paste.example";
             e.process = Some(actor.as_ref());
-            e.dns = Some(DnsInfo {
+            e.dns = Some(Box::new(DnsInfo {
                 name: d.into(),
                 qtype: if rng.chance(200) { "AAAA" } else { "A" }.into(),
                 rcode: Some(if deny { "REFUSED" } else { "NOERROR" }.into()),
@@ -1511,7 +1511,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     }]
                 },
                 resolver: Some(RESOLVER.into()),
-            });
+            }));
             e.policy = Some(PolicyInfo {
                 decision: if deny {
                     Decision::Deny
@@ -1582,12 +1582,12 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 e.policy = Some(egress_policy(blocked));
             }
             e.process = Some(actor.as_ref());
-            e.net = Some(net);
+            e.net = Some(Box::new(net));
         }
         Kind::NetListen | Kind::NetAccept => {
             let port = *rng.pick(&[3000u16, 5000, 8000, 8080]);
             e.process = Some(actor.as_ref());
-            e.net = Some(NetInfo {
+            e.net = Some(Box::new(NetInfo {
                 protocol: "tcp".into(),
                 src: (kind == Kind::NetAccept).then(|| Endpoint {
                     ip: RESOLVER.into(),
@@ -1607,7 +1607,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 result: Some(NetResult::Ok),
                 direction: Some(Direction::Inbound),
                 ..Default::default()
-            });
+            }));
         }
         Kind::ToolInvoke => {
             let (call, tool, started) = s.call.take().expect("tool call in progress");
@@ -1617,7 +1617,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 _ => ToolStatus::Timeout,
             };
             e.tool_call_id = Some(call.clone());
-            e.tool = Some(ToolInfo {
+            e.tool = Some(Box::new(ToolInfo {
                 name: tool.into(),
                 call_id: Some(call),
                 status,
@@ -1632,11 +1632,11 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     .into(),
                 ),
                 detail_ref: None,
-            });
+            }));
         }
         Kind::ModelCall => {
             let (inp, out) = (rng.range(500, 30_000), rng.range(20, 2_000));
-            e.model = Some(ModelInfo {
+            e.model = Some(Box::new(ModelInfo {
                 name: "agent-model-large".into(),
                 input_tokens: Some(inp),
                 output_tokens: Some(out),
@@ -1647,7 +1647,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     None => "answer".into(),
                 }),
                 detail_ref: None,
-            });
+            }));
         }
         Kind::FileRename | Kind::FileLink => {
             let to = workspace_path(rng);
@@ -1723,7 +1723,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 e.severity = Severity::Medium;
             }
             e.process = Some(actor.as_ref());
-            e.package = Some(PackageInfo {
+            e.package = Some(Box::new(PackageInfo {
                 manager: manager.into(),
                 name: name.into(),
                 requested: Some(if rng.chance(500) {
@@ -1742,7 +1742,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 }),
                 approved: Some(!direct),
                 result: Some("ok".into()),
-            });
+            }));
         }
         Kind::LimitHit => {
             e.severity = Severity::Low;
@@ -1786,13 +1786,13 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
         }
         Kind::Alert => {
             e.severity = Severity::High;
-            e.alert = Some(AlertInfo {
+            e.alert = Some(Box::new(AlertInfo {
                 rule_id: "curl-pipe-shell".into(),
                 title: "Downloaded script piped into a shell".into(),
                 severity: Severity::High,
                 tags: vec!["execution".into()],
                 ..Default::default()
-            });
+            }));
         }
         Kind::AuditLoss => {
             e.severity = Severity::Medium;
@@ -1803,11 +1803,11 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
             });
         }
         Kind::SessionPause => {
-            e.session = Some(SessionInfo {
+            e.session = Some(Box::new(SessionInfo {
                 reason: Some((*rng.pick(PauseReason::ALL)).into()),
                 actor: Some("orchestrator".into()),
                 ..Default::default()
-            });
+            }));
             s.queue.push_back(Step::Resume);
         }
         other => unreachable!("{other} is not in MIX"),

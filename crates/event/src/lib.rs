@@ -74,7 +74,7 @@ pub struct Event {
     pub tool_call_id: Option<String>,
     /// session.* details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<SessionInfo>,
+    pub session: Option<Box<SessionInfo>>,
     /// process.exec details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecInfo>,
@@ -92,34 +92,34 @@ pub struct Event {
     pub file: Option<FileInfo>,
     /// net.* details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub net: Option<NetInfo>,
+    pub net: Option<Box<NetInfo>>,
     /// dns.query details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsInfo>,
+    pub dns: Option<Box<DnsInfo>>,
     /// Policy decision (policy.violation; also on net.* and dns.query).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyInfo>,
     /// package.install details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<PackageInfo>,
+    pub package: Option<Box<PackageInfo>>,
     /// tool.invoke details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<ToolInfo>,
+    pub tool: Option<Box<ToolInfo>>,
     /// model.call details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelInfo>,
+    pub model: Option<Box<ModelInfo>>,
     /// limit.hit details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitInfo>,
     /// alert details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert: Option<AlertInfo>,
+    pub alert: Option<Box<AlertInfo>>,
     /// audit.loss details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossInfo>,
     /// ledger.* details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<LedgerInfo>,
+    pub ledger: Option<Box<LedgerInfo>>,
 }
 
 impl Event {

@@ -15,7 +15,7 @@ fn ledger_events() -> Vec<Event> {
     let mut out = Vec::new();
     let mk = |kind, ledger: LedgerInfo| {
         let mut e = Event::new(kind, Source::Ledger, None, "host-a", T0 + 5);
-        e.ledger = Some(ledger);
+        e.ledger = Some(Box::new(ledger));
         e
     };
     out.push(mk(

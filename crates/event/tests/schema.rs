@@ -231,42 +231,42 @@ fn samples() -> Vec<Event> {
     let mut v = g.demo_session("ses_demo");
     v.extend(g.mixed(8).take(20_000));
     let mut ck = Event::new(Kind::LedgerCheckpoint, Source::Ledger, None, "host-s", T0);
-    ck.ledger = Some(LedgerInfo {
+    ck.ledger = Some(Box::new(LedgerInfo {
         checkpoint: Some(CheckpointInfo {
             size: 3,
             root: "AAAA".into(),
         }),
         ..Default::default()
-    });
+    }));
     v.push(ck);
     let mut rot = Event::new(Kind::LedgerKeyRotation, Source::Ledger, None, "host-s", T0);
-    rot.ledger = Some(LedgerInfo {
+    rot.ledger = Some(Box::new(LedgerInfo {
         rotation: Some(RotationInfo {
             epoch: 1,
             next_key: "k".into(),
             tree_size: 3,
         }),
         ..Default::default()
-    });
+    }));
     v.push(rot);
     let mut rec = Event::new(Kind::LedgerRecovered, Source::Ledger, None, "host-s", T0);
-    rec.ledger = Some(LedgerInfo {
+    rec.ledger = Some(Box::new(LedgerInfo {
         recovered: Some(RecoveredInfo {
             truncated_bytes: 1,
             torn_records: 1,
             ..Default::default()
         }),
         ..Default::default()
-    });
+    }));
     v.push(rec);
     let mut pr = Event::new(Kind::LedgerPruned, Source::Ledger, None, "host-s", T0);
-    pr.ledger = Some(LedgerInfo {
+    pr.ledger = Some(Box::new(LedgerInfo {
         pruned: Some(PrunedInfo {
             before_seq: 1,
             count: 1,
         }),
         ..Default::default()
-    });
+    }));
     v.push(pr);
     v
 }

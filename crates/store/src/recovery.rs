@@ -96,7 +96,7 @@ impl RecoveryReport {
         } else {
             sandtrail_event::Severity::Low
         };
-        ev.ledger = Some(sandtrail_event::LedgerInfo {
+        ev.ledger = Some(Box::new(sandtrail_event::LedgerInfo {
             recovered: Some(sandtrail_event::RecoveredInfo {
                 truncated_bytes: self.truncated_bytes,
                 torn_records: u64::from(self.torn.is_some()),
@@ -105,7 +105,7 @@ impl RecoveryReport {
                 detail: Some(self.describe()),
             }),
             ..Default::default()
-        });
+        }));
         Some(ev)
     }
 

@@ -527,14 +527,14 @@ impl Core {
             &self.cfg.host_id,
             now,
         );
-        ev.ledger = Some(sandtrail_event::LedgerInfo {
+        ev.ledger = Some(Box::new(sandtrail_event::LedgerInfo {
             rotation: Some(sandtrail_event::RotationInfo {
                 epoch: self.keys.epoch(),
                 next_key: self.keys.signer().verifier().to_vkey(),
                 tree_size: size,
             }),
             ..Default::default()
-        });
+        }));
         self.append(ev)?;
         self.checkpoint(true)?;
         Ok(note)

@@ -116,13 +116,13 @@ impl DnsRecord {
         if self.decision == Decision::Deny {
             e.severity = Severity::Low;
         }
-        e.dns = Some(DnsInfo {
+        e.dns = Some(Box::new(DnsInfo {
             name: self.name.clone(),
             qtype: self.qtype.clone(),
             rcode: Some(self.rcode.clone()),
             answers: self.answers.clone(),
             resolver: Some(self.upstream.unwrap_or(self.listen).to_string()),
-        });
+        }));
         e.policy = Some(PolicyInfo {
             decision: self.decision,
             rule: Some(self.rule.clone()),

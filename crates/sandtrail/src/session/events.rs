@@ -55,7 +55,7 @@ impl Lifecycle {
             &self.host_id,
             now_ns(),
         );
-        e.session = Some(session);
+        e.session = Some(Box::new(session));
         e
     }
 
