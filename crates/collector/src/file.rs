@@ -469,21 +469,25 @@ impl Collector {
         let mut done: Vec<(ReadKey, ReadSummary)> =
             self.reads.map.extract_if(|k, _| which(k)).collect();
         done.sort_by(|a, b| (a.1.first_ktime, &a.0.path).cmp(&(b.1.first_ktime, &b.0.path)));
-        done.into_iter()
-            .filter_map(|(k, v)| {
-                let mut e = self.event(Kind::FileOpen, k.session, v.first_ktime)?;
-                e.process = Some(v.process);
-                e.file = Some(FileInfo {
-                    path: k.path,
-                    access: Some(Access::Read),
-                    flags: Some(v.flags),
-                    result: k.result,
-                    count: Some(v.count),
-                    ..Default::default()
-                });
-                Some((k.session, e))
-            })
-            .collect()
+        // Built in place in a vector of the right size: an event is large, and a growing
+        // vector would copy every one made so far at each doubling.
+        let mut out = Vec::with_capacity(done.len());
+        for (k, v) in done {
+            let Some(mut e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
+                continue;
+            };
+            e.process = Some(v.process);
+            e.file = Some(FileInfo {
+                path: k.path,
+                access: Some(Access::Read),
+                flags: Some(v.flags),
+                result: k.result,
+                count: Some(v.count),
+                ..Default::default()
+            });
+            out.push((k.session, e));
+        }
+        out
     }
 }
 
