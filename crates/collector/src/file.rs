@@ -134,11 +134,6 @@ impl FilePolicy {
         self.sensitive.push(pat);
     }
 
-    /// The patterns, in the order given.
-    pub fn patterns(&self) -> &[String] {
-        &self.sensitive
-    }
-
     /// The default patterns plus `extra` (each checked with [`FilePolicy::check_pattern`]).
     pub fn with_extra(extra: &[String]) -> Result<FilePolicy, String> {
         let mut p = FilePolicy::default();
@@ -292,9 +287,6 @@ fn named_ref(p: &Proc) -> ProcessRef {
 }
 
 fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
-    if path.is_absolute() {
-        return absolute(path, None);
-    }
     absolute(path, Some(&base(p, dirfd)))
 }
 

@@ -2,14 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use sandtrail_bpf::{ExitStatus, RawRecord, Task, WaitStatus};
+use sandtrail_bpf::{ExitStatus, IdMap, RawRecord, Task, WaitStatus};
 use sandtrail_event::{
     Ancestor, Event, ExecInfo, ExitInfo, Kind, ParentRef, ProcessRef, Severity, Source,
 };
 
 use crate::errno::errno_name;
 use crate::file::{FilePolicy, ReadSummaries};
-use sandtrail_bpf::IdMap;
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
