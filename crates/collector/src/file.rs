@@ -968,9 +968,20 @@ mod tests {
 
     #[test]
     fn extra_sensitive_patterns_are_checked_and_added() {
-        let p = FilePolicy::with_extra(&[".pgpass".into(), "/srv/keys".into(), "*.pem".into()])
-            .unwrap();
+        let p = FilePolicy::with_extra(&[
+            ".pgpass".into(),
+            "/srv/keys".into(),
+            "*.pem".into(),
+            "deploy/id_rsa".into(),
+        ])
+        .unwrap();
         assert!(p.is_sensitive("/home/a/.pgpass"));
+        assert!(
+            p.is_sensitive("/opt/deploy/deploy/id_rsa"),
+            "a run found after a false start"
+        );
+        assert!(!p.is_sensitive("/opt/deploy/id_rsa.pub"));
+        assert!(!p.is_sensitive("/opt/id_rsa"));
         assert!(p.is_sensitive("/srv/keys/k1"));
         assert!(p.is_sensitive("/tmp/server.pem"));
         assert!(p.is_sensitive("/etc/hosts"), "the defaults stay");
