@@ -36,7 +36,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 
-pub use idhash::{IdBuild, IdHasher, IdMap};
+pub use idhash::IdMap;
 use record::{decode, proc_status, setid_exe, KernelRecord, ProcStatus};
 pub use record::{
     CredCall, ExecArgs, ExecAt, ExitStatus, FileCall, FileOp, RawRecord, Task, WaitStatus,
