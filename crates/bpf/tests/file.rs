@@ -114,6 +114,23 @@ fn file_script_exact_records() {
     assert_ne!(*pid, bash, "mv is its own process");
     assert_eq!(c.path2.as_deref(), Some(Path::new("renamed.txt")));
     assert_eq!(*res, Some(0));
+    // File records carry no ppid from the kernel: the reader fills it in, from mv's fork
+    // record (bash) and, for bash (forked outside the cgroup), from /proc (this test).
+    let ppid_of = |op: FileOp, path: &str| {
+        records
+            .iter()
+            .find_map(|r| match r {
+                RawRecord::File { task, call, .. }
+                    if call.op == op && call.path == Path::new(path) =>
+                {
+                    Some(task.ppid)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(ppid_of(FileOp::Rename, "created.txt"), bash);
+    assert_eq!(ppid_of(FileOp::Open, "created.txt"), std::process::id());
 
     // mkdir sub: relative. `cd sub`: bash (logical mode) makes the path absolute itself.
     let (_, c, res) = find(&files, FileOp::Mkdir, "sub");
