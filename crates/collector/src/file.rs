@@ -209,14 +209,16 @@ impl FilePolicy {
     }
 }
 
-/// What a summarized read is counted under.
+/// What a summarized read is counted under: the process image (pid and the ktime its
+/// `exec_id` is made of, which names the same image without cloning that string at every
+/// read), the path and the raw result (named when the summary is emitted).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ReadKey {
     pub(crate) session: u64,
     pub(crate) pid: u32,
-    exec_id: String,
+    image_ktime: u64,
     path: String,
-    result: Option<String>,
+    result: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -259,6 +261,15 @@ fn kind_of(op: FileOp) -> Option<Kind> {
         // No event for these (cwd and fd tracking only).
         FileOp::Chdir | FileOp::Fchdir | FileOp::Dup => return None,
     })
+}
+
+/// A call's result as `file.result` names it: `ok`, or the errno's name.
+fn result_name(r: i64) -> String {
+    if r >= 0 {
+        "ok".to_string()
+    } else {
+        errno_name((-r) as i32)
+    }
 }
 
 /// The directory `dirfd` stands for in process `p`: its cwd for `AT_FDCWD`, else the path an
@@ -360,16 +371,8 @@ impl Collector {
         if p.setup {
             return Vec::new();
         }
-        let result_s = result.map(|r| {
-            if r >= 0 {
-                "ok".to_string()
-            } else {
-                errno_name((-r) as i32)
-            }
-        });
         let mut info = FileInfo {
             path,
-            result: result_s,
             ..Default::default()
         };
         let flags = (call.flags != 0).then_some(call.flags as u32);
@@ -392,9 +395,9 @@ impl Collector {
                     let key = ReadKey {
                         session,
                         pid: task.pid,
-                        exec_id: p.exec_id.clone(),
+                        image_ktime: p.start_ktime,
                         path: info.path,
-                        result: info.result,
+                        result,
                     };
                     // The process reference is built for a new summary only (repeats just count).
                     self.reads
@@ -447,6 +450,7 @@ impl Collector {
             FileOp::Unlink | FileOp::Rmdir | FileOp::Umount => info.flags = flags,
             _ => {}
         }
+        info.result = result.map(result_name);
         let process = named_ref(self.procs_get(task.pid));
         let Some(mut e) = self.event(kind, session, task.ktime_ns) else {
             return Vec::new();
@@ -473,8 +477,8 @@ impl Collector {
                 path: k.path,
                 access: Some(Access::Read),
                 flags: Some(v.flags),
-                result: k.result,
                 count: Some(v.count),
+                result: k.result.map(result_name),
                 ..Default::default()
             });
             out.push((k.session, e));

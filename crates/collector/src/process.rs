@@ -1,5 +1,6 @@
 //! The process table and the `process.exec` / `process.exit` events built from it.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use sandtrail_bpf::{ExitStatus, IdMap, RawRecord, Task, WaitStatus};
@@ -33,8 +34,8 @@ pub(crate) struct Proc {
     gid: u32,
     egid: u32,
     comm: String,
-    /// ktime of its exec (or fork, until it execs).
-    start_ktime: u64,
+    /// ktime of its exec (or fork, until it execs); `exec_id` is made of the pid and this.
+    pub(crate) start_ktime: u64,
     /// Working directory: from `chdir`/`fchdir` records, else from `/proc` at first sighting or
     /// the exec record, else inherited at fork; `None` while unknown.
     pub(crate) cwd: Option<PathBuf>,
@@ -129,11 +130,47 @@ fn exec_id(pid: u32, ktime: u64) -> String {
 /// `path` made absolute against `cwd` and normalized (`.` and `..` removed, `//` and a trailing
 /// `/` dropped) without touching the file system; relative without a `cwd`.
 pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
-    let path = path.to_string_lossy();
+    // Most paths (a loader's library opens, say) are absolute and normal already: one pass
+    // checks that, and they are copied as they are.
+    let bytes = path.as_os_str().as_bytes();
+    if is_normal_absolute(bytes) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s.to_owned();
+        }
+    }
+    normalize(bytes, cwd)
+}
+
+/// Whether `p` is absolute with nothing to normalize: no empty, `.` or `..` component and no
+/// trailing `/` (`/` itself is normal).
+fn is_normal_absolute(p: &[u8]) -> bool {
+    if p.first() != Some(&b'/') {
+        return false;
+    }
+    if p.len() == 1 {
+        return true;
+    }
+    p[1..]
+        .split(|&b| b == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// Text of a path: as it is when it is UTF-8 (validated by the fast check first), else with
+/// U+FFFD for what is not.
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+/// [`absolute`] the long way: components applied one by one.
+fn normalize(path: &[u8], cwd: Option<&Path>) -> String {
+    let path = lossy(path);
     let mut out = String::with_capacity(path.len() + cwd.map_or(0, |c| c.as_os_str().len() + 1));
     let rooted = match cwd {
         Some(c) if !path.starts_with('/') => {
-            let c = c.to_string_lossy();
+            let c = lossy(c.as_os_str().as_bytes());
             push_normalized(&mut out, &c);
             c.starts_with('/')
         }
@@ -919,5 +956,43 @@ mod tests {
         assert_eq!(absolute(Path::new("../../.."), Some(Path::new("/a"))), "/");
         assert_eq!(absolute(Path::new("."), Some(Path::new("/a/b/"))), "/a/b");
         assert_eq!(absolute(Path::new(".."), Some(Path::new("/a/b"))), "/a");
+        // The fast path (absolute and normal) agrees with the long way on near misses.
+        for p in [
+            "/",
+            "/a",
+            "/a/b.c",
+            "/a/.b",
+            "/a/..b",
+            "/a/b.",
+            "/.../x",
+            "//",
+            "//a",
+            "/a//b",
+            "/a/",
+            "/a/.",
+            "/a/./b",
+            "/a/..",
+            "/a/../b",
+            "/..",
+            "/.",
+            "/a/b/c/d/e/f",
+            "/caf\u{e9}/x",
+        ] {
+            let path = Path::new(p);
+            assert_eq!(
+                is_normal_absolute(p.as_bytes()),
+                normalize(p.as_bytes(), None) == p,
+                "{p}"
+            );
+            assert_eq!(absolute(path, None), normalize(p.as_bytes(), None), "{p}");
+            assert_eq!(
+                absolute(path, Some(Path::new("/w"))),
+                normalize(p.as_bytes(), Some(Path::new("/w"))),
+                "{p}"
+            );
+        }
+        // Not UTF-8: the long way, with U+FFFD.
+        let bad = std::ffi::OsStr::from_bytes(b"/a/\xff/b");
+        assert_eq!(absolute(Path::new(bad), None), "/a/\u{fffd}/b");
     }
 }
