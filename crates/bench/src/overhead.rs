@@ -337,6 +337,20 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The slowdown of `runs` against `base` round by round (the two ran back to back, so a drift
+/// of the machine's speed over minutes cancels out): the median and the quartiles of the
+/// per-round ratios, in percent.
+fn paired(base: &[Duration], runs: &[Duration]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = base
+        .iter()
+        .zip(runs)
+        .map(|(b, x)| (x.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0)
+        .collect();
+    r.sort_by(f64::total_cmp);
+    let at = |q: usize| r[(r.len() - 1) * q / 4];
+    (at(2), at(1), at(3))
+}
+
 /// What `overhead` runs (the command line's options).
 pub struct Options {
     /// Rounds; each runs every mode once.
@@ -516,6 +530,10 @@ pub fn overhead(o: Options) -> Result<()> {
                 .join(", ")
         );
     }
+    let pairs: Vec<(f64, f64, f64)> = tally
+        .iter()
+        .map(|t| paired(&tally[0].times, &t.times))
+        .collect();
     let medians: Vec<Duration> = tally.iter_mut().map(|t| median(&mut t.times)).collect();
     let cpus: Vec<Duration> = tally.iter_mut().map(|t| median(&mut t.cpu)).collect();
     let b = medians[0];
@@ -526,6 +544,13 @@ pub fn overhead(o: Options) -> Result<()> {
         let mut line = format!("{:<10} median {:.3} s", m.name(), medians[i].as_secs_f64());
         if m != Mode::Unaudited {
             line += &format!("  overhead {:+.1} %", slow(medians[i]));
+        }
+        if m != Mode::Unaudited && rounds >= 4 {
+            let (mid, q1, q3) = pairs[i];
+            line += &format!(
+                "\n{:<10} round by round: median {mid:+.1} %, middle half {q1:+.1} to {q3:+.1} %",
+                ""
+            );
         }
         if t.records > 0
             || matches!(
@@ -691,4 +716,29 @@ fn collector_replay(dir: &Path, script: &str, cgroup: &Path, times: u32) -> Resu
         m.as_nanos() as f64 / recorded.len().max(1) as f64
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(v: &[f64]) -> Vec<Duration> {
+        v.iter().map(|s| Duration::from_secs_f64(*s)).collect()
+    }
+
+    #[test]
+    fn paired_ratios_cancel_a_drift_and_give_median_and_quartiles() {
+        // The machine slows down twofold over the rounds; each round's pair keeps +10 %.
+        let base = secs(&[1.0, 1.25, 1.5, 1.75, 2.0]);
+        let runs = secs(&[1.1, 1.375, 1.65, 1.925, 2.2]);
+        let (mid, q1, q3) = paired(&base, &runs);
+        for v in [mid, q1, q3] {
+            assert!((v - 10.0).abs() < 1e-9, "{v}");
+        }
+        // Per-round slowdowns 10, 0, 20, 5, 30 %: median 10, quartiles 5 and 20.
+        let base = secs(&[1.0; 5]);
+        let runs = secs(&[1.1, 1.0, 1.2, 1.05, 1.3]);
+        let (mid, q1, q3) = paired(&base, &runs);
+        assert_eq!((mid.round(), q1.round(), q3.round()), (10.0, 5.0, 20.0));
+    }
 }
