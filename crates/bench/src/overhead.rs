@@ -545,13 +545,6 @@ pub fn overhead(o: Options) -> Result<()> {
         if m != Mode::Unaudited {
             line += &format!("  overhead {:+.1} %", slow(medians[i]));
         }
-        if m != Mode::Unaudited && rounds >= 4 {
-            let (mid, q1, q3) = pairs[i];
-            line += &format!(
-                "\n{:<10} round by round: median {mid:+.1} %, middle half {q1:+.1} to {q3:+.1} %",
-                ""
-            );
-        }
         if t.records > 0
             || matches!(
                 m,
@@ -563,6 +556,13 @@ pub fn overhead(o: Options) -> Result<()> {
                 line += &format!(", {} events", t.events / rounds as u64);
             }
             line += &format!(" per round, {} lost in all)", t.lost);
+        }
+        if m != Mode::Unaudited && rounds >= 4 {
+            let (mid, q1, q3) = pairs[i];
+            line += &format!(
+                "\n{:<10} round by round: median {mid:+.1} %, middle half {q1:+.1} to {q3:+.1} %",
+                ""
+            );
         }
         line += &format!(
             "\n{:<10} workload CPU median {:.3} s ({:+.1} %)",
