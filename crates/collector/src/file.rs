@@ -211,7 +211,8 @@ impl FilePolicy {
 
 /// What a summarized read is counted under: the process image (pid and the ktime its
 /// `exec_id` is made of, which names the same image without cloning that string at every
-/// read), the path and the raw result (named when the summary is emitted).
+/// read), the path and the result (0 for any fd, else `-errno`; named when the summary is
+/// emitted).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ReadKey {
     pub(crate) session: u64,
@@ -397,7 +398,7 @@ impl Collector {
                         pid: task.pid,
                         image_ktime: p.start_ktime,
                         path: info.path,
-                        result,
+                        result: result.map(|r| r.min(0)),
                     };
                     // The process reference is built for a new summary only (repeats just count).
                     self.reads
@@ -828,9 +829,10 @@ mod tests {
     #[test]
     fn sensitive_reads_logged_others_summarized_until_exit() {
         let mut c = collector();
-        // Two reads of an ordinary file, one failed read: summarized.
-        for k in [1, 2] {
-            assert!(feed(&mut c, 11, k, open(AT_FDCWD, "data.csv", 0, 0), 3).is_empty());
+        // Two reads of an ordinary file (the first fd still open: another fd), one failed
+        // read: summarized.
+        for (k, fd) in [(1, 3), (2, 4)] {
+            assert!(feed(&mut c, 11, k, open(AT_FDCWD, "data.csv", 0, 0), fd).is_empty());
         }
         assert!(feed(&mut c, 11, 3, open(AT_FDCWD, "/nope", 0, 0), -2).is_empty());
         // Sensitive reads: one event each, with the absolute path.
