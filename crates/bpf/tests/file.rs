@@ -114,8 +114,8 @@ fn file_script_exact_records() {
     assert_ne!(*pid, bash, "mv is its own process");
     assert_eq!(c.path2.as_deref(), Some(Path::new("renamed.txt")));
     assert_eq!(*res, Some(0));
-    // File records carry no ppid from the kernel: the reader fills it in, from mv's fork
-    // record (bash) and, for bash (forked outside the cgroup), from /proc (this test).
+    // The ppid of file records: mv's is bash (the programs' fork tracking); bash's, forked
+    // outside the cgroup, comes from /proc (this test).
     let ppid_of = |op: FileOp, path: &str| {
         records
             .iter()
