@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 
 pub use idhash::IdMap;
 use record::{decode, proc_status, setid_exe, KernelRecord, ProcStatus};
@@ -337,8 +337,27 @@ pub struct Probe {
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
     ppids: IdMap<u32, u32>,
     tracefs_mounted: bool,
+    /// Whether exec records carry the euid/egid read by the kernel ([`Probe::exec_creds`]).
+    exec_creds: bool,
     max_latency: Duration,
     ebpf: Ebpf,
+}
+
+/// Loads and attaches `sched_exec_btf` (`tp_btf/sched_process_exec`, which reads the new
+/// image's effective ids from the task's credentials). False when the kernel has no BTF or
+/// refuses the program or the attach; `sched_exec` is attached instead then. Kernel 5.5+
+/// (BTF tracepoints), 5.11+ (`bpf_get_current_task_btf`).
+fn attach_exec_btf(ebpf: &mut Ebpf) -> bool {
+    let Ok(btf) = Btf::from_sys_fs() else {
+        return false;
+    };
+    let Some(program) = ebpf.program_mut("sched_exec_btf") else {
+        return false;
+    };
+    let Ok(program) = <&mut BtfTracePoint>::try_from(program) else {
+        return false;
+    };
+    program.load("sched_process_exec", &btf).is_ok() && program.attach().is_ok()
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
@@ -404,8 +423,14 @@ impl Probe {
             .load(PROCESS_OBJ)
             .map_err(|e| BpfError::Object(Box::new(e)))?;
 
+        // The exec record with the new image's euid/egid read by the kernel, where the kernel
+        // accepts a BTF tracepoint program; else sched_exec (and /proc at a setuid exec).
+        let exec_creds = attach_exec_btf(&mut ebpf);
         let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
         for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
+            if exec_creds && name == "sched_exec" {
+                continue;
+            }
             let tracepoint = format!("{category}/{tp_name}");
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)
                 && !tracefs.join("events").join(&tracepoint).exists()
@@ -485,6 +510,7 @@ impl Probe {
             ready: VecDeque::new(),
             ppids: IdMap::default(),
             tracefs_mounted,
+            exec_creds,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -493,6 +519,13 @@ impl Probe {
     /// Whether [`Probe::load`] mounted tracefs (it was not mounted before).
     pub fn mounted_tracefs(&self) -> bool {
         self.tracefs_mounted
+    }
+
+    /// Whether exec records carry the new image's euid/egid as the kernel read them (the BTF
+    /// tracepoint program `sched_exec_btf` was accepted: kernel BTF, 5.11+, and a lockdown
+    /// that allows BTF-typed reads); else they come from /proc at a setuid/setgid exec.
+    pub fn exec_creds(&self) -> bool {
+        self.exec_creds
     }
 
     /// Starts recording the tasks of a cgroup v2 directory and of all its descendants.
@@ -573,16 +606,25 @@ impl Probe {
                     errno,
                 })
             }
-            KernelRecord::Exec { mut task, old_tid } => {
+            KernelRecord::Exec {
+                mut task,
+                old_tid,
+                creds,
+            } => {
                 // /proc is read only for what the records cannot tell: the euid/egid after the
-                // exec of a setuid/setgid file, and the whole state of a process whose fork the
-                // programs did not see (every /proc read races with the process).
+                // exec of a setuid/setgid file when the kernel could not read them, and the
+                // whole state of a process whose fork the programs did not see (every /proc
+                // read races with the process).
                 let unseen = task.ppid == 0 && !self.ppids.contains_key(&task.pid);
-                let st = if unseen || setid_exe(task.pid) {
+                let mut st = if unseen || (creds.is_none() && setid_exe(task.pid)) {
                     proc_status(task.pid)
                 } else {
                     ProcStatus::default()
                 };
+                if let Some((euid, egid)) = creds {
+                    st.euid = Some(euid);
+                    st.egid = Some(egid);
+                }
                 self.fill_ppid(&mut task, st.ppid);
                 // The collector tracks the cwd from chdir records; without the file programs
                 // (or for an unseen process) it needs this racy read.

@@ -315,8 +315,11 @@ pub enum RawRecord {
         old_tid: u32,
         /// The arguments; `None` when the exec entered before the cgroup was watched.
         args: Option<ExecArgs>,
-        /// Effective uid and gid from `/proc/<pid>/status`, read when the record is decoded:
-        /// best effort, `None` if the process is already gone.
+        /// Effective uid and gid of the new image: read by the kernel program from the task's
+        /// credentials where the kernel accepts BTF tracepoint programs (exact; see
+        /// [`crate::Probe::exec_creds`]); else from `/proc/<pid>/status` when the record is
+        /// decoded, for a setuid/setgid file or a process whose fork was not seen (best effort,
+        /// `None` if the process is already gone), and `None` (unchanged) otherwise.
         euid: Option<u32>,
         /// See `euid`.
         egid: Option<u32>,
@@ -392,6 +395,8 @@ pub(crate) enum KernelRecord {
     Exec {
         task: Task,
         old_tid: u32,
+        /// (euid, egid) read by the kernel, when it could.
+        creds: Option<(u32, u32)>,
     },
     Fork {
         parent: Task,
@@ -529,10 +534,12 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
             })
         }
         REC_EXEC => {
-            need(b, HDR_LEN + 8, "exec")?;
+            need(b, HDR_LEN + 16, "exec")?;
             Ok(KernelRecord::Exec {
                 task,
                 old_tid: u32_at(b, HDR_LEN),
+                creds: (u32_at(b, HDR_LEN + 4) != 0)
+                    .then(|| (u32_at(b, HDR_LEN + 8), u32_at(b, HDR_LEN + 12))),
             })
         }
         REC_FORK => {

@@ -387,6 +387,19 @@ fn setresuid_transition_is_recorded() {
         })
         .expect("exec of /bin/true");
     assert_eq!((true_exec.uid, true_exec.gid), (65534, 65534));
+    if probe.exec_creds() {
+        // And its effective ids, as the kernel read them at the exec.
+        let ids = records.iter().find_map(|r| match r {
+            RawRecord::Exec {
+                args: Some(a),
+                euid,
+                egid,
+                ..
+            } if a.filename == Path::new("/bin/true") => Some((*euid, *egid)),
+            _ => None,
+        });
+        assert_eq!(ids, Some((Some(65534), Some(65534))), "{records:#?}");
+    }
     assert_eq!(probe.losses().unwrap().total(), 0);
 }
 
@@ -514,4 +527,85 @@ fn argv_entry_limit_truncates() {
     assert!(!got.argv_truncated, "{:?}", got.argv.len());
     assert_eq!(got.argv.len(), 1024);
     assert_eq!(probe.losses().unwrap().total(), 0);
+}
+
+#[test]
+fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
+    require_root!("a_setuid_exec_has_the_new_euid_from_the_kernel");
+    let cg = TestCgroup::new();
+    let mut probe = load(ProbeOptions::default());
+    let dir = std::env::temp_dir().join(format!("sandtrail-setuid-test-{}", std::process::id()));
+    if !probe.exec_creds() || nosuid(&std::env::temp_dir()) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\n################################################################\n\
+             ## SKIPPED a_setuid_exec_has_the_new_euid_from_the_kernel: {}\n\
+             ################################################################",
+            if probe.exec_creds() {
+                "the temporary directory is mounted nosuid"
+            } else {
+                "this kernel refused sched_exec_btf (euid at exec comes from /proc)"
+            }
+        );
+        return;
+    }
+    // A setuid-root copy of `id`, run as uid/gid 65534: the exec's euid is 0.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("id-setuid");
+    std::fs::copy("/usr/bin/id", &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    probe.watch_cgroup(cg.path.as_path()).unwrap();
+    let child = cg.spawn(
+        Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .arg("-u")
+            .stdout(std::process::Stdio::piped()),
+    );
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "id -u under setuid"
+    );
+    let exec = records
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::Exec {
+                task,
+                args: Some(a),
+                euid,
+                egid,
+                ..
+            } if a.filename == exe => Some((task.uid, task.gid, *euid, *egid)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no exec of {exe:?}: {records:#?}"));
+    // Real ids 65534; effective uid root (the file's owner), effective gid unchanged.
+    assert_eq!(exec, (65534, 65534, Some(0), Some(65534)));
+    assert_eq!(probe.losses().unwrap().total(), 0);
+}
+
+/// Whether the file system holding `dir` ignores setuid bits.
+fn nosuid(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs is plain integers, for which all zero bytes are a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs, the only
+    // memory statvfs(3) writes.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_NOSUID != 0
 }
