@@ -179,6 +179,11 @@ impl KernelSource {
                 sandtrail_bpf::TRACEFS
             );
         }
+        if !probe.exec_creds() {
+            eprintln!(
+                "sandtrail: this kernel refused the BTF exec program: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy)"
+            );
+        }
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("sandtrail-kernel".into())
