@@ -705,12 +705,14 @@ int exit_execveat(struct tp_sys_exit *ctx)
 	return exec_exit(ctx);
 }
 
-/* A successful exec, in the new image: `old_pid` is the thread that called execve; `creds`
- * says whether `euid`/`egid` hold the new credentials (a setuid/setgid file's). */
-static __always_inline int exec_done(__u32 old_pid, __u32 pid, __u32 creds, __u32 euid, __u32 egid)
+/* A successful exec, in the new image (the current task, now its process's leader): `old_pid`
+ * is the thread that called execve; `creds` says whether `euid`/`egid` hold the new
+ * credentials (a setuid/setgid file's). */
+static __always_inline int exec_done(__u32 old_pid, __u32 creds, __u32 euid, __u32 egid)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (old_pid != pid) {
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (old_pid != (__u32)pid_tgid) {
 		__u32 old = old_pid; /* a non-leader thread exec'd: its old tid is gone */
 		bpf_map_delete_elem(&file_calls, &old);
 	}
@@ -741,7 +743,7 @@ int sched_exec(struct tp_sched_process_exec *ctx)
 {
 	if (!in_watched_cgroup())
 		return 0;
-	return exec_done(ctx->old_pid, ctx->pid, 0, 0, 0);
+	return exec_done(ctx->old_pid, 0, 0, 0);
 }
 
 /* The kernel's types that sched_exec_btf reads, reduced to the fields it reads. The loader
@@ -773,7 +775,7 @@ int sched_exec_btf(__u64 *ctx)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
 	const struct cred *c = t->cred;
-	return exec_done((__u32)ctx[1], (__u32)bpf_get_current_pid_tgid(), 1, c->euid.val, c->egid.val);
+	return exec_done((__u32)ctx[1], 1, c->euid.val, c->egid.val);
 }
 
 /* ---------------------------------------------------------------- fork */
