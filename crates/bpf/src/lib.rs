@@ -337,27 +337,31 @@ pub struct Probe {
     /// Parent pids learned from /proc for processes whose fork the probe did not see.
     ppids: IdMap<u32, u32>,
     tracefs_mounted: bool,
-    /// Whether exec records carry the euid/egid read by the kernel ([`Probe::exec_creds`]).
-    exec_creds: bool,
+    /// Whether exec records carry the euid/egid read by the kernel, else why not
+    /// ([`Probe::exec_creds`]).
+    exec_creds: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
 
 /// Loads and attaches `sched_exec_btf` (`tp_btf/sched_process_exec`, which reads the new
-/// image's effective ids from the task's credentials). False when the kernel has no BTF or
-/// refuses the program or the attach; `sched_exec` is attached instead then. Kernel 5.5+
-/// (BTF tracepoints), 5.11+ (`bpf_get_current_task_btf`).
-fn attach_exec_btf(ebpf: &mut Ebpf) -> bool {
-    let Ok(btf) = Btf::from_sys_fs() else {
-        return false;
-    };
-    let Some(program) = ebpf.program_mut("sched_exec_btf") else {
-        return false;
-    };
-    let Ok(program) = <&mut BtfTracePoint>::try_from(program) else {
-        return false;
-    };
-    program.load("sched_process_exec", &btf).is_ok() && program.attach().is_ok()
+/// image's effective ids from the task's credentials). The error says why the kernel has no
+/// BTF or refused the program or the attach; `sched_exec` is attached instead then. Kernel
+/// 5.5+ (BTF tracepoints), 5.11+ (`bpf_get_current_task_btf`).
+fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut("sched_exec_btf")
+        .ok_or("sched_exec_btf is missing from the object")?
+        .try_into()
+        .map_err(|e| format!("sched_exec_btf: {e}"))?;
+    program
+        .load("sched_process_exec", &btf)
+        .map_err(|e| format!("loading sched_exec_btf: {e}"))?;
+    program
+        .attach()
+        .map(drop)
+        .map_err(|e| format!("attaching sched_exec_btf: {e}"))
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
@@ -428,7 +432,7 @@ impl Probe {
         let exec_creds = attach_exec_btf(&mut ebpf);
         let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
         for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
-            if exec_creds && name == "sched_exec" {
+            if exec_creds.is_ok() && name == "sched_exec" {
                 continue;
             }
             let tracepoint = format!("{category}/{tp_name}");
@@ -523,9 +527,10 @@ impl Probe {
 
     /// Whether exec records carry the new image's euid/egid as the kernel read them (the BTF
     /// tracepoint program `sched_exec_btf` was accepted: kernel BTF, 5.11+, and a lockdown
-    /// that allows BTF-typed reads); else they come from /proc at a setuid/setgid exec.
-    pub fn exec_creds(&self) -> bool {
-        self.exec_creds
+    /// that allows BTF-typed reads); else they come from /proc at a setuid/setgid exec, and
+    /// the error says why the kernel did not take the program.
+    pub fn exec_creds(&self) -> Result<(), &str> {
+        self.exec_creds.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Starts recording the tasks of a cgroup v2 directory and of all its descendants.

@@ -387,8 +387,11 @@ fn setresuid_transition_is_recorded() {
         })
         .expect("exec of /bin/true");
     assert_eq!((true_exec.uid, true_exec.gid), (65534, 65534));
-    if probe.exec_creds() {
+    if kernel_btf() {
         // And its effective ids, as the kernel read them at the exec.
+        probe
+            .exec_creds()
+            .expect("sched_exec_btf on a kernel with BTF");
         let ids = records.iter().find_map(|r| match r {
             RawRecord::Exec {
                 args: Some(a),
@@ -535,21 +538,27 @@ fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
     let cg = TestCgroup::new();
     let mut probe = load(ProbeOptions::default());
     let dir = std::env::temp_dir().join(format!("sandtrail-setuid-test-{}", std::process::id()));
-    if !probe.exec_creds() || nosuid(&std::env::temp_dir()) {
+    let missing = if !kernel_btf() {
+        Some("no kernel BTF (/sys/kernel/btf/vmlinux): euid at exec comes from /proc")
+    } else if nosuid(&std::env::temp_dir()) {
+        Some("the temporary directory is mounted nosuid")
+    } else {
+        None
+    };
+    if let Some(why) = missing {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr().lock(),
             "\n################################################################\n\
-             ## SKIPPED a_setuid_exec_has_the_new_euid_from_the_kernel: {}\n\
-             ################################################################",
-            if probe.exec_creds() {
-                "the temporary directory is mounted nosuid"
-            } else {
-                "this kernel refused sched_exec_btf (euid at exec comes from /proc)"
-            }
+             ## SKIPPED a_setuid_exec_has_the_new_euid_from_the_kernel: {why}\n\
+             ################################################################"
         );
         return;
     }
+    // With BTF the program must have been taken: a refusal is a failure, not a skip.
+    probe
+        .exec_creds()
+        .expect("sched_exec_btf on a kernel with BTF");
     // A setuid-root copy of `id`, run as uid/gid 65534: the exec's euid is 0.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -596,6 +605,11 @@ fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
     // Real ids 65534; effective uid root (the file's owner), effective gid unchanged.
     assert_eq!(exec, (65534, 65534, Some(0), Some(65534)));
     assert_eq!(probe.losses().unwrap().total(), 0);
+}
+
+/// Whether the kernel describes itself in BTF (what `sched_exec_btf` needs).
+fn kernel_btf() -> bool {
+    Path::new("/sys/kernel/btf/vmlinux").exists()
 }
 
 /// Whether the file system holding `dir` ignores setuid bits.

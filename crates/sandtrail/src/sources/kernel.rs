@@ -179,9 +179,9 @@ impl KernelSource {
                 sandtrail_bpf::TRACEFS
             );
         }
-        if !probe.exec_creds() {
+        if let Err(why) = probe.exec_creds() {
             eprintln!(
-                "sandtrail: this kernel refused the BTF exec program: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy)"
+                "sandtrail: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy): {why}"
             );
         }
         let (tx, rx) = mpsc::channel();
