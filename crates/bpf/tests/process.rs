@@ -546,13 +546,7 @@ fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
         None
     };
     if let Some(why) = missing {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n################################################################\n\
-             ## SKIPPED a_setuid_exec_has_the_new_euid_from_the_kernel: {why}\n\
-             ################################################################"
-        );
+        skipped("a_setuid_exec_has_the_new_euid_from_the_kernel", why);
         return;
     }
     // With BTF the program must have been taken: a refusal is a failure, not a skip.

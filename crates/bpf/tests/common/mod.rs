@@ -34,19 +34,23 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! require_root {
     ($name:expr) => {
         if let Some(why) = skip_reason() {
-            // Straight to fd 2: the test harness captures eprintln! of passing tests.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "\n################################################################\n\
-                 ## SKIPPED {}: {why}\n\
-                 ## the BPF probe was NOT tested\n\
-                 ################################################################",
-                $name
-            );
+            skipped($name, &why);
             return;
         }
     };
+}
+
+/// Says loudly that test `name` did not run, and why (straight to fd 2: the test harness
+/// captures eprintln! of passing tests).
+pub fn skipped(name: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n################################################################\n\
+         ## SKIPPED {name}: {why}\n\
+         ## the BPF probe was NOT tested\n\
+         ################################################################"
+    );
 }
 
 /// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, `/sys/fs/cgroup` on pure v2.
