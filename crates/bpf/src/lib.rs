@@ -334,7 +334,8 @@ pub struct Probe {
     files: bool,
     /// Records completed while joining another (a file call whose result never came).
     ready: VecDeque<RawRecord>,
-    /// Parent pids learned from /proc for processes whose fork the probe did not see.
+    /// Parent pid of each live process: from its fork or exec record, or (fork not seen) from
+    /// /proc; file records carry none. Removed at the process's exit record.
     ppids: IdMap<u32, u32>,
     tracefs_mounted: bool,
     /// Whether exec records carry the euid/egid read by the kernel, else why not
@@ -631,6 +632,9 @@ impl Probe {
                     st.egid = Some(egid);
                 }
                 self.fill_ppid(&mut task, st.ppid);
+                if task.ppid != 0 {
+                    self.ppids.insert(task.pid, task.ppid);
+                }
                 // The collector tracks the cwd from chdir records; without the file programs
                 // (or for an unseen process) it needs this racy read.
                 let cwd = (unseen || !self.files)
@@ -650,6 +654,8 @@ impl Probe {
                 child_pid,
             } => {
                 self.fill_ppid(&mut parent, None);
+                // File records leave the parent to user space (fill_file_hdr): from here.
+                self.ppids.insert(child_pid, parent.pid);
                 Some(RawRecord::Fork { parent, child_pid })
             }
             KernelRecord::Cred { mut task, call } => {
@@ -728,8 +734,10 @@ impl Probe {
         }
     }
 
-    /// For a process whose fork the probe did not see (ppid 0 from the kernel): the ppid
-    /// learned earlier, else `/proc/<pid>/status` now (`known`, when already read).
+    /// For a file record (the kernel leaves the parent and comm out of those) and a process
+    /// whose fork the probe did not see (ppid 0 from the kernel): the ppid learned from its
+    /// fork or exec record or earlier, else `/proc/<pid>/status` now (`known`, when already
+    /// read), which also gives a missing comm.
     fn fill_ppid(&mut self, task: &mut Task, known: Option<u32>) {
         if task.ppid != 0 {
             return;
@@ -738,7 +746,19 @@ impl Probe {
             task.ppid = ppid;
             return;
         }
-        if let Some(ppid) = known.or_else(|| proc_status(task.pid).ppid) {
+        let st = match known {
+            Some(ppid) => ProcStatus {
+                ppid: Some(ppid),
+                ..Default::default()
+            },
+            None => proc_status(task.pid),
+        };
+        if task.comm.is_empty() {
+            if let Some(name) = st.name {
+                task.comm = name;
+            }
+        }
+        if let Some(ppid) = st.ppid {
             task.ppid = ppid;
             self.ppids.insert(task.pid, ppid);
         }

@@ -66,7 +66,9 @@ pub struct Task {
     pub cgroup_id: u64,
     /// `CLOCK_MONOTONIC` (bpf_ktime_get_ns) nanoseconds.
     pub ktime_ns: u64,
-    /// `comm`, at most 15 bytes.
+    /// `comm`, at most 15 bytes. Empty in file records ([`RawRecord::File`]: the kernel
+    /// leaves it out of those, the process's exec or fork record has it), except for a
+    /// process first seen through one, whose comm is read from `/proc/<pid>/status`.
     pub comm: String,
 }
 
@@ -665,6 +667,9 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
 /// Fields of `/proc/<pid>/status` the kernel records cannot give without kernel reads.
 #[derive(Debug, Default)]
 pub(crate) struct ProcStatus {
+    /// `Name:`, the comm, as `/proc/<pid>/status` prints it (a tab, newline or backslash in
+    /// it escaped).
+    pub name: Option<String>,
     pub ppid: Option<u32>,
     pub euid: Option<u32>,
     pub egid: Option<u32>,
@@ -684,6 +689,10 @@ pub(crate) fn proc_status(pid: u32) -> ProcStatus {
         return st;
     };
     for line in text.lines() {
+        if let Some(name) = line.strip_prefix("Name:") {
+            st.name = Some(name.trim_start_matches('\t').to_owned());
+            continue;
+        }
         let mut it = line.split_whitespace();
         match it.next() {
             Some("PPid:") => st.ppid = it.next().and_then(|v| v.parse().ok()),
@@ -712,6 +721,17 @@ mod tests {
         b.extend_from_slice(b"bash\0\0\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(b.len(), HDR_LEN);
         b
+    }
+
+    #[test]
+    fn proc_status_reads_the_comm_and_parent_of_a_process() {
+        let me = std::process::id();
+        let st = proc_status(me);
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(st.name.as_deref(), Some(comm.trim_end_matches('\n')));
+        assert_eq!(st.ppid, Some(std::os::unix::process::parent_id()));
+        let gone = proc_status(u32::MAX);
+        assert_eq!((gone.name, gone.ppid), (None, None));
     }
 
     #[test]

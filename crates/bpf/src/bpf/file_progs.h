@@ -130,8 +130,8 @@ struct {
 } file_scratch SEC(".maps");
 
 
-/* The user pointers of the path arguments of the call being built on this CPU (kept for a
- * re-read at exit when the entry read faults). */
+/* The user pointers of the path arguments of the call being built on this CPU, written only
+ * when the entry read faults (for a re-read at exit) and read only for the path(s) that did. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -141,7 +141,8 @@ struct {
 
 static __always_inline struct rec_file_args *file_begin(__u32 op)
 {
-	if (!in_watched_cgroup())
+	__u64 cgroup_id = watched_cgroup();
+	if (!cgroup_id)
 		return 0;
 	__u32 zero = 0;
 	struct rec_file_args *r = bpf_map_lookup_elem(&file_scratch, &zero);
@@ -149,7 +150,7 @@ static __always_inline struct rec_file_args *file_begin(__u32 op)
 		count_loss(LOSS_SCRATCH);
 		return 0;
 	}
-	fill_hdr(&r->h, REC_FILE_ARGS);
+	fill_file_hdr(&r->h, REC_FILE_ARGS, cgroup_id);
 	r->op = op;
 	r->rflags = 0;
 	r->dirfd = AT_FDCWD;
@@ -163,13 +164,7 @@ static __always_inline struct rec_file_args *file_begin(__u32 op)
 	r->path_len = 0;
 	r->path2_len = 0;
 	r->fstype[0] = 0;
-	r->path[0] = 0;
-	r->path2[0] = 0;
-	struct file_call *c = bpf_map_lookup_elem(&file_ptrs, &zero);
-	if (c) {
-		c->ptr = 0;
-		c->ptr2 = 0;
-	}
+	/* path[] and path2[] are read only up to path_len / path2_len (0 unless read here). */
 	return r;
 }
 
@@ -187,25 +182,25 @@ static __always_inline void file_keep_ptr(__u64 ptr, int second)
 
 static __always_inline void file_path(struct rec_file_args *r, __u64 ptr)
 {
-	file_keep_ptr(ptr, 0);
 	long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)ptr);
 	if (n > 0) {
 		r->path_len = n;
 	} else {
 		r->path_len = 0;
 		r->rflags |= FILE_PATH_FAULT;
+		file_keep_ptr(ptr, 0);
 	}
 }
 
 static __always_inline void file_path2(struct rec_file_args *r, __u64 ptr)
 {
-	file_keep_ptr(ptr, 1);
 	long n = bpf_probe_read_user_str(r->path2, sizeof(r->path2), (const void *)ptr);
 	if (n > 0) {
 		r->path2_len = n;
 	} else {
 		r->path2_len = 0;
 		r->rflags |= FILE_PATH2_FAULT;
+		file_keep_ptr(ptr, 1);
 	}
 }
 

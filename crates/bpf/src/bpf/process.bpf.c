@@ -234,7 +234,8 @@ struct rec_hdr {
 	__u32 kind;
 	__u32 pid;  /* thread id of the acting task */
 	__u32 tgid; /* process id of the acting task */
-	__u32 ppid; /* parent process id as tracked by the probe; 0 when unknown */
+	__u32 ppid; /* parent process id as tracked by the probe; 0 when unknown (and in file
+		     * records, which leave the parent and comm to user space: see fill_file_hdr) */
 	__u64 ktime_ns;
 	__u64 cgroup_id;
 	__u32 uid; /* real uid/gid (bpf_get_current_uid_gid), host namespace */
@@ -496,25 +497,31 @@ static __always_inline int in_watched_subtree(__u64 id)
 	return 0;
 }
 
-/* Whether the current task is in a watched cgroup or below one. A task's cgroup can change
- * between two calls, but the answer is keyed by the cgroup id, and a cgroup's ancestors never
- * change. */
-static __always_inline int in_watched_cgroup(void)
+/* The current task's cgroup v2 id when it is in a watched cgroup or below one, else 0 (no
+ * cgroup has id 0: the root's is 1). A task's cgroup can change between two calls, but the
+ * answer is keyed by the cgroup id, and a cgroup's ancestors never change. */
+static __always_inline __u64 watched_cgroup(void)
 {
 	__u64 id = bpf_get_current_cgroup_id();
 	__u32 zero = 0;
 	__u32 *gen = bpf_map_lookup_elem(&filter_gen, &zero);
 	struct filter_cache *c = bpf_map_lookup_elem(&filter_cache, &zero);
 	if (!gen || !c)
-		return in_watched_subtree(id);
+		return in_watched_subtree(id) ? id : 0;
 	__u32 g = *gen;
 	if (c->cgroup_id == id && c->gen == g)
-		return c->watched;
+		return c->watched ? id : 0;
 	int w = in_watched_subtree(id);
 	c->cgroup_id = id;
 	c->gen = g;
 	c->watched = w;
-	return w;
+	return w ? id : 0;
+}
+
+/* Whether the current task is in a watched cgroup or below one. */
+static __always_inline int in_watched_cgroup(void)
+{
+	return watched_cgroup() != 0;
 }
 
 static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
@@ -533,6 +540,26 @@ static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
 	h->uid = (__u32)uid_gid;
 	h->gid = uid_gid >> 32;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* The header of a file record (REC_FILE_ARGS), made often (every open of every process in a
+ * session): without the two parts user space already has from the process's fork and exec
+ * records, the parent (ppid 0: a hash lookup) and the comm (empty: a helper call). Each
+ * costs tens of ns in the cold state these programs run in, measured with
+ * `sandtrail-bench overhead --prog-stats`. `cgroup_id` is the filter's answer. */
+static __always_inline void fill_file_hdr(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	h->kind = kind;
+	h->pid = (__u32)pid_tgid;
+	h->tgid = pid_tgid >> 32;
+	h->ppid = 0;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->cgroup_id = cgroup_id;
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	__builtin_memset(h->comm, 0, sizeof(h->comm));
 }
 
 static __always_inline struct proc_state *track(__u32 tgid, __u32 ppid)
