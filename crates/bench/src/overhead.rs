@@ -72,14 +72,22 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Wall time and CPU time (user + system, all its processes) of one run of the workload.
-fn run_workload(dir: &Path, script: &str) -> Result<(Duration, Duration)> {
+/// `PATH` of the workload (its environment is fixed, not inherited: see [`Options::lang`]).
+const WORKLOAD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Wall time and CPU time (user + system, all its processes) of one run of the workload, in
+/// a fixed environment: `PATH`, `HOME` (the work directory) and `LANG` only.
+fn run_workload(dir: &Path, script: &str, lang: &str) -> Result<(Duration, Duration)> {
     let cpu0 = children_cpu();
     let t = Instant::now();
     let st = Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
         .current_dir(dir)
+        .env_clear()
+        .env("PATH", WORKLOAD_PATH)
+        .env("HOME", dir)
+        .env("LANG", lang)
         .status()
         .context("running the workload")?;
     let took = t.elapsed();
@@ -369,6 +377,12 @@ pub struct Options {
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
     pub prog_stats: bool,
+    /// `LANG` of the workload. The locale decides much of its system calls: with `C.UTF-8`
+    /// (Debian's default, and common in container images) each coreutils process opens ~28
+    /// locale files at start, which are most of a round's read-only opens; with `C` it opens
+    /// none of them. The rest of the environment is fixed too, so that the caller's does not
+    /// change the figures.
+    pub lang: String,
     /// After the rounds: record one workload's records and feed them this many times to a
     /// fresh collector, timing the collector alone (0: skip).
     pub replay: u32,
@@ -386,6 +400,7 @@ pub fn overhead(o: Options) -> Result<()> {
         opens,
         prog_stats,
         replay,
+        lang,
     } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -429,11 +444,11 @@ pub fn overhead(o: Options) -> Result<()> {
         println!("workload: {opens} × open(O_RDONLY) + close of one file; {rounds} rounds, modes interleaved: {names}");
     } else {
         println!(
-            "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c; {rounds} rounds, modes interleaved: {names}"
+            "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c, LANG={lang}; {rounds} rounds, modes interleaved: {names}"
         );
     }
     // Warm the page cache and gcc.
-    run_workload(dir.path(), &script)?;
+    run_workload(dir.path(), &script, &lang)?;
     let mut tally: Vec<Tally> = modes.iter().map(|_| Tally::default()).collect();
     for r in 0..rounds {
         // One probe (256 MiB ring) serves attached, kernel and decode in turn.
@@ -441,7 +456,7 @@ pub fn overhead(o: Options) -> Result<()> {
         for (i, &mode) in modes.iter().enumerate() {
             let t = &mut tally[i];
             match mode {
-                Mode::Unaudited => t.push(run_workload(dir.path(), &script)?),
+                Mode::Unaudited => t.push(run_workload(dir.path(), &script, &lang)?),
                 Mode::Attached | Mode::Kernel | Mode::Decode => {
                     let mut probe = match split_probe.take() {
                         Some(p) => p,
@@ -455,16 +470,16 @@ pub fn overhead(o: Options) -> Result<()> {
                     };
                     let before = probe.losses()?.total();
                     if mode == Mode::Attached {
-                        t.push(run_workload(dir.path(), &script)?);
+                        t.push(run_workload(dir.path(), &script, &lang)?);
                         t.records += drain(&mut probe)?;
                     } else {
                         let id = probe.watch_cgroup(cg.0.clone())?;
                         if mode == Mode::Kernel {
-                            t.push(run_workload(dir.path(), &script)?);
+                            t.push(run_workload(dir.path(), &script, &lang)?);
                             t.records += drain(&mut probe)?;
                         } else {
                             let reader = Reader::start(probe, id, false);
-                            t.push(run_workload(dir.path(), &script)?);
+                            t.push(run_workload(dir.path(), &script, &lang)?);
                             let (p, rec, _, cpu, _) = reader.stop()?;
                             probe = p;
                             t.records += rec;
@@ -490,7 +505,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
                     let reader = Reader::start(probe, id, true);
-                    t.push(run_workload(dir.path(), &script)?);
+                    t.push(run_workload(dir.path(), &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
                     t.summaries.0 += sums.0;
                     t.summaries.1 += sums.1;
@@ -510,7 +525,7 @@ pub fn overhead(o: Options) -> Result<()> {
                 }
                 Mode::Auditd => {
                     let a = Auditd::start()?;
-                    t.push(run_workload(dir.path(), &script)?);
+                    t.push(run_workload(dir.path(), &script, &lang)?);
                     drop(a);
                 }
             }
@@ -665,7 +680,7 @@ pub fn overhead(o: Options) -> Result<()> {
         }
     }
     if replay > 0 {
-        collector_replay(dir.path(), &script, &cg.0, replay)?;
+        collector_replay(dir.path(), &script, &lang, &cg.0, replay)?;
     }
     Ok(())
 }
@@ -675,14 +690,14 @@ pub fn overhead(o: Options) -> Result<()> {
 /// round: the reader's share of sandtrail's cost without the machine's noise. The cwd lookup of
 /// a first-seen process is turned off (the recorded processes are gone; in a live run it is
 /// one `readlink` per process whose fork was not seen).
-fn collector_replay(dir: &Path, script: &str, cgroup: &Path, times: u32) -> Result<()> {
+fn collector_replay(dir: &Path, script: &str, lang: &str, cgroup: &Path, times: u32) -> Result<()> {
     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
         ring_buffer_bytes: 256 << 20,
         wakeup_bytes: Some(128 << 20),
         ..Default::default()
     })?;
     let id = probe.watch_cgroup(cgroup.to_path_buf())?;
-    run_workload(dir, script)?;
+    run_workload(dir, script, lang)?;
     let mut recorded = Vec::new();
     let start = thread_cpu();
     while let Some(r) = probe.next_record(Duration::from_millis(50))? {
