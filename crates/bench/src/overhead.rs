@@ -378,10 +378,10 @@ pub struct Options {
     /// Print each BPF program's run count and time (sandtrail mode).
     pub prog_stats: bool,
     /// `LANG` of the workload. The locale decides much of its system calls: with `C.UTF-8`
-    /// (what `sandtrail run` gives a session, and common in container images) each coreutils process opens ~28
-    /// locale files at start, which are most of a round's read-only opens; with `C` it opens
-    /// none of them. The rest of the environment is fixed too, so that the caller's does not
-    /// change the figures.
+    /// (what `sandtrail run` gives a session, and common in container images) each coreutils
+    /// process opens ~28 locale files at start, which are most of a round's read-only opens;
+    /// with `C` it opens none of them. The rest of the environment is fixed too, so that the
+    /// caller's does not change the figures.
     pub lang: String,
     /// After the rounds: record one workload's records and feed them this many times to a
     /// fresh collector, timing the collector alone (0: skip).
