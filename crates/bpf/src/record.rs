@@ -239,6 +239,9 @@ pub enum FileOp {
     /// `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD | F_DUPFD_CLOEXEC)`: `fd` is the old fd, the
     /// result the new one.
     Dup,
+    /// `mknod`, `mknodat`: a regular file, FIFO, socket or device node; `mode` with its file
+    /// type bits (`S_IFMT`), `flags` the device number (`dev_t` as passed).
+    Mknod,
 }
 
 impl FileOp {
@@ -260,6 +263,7 @@ impl FileOp {
             14 => FileOp::Mount,
             15 => FileOp::Umount,
             16 => FileOp::Dup,
+            17 => FileOp::Mknod,
             _ => return None,
         })
     }
@@ -285,9 +289,9 @@ pub struct FileCall {
     /// `fchmod`, `fchown` (then `path` is empty).
     pub fd: Option<i32>,
     /// open `O_*` flags (openat2: `how.flags`); unlinkat/linkat/fchownat/renameat2 flags; mount
-    /// `MS_*`; umount flags.
+    /// `MS_*`; umount flags; mknod: the device number.
     pub flags: u64,
-    /// open/mkdir/chmod mode.
+    /// open/mkdir/chmod/mknod mode (mknod: with the file type bits).
     pub mode: u32,
     /// chown owner and group as passed (`u32::MAX` = unchanged).
     pub uid: u32,

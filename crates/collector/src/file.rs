@@ -259,9 +259,28 @@ fn kind_of(op: FileOp) -> Option<Kind> {
         FileOp::Mount => Kind::FileMount,
         FileOp::Umount => Kind::FileUnmount,
         FileOp::Mkdir => Kind::FileMkdir,
+        FileOp::Mknod => Kind::FileMknod,
         // No event for these (cwd and fd tracking only).
         FileOp::Chdir | FileOp::Fchdir | FileOp::Dup => return None,
     })
+}
+
+/// File type bits of a mode (`S_IFMT`), and the two device types among them.
+const S_IFMT: u32 = 0o170000;
+const S_IFCHR: u32 = 0o020000;
+const S_IFBLK: u32 = 0o060000;
+
+/// "major:minor" of the device number `dev` a mknod call passed, for a character or block
+/// device node (the kernel's `new_decode_dev`: 12 bits of major, 20 of minor).
+fn device_of(mode: u32, dev: u64) -> Option<String> {
+    let kind = mode & S_IFMT;
+    if kind != S_IFCHR && kind != S_IFBLK {
+        return None;
+    }
+    let dev = dev as u32;
+    let major = (dev & 0xfff00) >> 8;
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    Some(format!("{major}:{minor}"))
 }
 
 /// A call's result as `file.result` names it: `ok`, or the errno's name.
@@ -436,6 +455,11 @@ impl Collector {
             }
             // The mode as passed (the umask applies after).
             FileOp::Mkdir => info.mode = Some(call.mode & 0o7777),
+            FileOp::Mknod => {
+                // The type bits as well: a FIFO, socket, device node or regular file.
+                info.mode = Some(call.mode & (S_IFMT | 0o7777));
+                info.device = device_of(call.mode, call.flags);
+            }
             FileOp::Chown => {
                 info.uid = (call.uid != u32::MAX).then_some(call.uid);
                 info.gid = (call.gid != u32::MAX).then_some(call.gid);
@@ -810,6 +834,38 @@ mod tests {
                 }
             )]
         );
+        // mknod: the type bits kept; a device node's number as major:minor (the kernel's
+        // encoding: 8:17 is 0x811, 259:65536 needs the high bits of both).
+        let mut mk = call(FileOp::Mknod, AT_FDCWD, "fifo");
+        mk.mode = 0o10644;
+        assert_eq!(
+            feed(&mut c, 11, 10, mk, 0),
+            [(
+                Kind::FileMknod,
+                FileInfo {
+                    mode: Some(0o10644),
+                    result: Some("ok".into()),
+                    ..info("/work/fifo")
+                }
+            )]
+        );
+        let mut mk = call(FileOp::Mknod, AT_FDCWD, "/dev/sdb1");
+        mk.mode = 0o60660;
+        mk.flags = 0x811;
+        assert_eq!(
+            feed(&mut c, 11, 10, mk, -1),
+            [(
+                Kind::FileMknod,
+                FileInfo {
+                    mode: Some(0o60660),
+                    device: Some("8:17".into()),
+                    result: Some("EPERM".into()),
+                    ..info("/dev/sdb1")
+                }
+            )]
+        );
+        assert_eq!(device_of(0o20600, 0x1011_0303), Some("259:65795".into()));
+        assert_eq!(device_of(0o100644, 0x811), None);
         // A path that could not be read is said so, not guessed.
         let mut u = call(FileOp::Unlink, AT_FDCWD, "");
         u.path_fault = true;

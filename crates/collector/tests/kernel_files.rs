@@ -1,6 +1,7 @@
 //! Root end-to-end test of file collection: the kernel's records of a real bash + python3
 //! script, fed to the collector, give `file.*` events with exact absolute paths (after `cd`,
-//! with `..`, relative to a Python `dir_fd`), sensitive reads logged and other reads summarized.
+//! with `..`, relative to a Python `dir_fd`), `mkdir` and `mknod` with their modes, sensitive
+//! reads logged and other reads summarized.
 //! The cgroup helpers are those of `crates/bpf/tests/`.
 //!
 //! Not root, or no cgroup v2 hierarchy: the test prints a loud SKIPPED banner and passes.
@@ -23,11 +24,13 @@ echo hi > created.txt
 mv created.txt renamed.txt
 mkdir sub
 cd sub
+mkfifo pipe
 echo x > ../rel.txt
 rm ../renamed.txt
 cat /nonexistent-sandtrail-file 2>/dev/null || true
 cat ../rel.txt ../rel.txt > /dev/null
-python3 -c 'import os, sys
+python3 -c 'import os, stat, sys
+os.mknod("chr", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
 d = os.open(sys.argv[1], os.O_RDONLY)
 f = os.open("viafd.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=d)
 os.close(f)
@@ -125,6 +128,35 @@ fn a_script_gives_file_events_with_absolute_paths() {
         &FileInfo {
             path: format!("{d}/sub"),
             mode: Some(0o777),
+            result: Some("ok".into()),
+            ..Default::default()
+        }
+    );
+    // `mkfifo pipe` and Python's `os.mknod` of a character device (relative, after cd):
+    // one event each, exact, with the file type bits and the device number.
+    let mknods: Vec<(&str, &FileInfo)> = files
+        .iter()
+        .filter(|(k, _, _)| *k == Kind::FileMknod)
+        .map(|(_, exe, f)| (exe.as_str(), f))
+        .collect();
+    assert_eq!(mknods.len(), 2, "{files:#?}");
+    assert!(mknods[0].0.ends_with("/mkfifo"), "{mknods:?}");
+    assert_eq!(
+        mknods[0].1,
+        &FileInfo {
+            path: format!("{d}/sub/pipe"),
+            mode: Some(0o10666),
+            result: Some("ok".into()),
+            ..Default::default()
+        }
+    );
+    assert!(mknods[1].0.contains("python3"), "{mknods:?}");
+    assert_eq!(
+        mknods[1].1,
+        &FileInfo {
+            path: format!("{d}/sub/chr"),
+            mode: Some(0o20600),
+            device: Some("1:3".into()),
             result: Some("ok".into()),
             ..Default::default()
         }

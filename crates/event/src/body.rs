@@ -538,8 +538,9 @@ pub struct FileInfo {
     /// How many identical operations this event stands for (repeats summarised); absent = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
-    /// File mode bits (decimal in JSON: 493 = 0o755) for file.chmod, creating opens and
-    /// file.mkdir (the mode argument as passed, before the umask).
+    /// File mode bits (decimal in JSON: 493 = 0o755) for file.chmod, creating opens,
+    /// file.mkdir (the mode argument as passed, before the umask) and file.mknod (with the
+    /// file type bits: 4480 = 0o10600 is a FIFO, 8630 = 0o20666 a character device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// New owner for file.chown.
@@ -554,6 +555,9 @@ pub struct FileInfo {
     /// Mount source for file.mount (device, directory or pseudo name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Device number ("major:minor") of a character or block device node made by file.mknod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// One end of a connection.

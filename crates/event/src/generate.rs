@@ -671,6 +671,16 @@ impl Demo<'_> {
                 ..Default::default()
             },
         );
+        self.file(
+            Kind::FileMknod,
+            &sh,
+            FileInfo {
+                path: "/workspace/.tools/fifo".into(),
+                mode: Some(0o10644),
+                result: Some("ok".into()),
+                ..Default::default()
+            },
+        );
         self.open(&sh, "/workspace/.tools/bin/fmt-tool", Access::Write, true);
         self.file(
             Kind::FileChmod,
@@ -1108,7 +1118,7 @@ pub struct Mixed<'a> {
 
 /// (weight per mille, what) for body events of the mixed stream.
 const MIX: &[(u64, Kind)] = &[
-    (456, Kind::FileOpen),
+    (455, Kind::FileOpen),
     (100, Kind::ProcessExec),
     (95, Kind::ProcessExit),
     (45, Kind::DnsQuery),
@@ -1122,6 +1132,7 @@ const MIX: &[(u64, Kind)] = &[
     (40, Kind::FileDelete),
     (15, Kind::FileChmod),
     (5, Kind::FileMkdir),
+    (1, Kind::FileMknod),
     (5, Kind::FileChown),
     (10, Kind::FileLink),
     (15, Kind::FileTruncate),
@@ -1688,6 +1699,16 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 path: dir,
                 mode: Some(0o777),
                 result: Some(if rng.chance(900) { "ok" } else { "EEXIST" }.into()),
+                ..Default::default()
+            });
+        }
+        Kind::FileMknod => {
+            e.process = Some(actor.as_ref());
+            // A named pipe in the workspace (`mkfifo`), mode 0o644 with S_IFIFO.
+            e.file = Some(FileInfo {
+                path: workspace_path(rng),
+                mode: Some(0o10644),
+                result: Some(if rng.chance(950) { "ok" } else { "EEXIST" }.into()),
                 ..Default::default()
             });
         }

@@ -100,11 +100,14 @@ kinds! {
     LedgerPruned = 32 => "ledger.pruned",
     /// A directory was created (mkdir, mkdirat).
     FileMkdir = 33 => "file.mkdir",
+    /// A file system node was made by mknod/mknodat: a regular file, FIFO, socket or
+    /// device node (`file.mode` carries its type bits).
+    FileMknod = 34 => "file.mknod",
 }
 
 impl Kind {
     /// Number of kinds; every [`id`](Kind::id) is below this.
-    pub const COUNT: usize = 34;
+    pub const COUNT: usize = 35;
 
     /// Every kind, in id order (`Kind::all()[k.id() as usize] == k`).
     pub fn all() -> &'static [Kind] {
@@ -232,6 +235,8 @@ mod tests {
         assert_eq!(Kind::LedgerPruned.id(), 32);
         assert_eq!(Kind::FileMkdir.id(), 33);
         assert!(Kind::FileMkdir.is_file());
+        assert_eq!(Kind::FileMknod.id(), 34);
+        assert!(Kind::FileMknod.is_file());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn required_fields(kind: Kind) -> &'static [&'static str] {
             &["session_id", "file"]
         }
         FileRename | FileLink => &["session_id", "file", "file.new_path"],
-        FileChmod | FileMkdir => &["session_id", "file", "file.mode"],
+        FileChmod | FileMkdir | FileMknod => &["session_id", "file", "file.mode"],
         NetConnect | NetListen | NetFlow => &["session_id", "net"],
         NetAccept => &["session_id", "net", "net.src"],
         DnsQuery => &["session_id", "dns"],

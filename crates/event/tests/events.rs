@@ -776,7 +776,7 @@ fn parse_unknown_field_names_its_path() {
         msg.starts_with("file.pathh: unknown field (at column "),
         "{msg}"
     );
-    assert!(msg.ends_with("; fields allowed here: one of path, new_path, access, created, flags, result, count, mode, uid, gid, fstype, source"), "{msg}");
+    assert!(msg.ends_with("; fields allowed here: one of path, new_path, access, created, flags, result, count, mode, uid, gid, fstype, source, device"), "{msg}");
 
     let err = parse_json_line(&line_with("file.open", r#","colour":"red""#)).unwrap_err();
     assert_eq!(err.path(), "colour");

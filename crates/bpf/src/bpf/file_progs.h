@@ -40,6 +40,7 @@
 #define FOP_MOUNT 14
 #define FOP_UMOUNT 15
 #define FOP_DUP 16
+#define FOP_MKNOD 17
 
 /* rec_file_args.rflags */
 #define FILE_PATH_FAULT 1  /* the path could not be read from user memory */
@@ -71,7 +72,7 @@ struct rec_file_args {
 	__u32 rflags; /* FILE_PATH*_FAULT */
 	__s32 dirfd;  /* of path; AT_FDCWD when the call has none */
 	__s32 dirfd2; /* of path2 */
-	__u64 flags;  /* open O_* (openat2: how.flags), unlinkat/linkat/fchownat/renameat2 flags, mount MS_* */
+	__u64 flags;  /* open O_* (openat2: how.flags), unlinkat/linkat/fchownat/renameat2 flags, mount MS_*, mknod dev */
 	__u32 mode;   /* open/mkdir/chmod mode */
 	__u32 uid;    /* chown */
 	__u32 gid;
@@ -503,6 +504,36 @@ int enter_mkdirat(struct tp_sys_enter *ctx)
 	return file_send(r);
 }
 FILE_EXIT(mkdirat)
+
+/* mknod(filename, mode, dev): a regular file, FIFO, socket or device node; the mode carries
+ * the file type (S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK), dev the device number. */
+SEC("tracepoint/syscalls/sys_enter_mknod")
+int enter_mknod(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_MKNOD);
+	if (!r)
+		return 0;
+	file_path(r, ctx->args[0]);
+	r->mode = (__u32)ctx->args[1];
+	r->flags = (__u32)ctx->args[2];
+	return file_send(r);
+}
+FILE_EXIT(mknod)
+
+/* mknodat(dfd, filename, mode, dev) */
+SEC("tracepoint/syscalls/sys_enter_mknodat")
+int enter_mknodat(struct tp_sys_enter *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_MKNOD);
+	if (!r)
+		return 0;
+	r->dirfd = (__s32)ctx->args[0];
+	file_path(r, ctx->args[1]);
+	r->mode = (__u32)ctx->args[2];
+	r->flags = (__u32)ctx->args[3];
+	return file_send(r);
+}
+FILE_EXIT(mknodat)
 
 /* chdir(filename) */
 SEC("tracepoint/syscalls/sys_enter_chdir")
