@@ -524,30 +524,8 @@ static __always_inline int in_watched_cgroup(void)
 	return watched_cgroup() != 0;
 }
 
-static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	h->kind = kind;
-	h->pid = (__u32)pid_tgid;
-	h->tgid = pid_tgid >> 32;
-	h->ppid = 0;
-	struct proc_state *p = bpf_map_lookup_elem(&procs, &h->tgid);
-	if (p)
-		h->ppid = p->ppid;
-	h->ktime_ns = bpf_ktime_get_ns();
-	h->cgroup_id = bpf_get_current_cgroup_id();
-	h->uid = (__u32)uid_gid;
-	h->gid = uid_gid >> 32;
-	bpf_get_current_comm(h->comm, sizeof(h->comm));
-}
-
-/* The header of a file record (REC_FILE_ARGS), made often (every open of every process in a
- * session): without the two parts user space already has from the process's fork and exec
- * records, the parent (ppid 0: a hash lookup) and the comm (empty: a helper call). Each
- * costs tens of ns in the cold state these programs run in, measured with
- * `sandtrail-bench overhead --prog-stats`. `cgroup_id` is the filter's answer. */
-static __always_inline void fill_file_hdr(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
+/* The header fields every record fills the same way; ppid 0 and comm left to the caller. */
+static __always_inline void fill_hdr_ids(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -559,6 +537,25 @@ static __always_inline void fill_file_hdr(struct rec_hdr *h, __u32 kind, __u64 c
 	h->cgroup_id = cgroup_id;
 	h->uid = (__u32)uid_gid;
 	h->gid = uid_gid >> 32;
+}
+
+static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
+{
+	fill_hdr_ids(h, kind, bpf_get_current_cgroup_id());
+	struct proc_state *p = bpf_map_lookup_elem(&procs, &h->tgid);
+	if (p)
+		h->ppid = p->ppid;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* The header of a file record (REC_FILE_ARGS), made often (every open of every process in a
+ * session): without the two parts user space already has from the process's fork and exec
+ * records, the parent (ppid 0: a hash lookup) and the comm (empty: a helper call). Each
+ * costs tens of ns in the cold state these programs run in, measured with
+ * `sandtrail-bench overhead --prog-stats`. `cgroup_id` is the filter's answer. */
+static __always_inline void fill_file_hdr(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
+{
+	fill_hdr_ids(h, kind, cgroup_id);
 	__builtin_memset(h->comm, 0, sizeof(h->comm));
 }
 
