@@ -73,7 +73,7 @@ struct rec_file_args {
 	__s32 dirfd;  /* of path; AT_FDCWD when the call has none */
 	__s32 dirfd2; /* of path2 */
 	__u64 flags;  /* open O_* (openat2: how.flags), unlinkat/linkat/fchownat/renameat2 flags, mount MS_*, mknod dev */
-	__u32 mode;   /* open/mkdir/chmod mode */
+	__u32 mode;   /* open/mkdir/chmod mode; mknod: with the file type bits */
 	__u32 uid;    /* chown */
 	__u32 gid;
 	__s32 fd;     /* fchdir, ftruncate, fchmod, fchown, dup*: the fd; -1 otherwise */
