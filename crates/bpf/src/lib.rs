@@ -369,6 +369,79 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
         .map_err(|e| format!("attaching sched_exec_btf: {e}"))
 }
 
+/// Program name, tracepoint category, tracepoint name.
+type Wanted = (&'static str, &'static str, &'static str);
+
+/// Loads the `wanted` tracepoint programs (the kernel verifies each: nearly all of
+/// [`Probe::load`]'s time, ~18 ms per program here) on as many threads as there are CPUs, up to
+/// 8: the kernel verifies privileged loads concurrently. The first failure in `wanted`'s order
+/// is the error.
+fn load_programs(ebpf: &mut Ebpf, wanted: &[Wanted]) -> Result<(), BpfError> {
+    let mut by_name: std::collections::HashMap<&str, &mut aya::programs::Program> =
+        ebpf.programs_mut().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    // Dealt round-robin: neighbours in the table (an entry and an exit program) differ in size.
+    let mut shares: Vec<Vec<(usize, Wanted, &mut TracePoint)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, &(name, category, tp_name)) in wanted.iter().enumerate() {
+        let program: &mut TracePoint = by_name
+            .remove(name)
+            .ok_or(BpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e| BpfError::Program {
+                program: name,
+                tracepoint: format!("{category}/{tp_name}"),
+                source: Box::new(e),
+            })?;
+        shares[i % threads].push((i, (name, category, tp_name), program));
+    }
+    let mut results: Vec<(usize, Result<(), BpfError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .map(|(i, w, program)| (i, load_program(w, program)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().try_for_each(|(_, r)| r)
+}
+
+/// Loads one tracepoint program; a refusal carries the end of the verifier's log.
+fn load_program(
+    (name, category, tp_name): Wanted,
+    program: &mut TracePoint,
+) -> Result<(), BpfError> {
+    match program.load() {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => Err(BpfError::ProgramRefused {
+            program: name,
+            lockdown: lockdown(),
+            source: io_error,
+            log_tail: tail(&verifier_log.to_string(), 20),
+        }),
+        Err(e) => Err(BpfError::Program {
+            program: name,
+            tracepoint: format!("{category}/{tp_name}"),
+            source: Box::new(e),
+        }),
+    }
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
     move |e| BpfError::Map {
         name,
@@ -436,52 +509,35 @@ impl Probe {
         // accepts a BTF tracepoint program; else sched_exec (and /proc at a setuid exec).
         let exec_creds = attach_exec_btf(&mut ebpf);
         let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
+        let mut wanted = Vec::new();
         for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
             if exec_creds.is_ok() && name == "sched_exec" {
                 continue;
             }
-            let tracepoint = format!("{category}/{tp_name}");
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)
-                && !tracefs.join("events").join(&tracepoint).exists()
+                && !tracefs.join("events").join(category).join(tp_name).exists()
             {
                 // A system call this kernel does not have cannot be made either.
                 continue;
             }
+            wanted.push((name, category, tp_name));
+        }
+        load_programs(&mut ebpf, &wanted)?;
+        for &(name, category, tp_name) in &wanted {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(BpfError::MissingProgram(name))?
                 .try_into()
                 .map_err(|e| BpfError::Program {
                     program: name,
-                    tracepoint: tracepoint.clone(),
+                    tracepoint: format!("{category}/{tp_name}"),
                     source: Box::new(e),
                 })?;
-            match program.load() {
-                Ok(()) => {}
-                Err(ProgramError::LoadError {
-                    io_error,
-                    verifier_log,
-                }) => {
-                    return Err(BpfError::ProgramRefused {
-                        program: name,
-                        lockdown: lockdown(),
-                        source: io_error,
-                        log_tail: tail(&verifier_log.to_string(), 20),
-                    });
-                }
-                Err(e) => {
-                    return Err(BpfError::Program {
-                        program: name,
-                        tracepoint,
-                        source: Box::new(e),
-                    });
-                }
-            }
             program
                 .attach(category, tp_name)
                 .map_err(|e| BpfError::Program {
                     program: name,
-                    tracepoint,
+                    tracepoint: format!("{category}/{tp_name}"),
                     source: Box::new(e),
                 })?;
         }
