@@ -385,17 +385,9 @@ fn load_programs(ebpf: &mut Ebpf, wanted: &[Wanted]) -> Result<(), BpfError> {
     // Dealt round-robin: neighbours in the table (an entry and an exit program) differ in size.
     let mut shares: Vec<Vec<(usize, Wanted, &mut TracePoint)>> =
         (0..threads).map(|_| Vec::new()).collect();
-    for (i, &(name, category, tp_name)) in wanted.iter().enumerate() {
-        let program: &mut TracePoint = by_name
-            .remove(name)
-            .ok_or(BpfError::MissingProgram(name))?
-            .try_into()
-            .map_err(|e| BpfError::Program {
-                program: name,
-                tracepoint: format!("{category}/{tp_name}"),
-                source: Box::new(e),
-            })?;
-        shares[i % threads].push((i, (name, category, tp_name), program));
+    for (i, &w) in wanted.iter().enumerate() {
+        let program = tracepoint_program(by_name.remove(w.0), w)?;
+        shares[i % threads].push((i, w, program));
     }
     let mut results: Vec<(usize, Result<(), BpfError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = shares
@@ -418,27 +410,39 @@ fn load_programs(ebpf: &mut Ebpf, wanted: &[Wanted]) -> Result<(), BpfError> {
     results.into_iter().try_for_each(|(_, r)| r)
 }
 
+/// `program` (from the object) as the tracepoint program `w` names.
+fn tracepoint_program(
+    program: Option<&mut aya::programs::Program>,
+    w: Wanted,
+) -> Result<&mut TracePoint, BpfError> {
+    program
+        .ok_or(BpfError::MissingProgram(w.0))?
+        .try_into()
+        .map_err(|e| program_error(w, e))
+}
+
+fn program_error((name, category, tp_name): Wanted, e: ProgramError) -> BpfError {
+    BpfError::Program {
+        program: name,
+        tracepoint: format!("{category}/{tp_name}"),
+        source: Box::new(e),
+    }
+}
+
 /// Loads one tracepoint program; a refusal carries the end of the verifier's log.
-fn load_program(
-    (name, category, tp_name): Wanted,
-    program: &mut TracePoint,
-) -> Result<(), BpfError> {
+fn load_program(w: Wanted, program: &mut TracePoint) -> Result<(), BpfError> {
     match program.load() {
         Ok(()) => Ok(()),
         Err(ProgramError::LoadError {
             io_error,
             verifier_log,
         }) => Err(BpfError::ProgramRefused {
-            program: name,
+            program: w.0,
             lockdown: lockdown(),
             source: io_error,
             log_tail: tail(&verifier_log.to_string(), 20),
         }),
-        Err(e) => Err(BpfError::Program {
-            program: name,
-            tracepoint: format!("{category}/{tp_name}"),
-            source: Box::new(e),
-        }),
+        Err(e) => Err(program_error(w, e)),
     }
 }
 
@@ -523,23 +527,10 @@ impl Probe {
             wanted.push((name, category, tp_name));
         }
         load_programs(&mut ebpf, &wanted)?;
-        for &(name, category, tp_name) in &wanted {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(BpfError::MissingProgram(name))?
-                .try_into()
-                .map_err(|e| BpfError::Program {
-                    program: name,
-                    tracepoint: format!("{category}/{tp_name}"),
-                    source: Box::new(e),
-                })?;
-            program
-                .attach(category, tp_name)
-                .map_err(|e| BpfError::Program {
-                    program: name,
-                    tracepoint: format!("{category}/{tp_name}"),
-                    source: Box::new(e),
-                })?;
+        for &w in &wanted {
+            tracepoint_program(ebpf.program_mut(w.0), w)?
+                .attach(w.1, w.2)
+                .map_err(|e| program_error(w, e))?;
         }
 
         let ring = RingBuf::try_from(ebpf.take_map("events").ok_or(BpfError::Map {
