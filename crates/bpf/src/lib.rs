@@ -338,8 +338,8 @@ pub struct Probe {
     files: bool,
     /// Records completed while joining another (a file call whose result never came).
     ready: VecDeque<RawRecord>,
-    /// Parent pid of each live process: from its fork or exec record, or (fork not seen) from
-    /// /proc; file records carry none. Removed at the process's exit record.
+    /// Parent pid of each live process: from its fork record, or (fork not seen) from /proc;
+    /// file records carry none. Removed at the process's exit record.
     ppids: IdMap<u32, u32>,
     tracefs_mounted: bool,
     /// Whether exec records carry the euid/egid read by the kernel, else why not
@@ -683,9 +683,6 @@ impl Probe {
                     st.egid = Some(egid);
                 }
                 self.fill_ppid(&mut task, st.ppid);
-                if task.ppid != 0 {
-                    self.ppids.insert(task.pid, task.ppid);
-                }
                 // The collector tracks the cwd from chdir records; without the file programs
                 // (or for an unseen process) it needs this racy read.
                 let cwd = (unseen || !self.files)
@@ -787,8 +784,8 @@ impl Probe {
 
     /// For a file record (the kernel leaves the parent and comm out of those) and a process
     /// whose fork the probe did not see (ppid 0 from the kernel): the ppid learned from its
-    /// fork or exec record or earlier, else `/proc/<pid>/status` now (`known`, when already
-    /// read), which also gives a missing comm.
+    /// fork record or earlier, else `/proc/<pid>/status` now (`known`, when already read),
+    /// which also gives a missing comm.
     fn fill_ppid(&mut self, task: &mut Task, known: Option<u32>) {
         if task.ppid != 0 {
             return;

@@ -5,8 +5,9 @@
  * cgroup v2 subtrees, through one BPF ring buffer.
  *
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
- * own context and user memory (bpf_probe_read_user[_str]). No kernel struct reads, no
- * bpf_probe_read_kernel, no CO-RE, no __kconfig, no kprobes/fentry/LSM.
+ * own context and user memory (bpf_probe_read_user[_str]). No bpf_probe_read_kernel, no
+ * __kconfig, no kprobes/fentry/LSM. The one kernel struct read is sched_exec_btf's (a BTF
+ * tracepoint, CO-RE relocated by the loader, with sched_exec as its fallback).
  *
  * The tracepoint context structs below are written by hand from
  * /sys/kernel/tracing/events/<category>/<name>/format (kernel 6.18, x86_64). Their layouts are
