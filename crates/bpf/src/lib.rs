@@ -259,6 +259,10 @@ pub struct ProbeOptions {
     /// Attach the file programs (`RawRecord::File`). Default true; false leaves only the
     /// process programs (used by the overhead benchmark to split the cost).
     pub files: bool,
+    /// Record open/openat by one program at their exit where the kernel allows it
+    /// ([`Probe::exit_only_opens`]). Default true; false keeps their entry/exit program pairs
+    /// (the fallback, for its tests and for comparison).
+    pub exit_only_opens: bool,
 }
 
 impl Default for ProbeOptions {
@@ -270,6 +274,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             max_latency: Duration::from_millis(20),
             files: true,
+            exit_only_opens: true,
         }
     }
 }
@@ -345,6 +350,9 @@ pub struct Probe {
     /// Whether exec records carry the euid/egid read by the kernel, else why not
     /// ([`Probe::exec_creds`]).
     exec_creds: Result<(), String>,
+    /// Whether opens are recorded at their exit alone, else why not
+    /// ([`Probe::exit_only_opens`]).
+    exit_only_opens: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
@@ -371,6 +379,32 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// Program name, tracepoint category, tracepoint name.
 type Wanted = (&'static str, &'static str, &'static str);
+
+/// The opens recorded at their exit alone (`call_*` in src/bpf/file_progs.h: one program run
+/// and one record per call, the arguments read from the registers saved at the call's
+/// entry), and the entry/exit pairs of [`FILE_PROGRAMS`] they replace.
+const EXIT_ONLY_OPENS: &[(Wanted, [&str; 2])] = &[
+    (
+        ("call_open", "syscalls", "sys_exit_open"),
+        ["enter_open", "exit_open"],
+    ),
+    (
+        ("call_openat", "syscalls", "sys_exit_openat"),
+        ["enter_openat", "exit_openat"],
+    ),
+];
+
+/// Loads the [`EXIT_ONLY_OPENS`] programs. They need kernel BTF (their register reads are
+/// relocated against it) and `bpf_task_pt_regs` (5.15+); the error says what the kernel
+/// refused, and the entry/exit pairs are used instead then.
+fn load_exit_only_opens(ebpf: &mut Ebpf) -> Result<(), String> {
+    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    for &(w, _) in EXIT_ONLY_OPENS {
+        let program = tracepoint_program(ebpf.program_mut(w.0), w).map_err(|e| e.to_string())?;
+        load_program(w, program).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// Loads the `wanted` tracepoint programs (the kernel verifies each: nearly all of
 /// [`Probe::load`]'s time, ~18 ms per program here) on as many threads as there are CPUs, up to
@@ -513,9 +547,20 @@ impl Probe {
         // accepts a BTF tracepoint program; else sched_exec (and /proc at a setuid exec).
         let exec_creds = attach_exec_btf(&mut ebpf);
         let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
+        // Opens (most of a session's file calls) at their exit alone where the kernel can.
+        let exit_only_opens = if !opts.files {
+            Err("the file programs are off".to_owned())
+        } else if !opts.exit_only_opens {
+            Err("turned off (ProbeOptions::exit_only_opens)".to_owned())
+        } else {
+            load_exit_only_opens(&mut ebpf)
+        };
+        let replaced = |name: &str| {
+            exit_only_opens.is_ok() && EXIT_ONLY_OPENS.iter().any(|(_, pair)| pair.contains(&name))
+        };
         let mut wanted = Vec::new();
         for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
-            if exec_creds.is_ok() && name == "sched_exec" {
+            if exec_creds.is_ok() && name == "sched_exec" || replaced(name) {
                 continue;
             }
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)
@@ -527,6 +572,9 @@ impl Probe {
             wanted.push((name, category, tp_name));
         }
         load_programs(&mut ebpf, &wanted)?;
+        if exit_only_opens.is_ok() {
+            wanted.extend(EXIT_ONLY_OPENS.iter().map(|&(w, _)| w));
+        }
         for &w in &wanted {
             tracepoint_program(ebpf.program_mut(w.0), w)?
                 .attach(w.1, w.2)
@@ -567,6 +615,7 @@ impl Probe {
             ppids: IdMap::default(),
             tracefs_mounted,
             exec_creds,
+            exit_only_opens,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -583,6 +632,16 @@ impl Probe {
     /// the error says why the kernel did not take the program.
     pub fn exec_creds(&self) -> Result<(), &str> {
         self.exec_creds.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Whether open/openat are recorded by one program at their exit (one record per call,
+    /// the arguments read from the registers saved at the call's entry: kernel BTF and
+    /// 5.15+); else by an entry and an exit program, and the error says why.
+    pub fn exit_only_opens(&self) -> Result<(), &str> {
+        self.exit_only_opens
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
     }
 
     /// Starts recording the tasks of a cgroup v2 directory and of all its descendants.
@@ -722,7 +781,36 @@ impl Probe {
                     status,
                 })
             }
-            KernelRecord::FileArgs { mut task, call } => {
+            KernelRecord::FileArgs {
+                mut task,
+                call,
+                ret: Some(ret),
+            } => {
+                // A whole call in one record (made at its exit).
+                self.fill_ppid(&mut task, None);
+                let tid = task.tid;
+                let file = RawRecord::File {
+                    task,
+                    call,
+                    result: Some(ret),
+                };
+                let Some((task, call)) = self.pending_files.remove(&tid) else {
+                    return Some(file);
+                };
+                // An earlier call of this thread whose result was lost: it comes first.
+                self.ready.push_back(RawRecord::File {
+                    task,
+                    call,
+                    result: None,
+                });
+                self.ready.push_back(file);
+                None
+            }
+            KernelRecord::FileArgs {
+                mut task,
+                call,
+                ret: None,
+            } => {
                 self.fill_ppid(&mut task, None);
                 if let Some((task, call)) = self.pending_files.insert(task.tid, (task, call)) {
                     // The previous call's result was lost: yield it with an unknown result.

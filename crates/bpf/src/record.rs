@@ -18,6 +18,8 @@ const REC_REAP: u32 = 7;
 const REC_FILE_ARGS: u32 = 8;
 const REC_FILE_RET: u32 = 9;
 const REC_FILE_RET_PATHS: u32 = 10;
+/// A `rec_file_args` with the call's result (`ret`), made at the call's exit alone.
+const REC_FILE_CALL: u32 = 11;
 /// Bytes of `rec_file_ret_paths` before its first path.
 const FILE_RET_PATHS_FIXED: usize = HDR_LEN + 24;
 
@@ -28,7 +30,7 @@ const FILE_BY_FD: u32 = 4;
 /// Size of each path buffer in a file record (PATH_MAX).
 const FILE_PATH_MAX: usize = 4096;
 /// Bytes of `rec_file_args` before its first path.
-const FILE_FIXED: usize = HDR_LEN + 88;
+const FILE_FIXED: usize = HDR_LEN + 96;
 
 // rec_exec_args.flags
 const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -424,6 +426,9 @@ pub(crate) enum KernelRecord {
     FileArgs {
         task: Task,
         call: FileCall,
+        /// The call's result, when the record was made at its exit (`REC_FILE_CALL`);
+        /// `None`: an entry record, whose result follows in a `FileRet`.
+        ret: Option<i64>,
     },
     FileRet {
         /// The thread that made the call (joins the result to its entry record).
@@ -598,7 +603,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                 status: WaitStatus::from_raw(u32_at(b, HDR_LEN + 4) as i32),
             })
         }
-        REC_FILE_ARGS => {
+        REC_FILE_ARGS | REC_FILE_CALL => {
             need(b, FILE_FIXED, "file-args")?;
             let f = |i: usize| u32_at(b, HDR_LEN + i);
             let op = FileOp::from_raw(f(0))
@@ -636,6 +641,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<KernelRecord, BpfError> {
                         .then(|| String::from_utf8_lossy(fstype).into_owned()),
                     path_fault: rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT) != 0,
                 },
+                ret: (kind == REC_FILE_CALL).then(|| u64_at(b, HDR_LEN + 88) as i64),
             })
         }
         REC_FILE_RET_PATHS => {
@@ -836,6 +842,8 @@ mod tests {
         let mut ft = [0u8; 32];
         ft[..fstype.len()].copy_from_slice(fstype);
         b.extend_from_slice(&ft);
+        // `ret`: unused (stale) in an entry record.
+        b.extend_from_slice(&0x5555_5555_5555_5555u64.to_le_bytes());
         assert_eq!(b.len(), FILE_FIXED);
         b.extend_from_slice(path);
         b.push(0);
@@ -851,7 +859,12 @@ mod tests {
     #[test]
     fn decodes_file_args_with_one_path() {
         let b = file_args(1, 0, 3, -100, 0o1101, 0o644, -1, b"", b"out.txt", None);
-        let KernelRecord::FileArgs { task, call } = decode(&b).unwrap() else {
+        let KernelRecord::FileArgs {
+            task,
+            call,
+            ret: None,
+        } = decode(&b).unwrap()
+        else {
             panic!("wrong kind")
         };
         assert_eq!(task.pid, 10);
@@ -875,10 +888,40 @@ mod tests {
         );
     }
 
+    /// REC_FILE_CALL: an open recorded at its exit alone, the same layout with the result.
+    #[test]
+    fn decodes_a_whole_call_made_at_exit() {
+        let mut b = file_args(1, 0, 5, -100, 0o2000000, 0, -1, b"", b"nonexist-x", None);
+        b[..4].copy_from_slice(&REC_FILE_CALL.to_le_bytes());
+        b[HDR_LEN + 88..HDR_LEN + 96].copy_from_slice(&(-2i64).to_le_bytes());
+        let KernelRecord::FileArgs {
+            task,
+            call,
+            ret: Some(-2),
+        } = decode(&b).unwrap()
+        else {
+            panic!("not a whole call with result -2")
+        };
+        assert_eq!(task.pid, 10);
+        assert_eq!(
+            (call.op, call.path.as_path(), call.dirfd, call.flags),
+            (
+                FileOp::Open,
+                std::path::Path::new("nonexist-x"),
+                5,
+                0o2000000
+            )
+        );
+        // Cut before the end of its path: refused, not read past.
+        assert!(decode(&b[..b.len() - 2]).is_err());
+    }
     #[test]
     fn decodes_file_args_with_two_paths_and_fds() {
         let b = file_args(4, 0, -100, 5, 1, 0, -1, b"", b"a", Some(b"../b"));
-        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+        let KernelRecord::FileArgs {
+            call, ret: None, ..
+        } = decode(&b).unwrap()
+        else {
             panic!("wrong kind")
         };
         assert_eq!(
@@ -901,7 +944,10 @@ mod tests {
             b"/mnt",
             Some(b"none"),
         );
-        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+        let KernelRecord::FileArgs {
+            call, ret: None, ..
+        } = decode(&b).unwrap()
+        else {
             panic!("wrong kind")
         };
         assert_eq!(call.op, FileOp::Mount);
@@ -920,7 +966,10 @@ mod tests {
             b"",
             None,
         );
-        let KernelRecord::FileArgs { call, .. } = decode(&b).unwrap() else {
+        let KernelRecord::FileArgs {
+            call, ret: None, ..
+        } = decode(&b).unwrap()
+        else {
             panic!("wrong kind")
         };
         assert_eq!((call.op, call.fd), (FileOp::Fchdir, Some(4)));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sandtrail_bpf::{FileCall, FileOp, ProbeOptions, RawRecord};
+use sandtrail_bpf::{FileCall, FileOp, Probe, ProbeOptions, RawRecord};
 
 #[macro_use]
 mod common;
@@ -64,15 +64,47 @@ fn find<'a>(
         .unwrap_or_else(|| panic!("no {op:?} of {path}; file records: {files:#?}"))
 }
 
+/// The file script with opens recorded at their exit alone (one program, one record per
+/// call), which this kernel must accept when it has BTF: a refusal is a failure, not a skip.
 #[test]
 fn file_script_exact_records() {
     require_root!("file_script_exact_records");
+    let probe = load(ProbeOptions::default());
+    if kernel_btf() {
+        probe
+            .exit_only_opens()
+            .expect("the exit-only open programs on a kernel with BTF");
+    } else {
+        skipped(
+            "file_script_exact_records (exit-only opens)",
+            "no kernel BTF (/sys/kernel/btf/vmlinux): opens use the entry/exit pairs",
+        );
+    }
+    file_script(probe, "exit-only");
+}
+
+/// The same script and assertions with the opens' entry/exit program pairs (the fallback of
+/// kernels without BTF or bpf_task_pt_regs).
+#[test]
+fn file_script_exact_records_with_paired_opens() {
+    require_root!("file_script_exact_records_with_paired_opens");
+    let probe = load(ProbeOptions {
+        exit_only_opens: false,
+        ..Default::default()
+    });
+    assert!(probe.exit_only_opens().is_err());
+    file_script(probe, "paired");
+}
+
+fn file_script(mut probe: Probe, variant: &str) {
     let cg = TestCgroup::new();
-    let dir = std::env::temp_dir().join(format!("sandtrail-file-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sandtrail-file-test-{}-{variant}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join(".aws")).unwrap();
     std::fs::write(dir.join(".aws/credentials"), "[default]\n").unwrap();
-    let mut probe = load(ProbeOptions::default());
     probe.watch_cgroup(cg.path.as_path()).expect("watch");
 
     let mut child = cg.spawn(
@@ -170,7 +202,8 @@ fn file_script_exact_records() {
         assert!(res.unwrap() >= 0, "{p}: {res:?}");
     }
 
-    // Every path was read (at entry, or again at exit when its page was not yet faulted in).
+    // Every path was read (at entry, or at exit: exit-only opens, and entry reads that found
+    // the page not yet faulted in).
     assert!(
         files.iter().all(|(_, c, _)| !c.path_fault),
         "a path unread: {files:#?}"

@@ -601,11 +601,6 @@ fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
     assert_eq!(probe.losses().unwrap().total(), 0);
 }
 
-/// Whether the kernel describes itself in BTF (what `sched_exec_btf` needs).
-fn kernel_btf() -> bool {
-    Path::new("/sys/kernel/btf/vmlinux").exists()
-}
-
 /// Whether the file system holding `dir` ignores setuid bits.
 fn nosuid(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;

@@ -56,5 +56,9 @@ static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
 /* Returns a BTF-typed pointer (kernel 5.11+); sched_exec_btf reads the credentials through it. */
 struct task_struct;
 static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
+/* The user registers saved at the current system call's entry, BTF-typed (kernel 5.15+); the
+ * file programs that run at a call's exit alone read its arguments from them. */
+struct pt_regs;
+static struct pt_regs *(*bpf_task_pt_regs)(struct task_struct *task) = (void *)175;
 
 #endif

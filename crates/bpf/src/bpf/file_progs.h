@@ -11,6 +11,9 @@
  * process.bpf.c) make an exit record, so the exit programs cost one hash lookup for everyone
  * else.
  *
+ * Opens (open, openat: most of the calls) are recorded at their exit alone instead, where the
+ * kernel allows it: one REC_FILE_CALL, the entry record with the result (call_open[at] below).
+ *
  * Every call is sent, read-only opens included: the read policy (sensitive paths logged,
  * others summarized with a count) is the collector's, configurable in user space and applied to
  * absolute paths the kernel side cannot build without kernel reads.
@@ -22,6 +25,7 @@
 #define REC_FILE_ARGS 8
 #define REC_FILE_RET 9
 #define REC_FILE_RET_PATHS 10
+#define REC_FILE_CALL 11
 
 /* rec_file_args.op */
 #define FOP_OPEN 1
@@ -81,6 +85,7 @@ struct rec_file_args {
 	__u32 path_len;  /* bytes of path[] (NUL included); 0 on a fault */
 	__u32 path2_len; /* bytes of path2[] (NUL included); 0 when none */
 	char fstype[FSTYPE_MAX]; /* mount */
+	__s64 ret;    /* REC_FILE_CALL only: the call's result (fd, 0 or -errno) */
 	char path[FILE_PATH_MAX];
 	char path2[FILE_PATH_MAX]; /* rename/link: the new name; symlink: the link; mount: the source */
 };
@@ -388,6 +393,76 @@ int enter_openat2(struct tp_sys_enter *ctx)
 	return file_send(r);
 }
 FILE_EXIT(openat2)
+
+/* The x86-64 user registers of a system call, reduced to its argument registers; relocated
+ * against the running kernel's BTF (CO-RE). */
+struct pt_regs {
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long r10;
+} __attribute__((preserve_access_index));
+
+/* An open recorded at its exit alone, as one REC_FILE_CALL (the entry record and the result in
+ * one): the arguments come from the registers saved at the call's entry (bpf_task_pt_regs,
+ * which the call does not change), the path from user memory, which the kernel has just read
+ * (so the page is present). Half the work of an enter/exit pair: one program run, one record,
+ * no file_calls entry. The loader attaches these where the kernel accepts them (5.15+, kernel
+ * BTF) and the enter_/exit_ pairs above otherwise. */
+static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
+{
+	r->h.kind = REC_FILE_CALL;
+	r->ret = ret;
+	__u32 len = r->path_len;
+	if (len > FILE_PATH_MAX)
+		len = FILE_PATH_MAX;
+	__u64 size = FILE_FIXED + len;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&events, r, size, rb_wakeup()))
+		count_loss(LOSS_RINGBUF);
+	return 0;
+}
+
+static __always_inline void file_call_path(struct rec_file_args *r, __u64 ptr)
+{
+	long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)ptr);
+	if (n > 0) {
+		r->path_len = n;
+	} else {
+		r->path_len = 0;
+		r->rflags |= FILE_PATH_FAULT;
+	}
+}
+
+/* open(filename, flags, mode) at its exit */
+SEC("tracepoint/syscalls/sys_exit_open")
+int call_open(struct tp_sys_exit *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_OPEN);
+	if (!r)
+		return 0;
+	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+	file_call_path(r, regs->di);
+	r->flags = (__u32)regs->si;
+	r->mode = (__u32)regs->dx;
+	return file_call_send(r, ctx->ret);
+}
+
+/* openat(dfd, filename, flags, mode) at its exit */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int call_openat(struct tp_sys_exit *ctx)
+{
+	struct rec_file_args *r = file_begin(FOP_OPEN);
+	if (!r)
+		return 0;
+	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+	r->dirfd = (__s32)regs->di;
+	file_call_path(r, regs->si);
+	r->flags = (__u32)regs->dx;
+	r->mode = (__u32)regs->r10;
+	return file_call_send(r, ctx->ret);
+}
 
 /* ---------------------------------------------------------------- deletes */
 

@@ -156,6 +156,12 @@ impl Drop for TestCgroup {
     }
 }
 
+/// Whether the kernel describes itself in BTF (what `sched_exec_btf` and the exit-only open
+/// programs need).
+pub fn kernel_btf() -> bool {
+    Path::new("/sys/kernel/btf/vmlinux").exists()
+}
+
 pub fn load(opts: ProbeOptions) -> Probe {
     match Probe::load(opts) {
         Ok(p) => {
