@@ -186,16 +186,24 @@ static __always_inline void file_keep_ptr(__u64 ptr, int second)
 		c->ptr = ptr;
 }
 
-static __always_inline void file_path(struct rec_file_args *r, __u64 ptr)
+/* Reads the path argument at `ptr`; 0 when it could not be read (FILE_PATH_FAULT set). */
+static __always_inline int read_path(struct rec_file_args *r, __u64 ptr)
 {
 	long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)ptr);
 	if (n > 0) {
 		r->path_len = n;
-	} else {
-		r->path_len = 0;
-		r->rflags |= FILE_PATH_FAULT;
-		file_keep_ptr(ptr, 0);
+		return 1;
 	}
+	r->path_len = 0;
+	r->rflags |= FILE_PATH_FAULT;
+	return 0;
+}
+
+/* At entry: a path that could not be read is read again at the exit. */
+static __always_inline void file_path(struct rec_file_args *r, __u64 ptr)
+{
+	if (!read_path(r, ptr))
+		file_keep_ptr(ptr, 0);
 }
 
 static __always_inline void file_path2(struct rec_file_args *r, __u64 ptr)
@@ -210,8 +218,8 @@ static __always_inline void file_path2(struct rec_file_args *r, __u64 ptr)
 	}
 }
 
-/* Sends the entry record at its real length and remembers the call for its exit. */
-static __always_inline int file_send(struct rec_file_args *r)
+/* The bytes of `r` to send: up to the end of its last path. */
+static __always_inline __u64 file_size(struct rec_file_args *r)
 {
 	__u64 size;
 	__u32 len2 = r->path2_len;
@@ -227,6 +235,13 @@ static __always_inline int file_send(struct rec_file_args *r)
 	}
 	if (size > sizeof(*r))
 		size = sizeof(*r);
+	return size;
+}
+
+/* Sends the entry record at its real length and remembers the call for its exit. */
+static __always_inline int file_send(struct rec_file_args *r)
+{
+	__u64 size = file_size(r);
 	__u32 tid = r->h.pid;
 	struct file_call call = {.op = r->op, .faulted = r->rflags & (FILE_PATH_FAULT | FILE_PATH2_FAULT)};
 	if (call.faulted) {
@@ -413,26 +428,9 @@ static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 {
 	r->h.kind = REC_FILE_CALL;
 	r->ret = ret;
-	__u32 len = r->path_len;
-	if (len > FILE_PATH_MAX)
-		len = FILE_PATH_MAX;
-	__u64 size = FILE_FIXED + len;
-	if (size > sizeof(*r))
-		size = sizeof(*r);
-	if (bpf_ringbuf_output(&events, r, size, rb_wakeup()))
+	if (bpf_ringbuf_output(&events, r, file_size(r), rb_wakeup()))
 		count_loss(LOSS_RINGBUF);
 	return 0;
-}
-
-static __always_inline void file_call_path(struct rec_file_args *r, __u64 ptr)
-{
-	long n = bpf_probe_read_user_str(r->path, sizeof(r->path), (const void *)ptr);
-	if (n > 0) {
-		r->path_len = n;
-	} else {
-		r->path_len = 0;
-		r->rflags |= FILE_PATH_FAULT;
-	}
 }
 
 /* open(filename, flags, mode) at its exit */
@@ -443,7 +441,7 @@ int call_open(struct tp_sys_exit *ctx)
 	if (!r)
 		return 0;
 	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-	file_call_path(r, regs->di);
+	read_path(r, regs->di);
 	r->flags = (__u32)regs->si;
 	r->mode = (__u32)regs->dx;
 	return file_call_send(r, ctx->ret);
@@ -458,7 +456,7 @@ int call_openat(struct tp_sys_exit *ctx)
 		return 0;
 	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
 	r->dirfd = (__s32)regs->di;
-	file_call_path(r, regs->si);
+	read_path(r, regs->si);
 	r->flags = (__u32)regs->dx;
 	r->mode = (__u32)regs->r10;
 	return file_call_send(r, ctx->ret);
