@@ -386,8 +386,8 @@ pub struct Options {
     /// After the rounds: record one workload's records and feed them this many times to a
     /// fresh collector, timing the collector alone (0: skip).
     pub replay: u32,
-    /// Record opens with entry/exit program pairs (`ProbeOptions::exit_only_opens` off).
-    pub paired_opens: bool,
+    /// Record file calls with entry/exit program pairs (`ProbeOptions::file_calls_at_exit` off).
+    pub paired_file_calls: bool,
 }
 
 /// Runs the comparison and prints the figures.
@@ -403,7 +403,7 @@ pub fn overhead(o: Options) -> Result<()> {
         prog_stats,
         replay,
         lang,
-        paired_opens,
+        paired_file_calls,
     } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -450,8 +450,10 @@ pub fn overhead(o: Options) -> Result<()> {
             "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c, LANG={lang}; {rounds} rounds, modes interleaved: {names}"
         );
     }
-    if paired_opens {
-        println!("sandtrail: opens recorded by entry/exit program pairs (--paired-opens)");
+    if paired_file_calls {
+        println!(
+            "sandtrail: file calls recorded by entry/exit program pairs (--paired-file-calls)"
+        );
     }
     // Warm the page cache and gcc.
     run_workload(dir.path(), &script, &lang)?;
@@ -507,7 +509,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     };
                     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
                         files: mode == Mode::Sandtrail,
-                        exit_only_opens: !paired_opens,
+                        file_calls_at_exit: !paired_file_calls,
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;

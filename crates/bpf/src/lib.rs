@@ -90,82 +90,65 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
 /// where the kernel has them (`fchmodat2`: 6.6).
 const OPTIONAL_TRACEPOINTS: &[&str] = &["sys_enter_fchmodat2", "sys_exit_fchmodat2"];
 
-/// The file programs (src/bpf/file_progs.h), attached when [`ProbeOptions::files`] is set;
-/// `umount` is the umount2 syscall's tracepoint.
-const FILE_PROGRAMS: &[(&str, &str, &str)] = &[
-    ("enter_open", "syscalls", "sys_enter_open"),
-    ("exit_open", "syscalls", "sys_exit_open"),
-    ("enter_creat", "syscalls", "sys_enter_creat"),
-    ("exit_creat", "syscalls", "sys_exit_creat"),
-    ("enter_openat", "syscalls", "sys_enter_openat"),
-    ("exit_openat", "syscalls", "sys_exit_openat"),
-    ("enter_openat2", "syscalls", "sys_enter_openat2"),
-    ("exit_openat2", "syscalls", "sys_exit_openat2"),
-    ("enter_unlink", "syscalls", "sys_enter_unlink"),
-    ("exit_unlink", "syscalls", "sys_exit_unlink"),
-    ("enter_unlinkat", "syscalls", "sys_enter_unlinkat"),
-    ("exit_unlinkat", "syscalls", "sys_exit_unlinkat"),
-    ("enter_rmdir", "syscalls", "sys_enter_rmdir"),
-    ("exit_rmdir", "syscalls", "sys_exit_rmdir"),
-    ("enter_rename", "syscalls", "sys_enter_rename"),
-    ("exit_rename", "syscalls", "sys_exit_rename"),
-    ("enter_renameat", "syscalls", "sys_enter_renameat"),
-    ("exit_renameat", "syscalls", "sys_exit_renameat"),
-    ("enter_renameat2", "syscalls", "sys_enter_renameat2"),
-    ("exit_renameat2", "syscalls", "sys_exit_renameat2"),
-    ("enter_mkdir", "syscalls", "sys_enter_mkdir"),
-    ("exit_mkdir", "syscalls", "sys_exit_mkdir"),
-    ("enter_mkdirat", "syscalls", "sys_enter_mkdirat"),
-    ("exit_mkdirat", "syscalls", "sys_exit_mkdirat"),
-    ("enter_mknod", "syscalls", "sys_enter_mknod"),
-    ("exit_mknod", "syscalls", "sys_exit_mknod"),
-    ("enter_mknodat", "syscalls", "sys_enter_mknodat"),
-    ("exit_mknodat", "syscalls", "sys_exit_mknodat"),
-    ("enter_chdir", "syscalls", "sys_enter_chdir"),
-    ("exit_chdir", "syscalls", "sys_exit_chdir"),
-    ("enter_fchdir", "syscalls", "sys_enter_fchdir"),
-    ("exit_fchdir", "syscalls", "sys_exit_fchdir"),
-    ("enter_dup", "syscalls", "sys_enter_dup"),
-    ("exit_dup", "syscalls", "sys_exit_dup"),
-    ("enter_dup2", "syscalls", "sys_enter_dup2"),
-    ("exit_dup2", "syscalls", "sys_exit_dup2"),
-    ("enter_dup3", "syscalls", "sys_enter_dup3"),
-    ("exit_dup3", "syscalls", "sys_exit_dup3"),
-    ("enter_fcntl", "syscalls", "sys_enter_fcntl"),
-    ("exit_fcntl", "syscalls", "sys_exit_fcntl"),
-    ("enter_chmod", "syscalls", "sys_enter_chmod"),
-    ("exit_chmod", "syscalls", "sys_exit_chmod"),
-    ("enter_fchmodat", "syscalls", "sys_enter_fchmodat"),
-    ("exit_fchmodat", "syscalls", "sys_exit_fchmodat"),
-    ("enter_fchmodat2", "syscalls", "sys_enter_fchmodat2"),
-    ("exit_fchmodat2", "syscalls", "sys_exit_fchmodat2"),
-    ("enter_fchmod", "syscalls", "sys_enter_fchmod"),
-    ("exit_fchmod", "syscalls", "sys_exit_fchmod"),
-    ("enter_fchown", "syscalls", "sys_enter_fchown"),
-    ("exit_fchown", "syscalls", "sys_exit_fchown"),
-    ("enter_lchown", "syscalls", "sys_enter_lchown"),
-    ("exit_lchown", "syscalls", "sys_exit_lchown"),
-    ("enter_chown", "syscalls", "sys_enter_chown"),
-    ("exit_chown", "syscalls", "sys_exit_chown"),
-    ("enter_fchownat", "syscalls", "sys_enter_fchownat"),
-    ("exit_fchownat", "syscalls", "sys_exit_fchownat"),
-    ("enter_link", "syscalls", "sys_enter_link"),
-    ("exit_link", "syscalls", "sys_exit_link"),
-    ("enter_linkat", "syscalls", "sys_enter_linkat"),
-    ("exit_linkat", "syscalls", "sys_exit_linkat"),
-    ("enter_symlink", "syscalls", "sys_enter_symlink"),
-    ("exit_symlink", "syscalls", "sys_exit_symlink"),
-    ("enter_symlinkat", "syscalls", "sys_enter_symlinkat"),
-    ("exit_symlinkat", "syscalls", "sys_exit_symlinkat"),
-    ("enter_truncate", "syscalls", "sys_enter_truncate"),
-    ("exit_truncate", "syscalls", "sys_exit_truncate"),
-    ("enter_ftruncate", "syscalls", "sys_enter_ftruncate"),
-    ("exit_ftruncate", "syscalls", "sys_exit_ftruncate"),
-    ("enter_mount", "syscalls", "sys_enter_mount"),
-    ("exit_mount", "syscalls", "sys_exit_mount"),
-    ("enter_umount", "syscalls", "sys_enter_umount"),
-    ("exit_umount", "syscalls", "sys_exit_umount"),
-];
+/// The three programs of a file call (src/bpf/file_progs.h, `FILE_CALL`): the pair at its
+/// entry and exit, and the one at its exit alone that replaces the pair where the kernel
+/// allows it ([`Probe::file_calls_at_exit`]).
+struct FilePrograms {
+    enter: Wanted,
+    exit: Wanted,
+    call: Wanted,
+}
+
+macro_rules! file_programs {
+    ($($name:literal),* $(,)?) => {
+        &[$(FilePrograms {
+            enter: (concat!("enter_", $name), "syscalls", concat!("sys_enter_", $name)),
+            exit: (concat!("exit_", $name), "syscalls", concat!("sys_exit_", $name)),
+            call: (concat!("call_", $name), "syscalls", concat!("sys_exit_", $name)),
+        }),*]
+    };
+}
+
+/// The file programs, attached when [`ProbeOptions::files`] is set, by system call; `umount`
+/// is the umount2 syscall's tracepoint.
+const FILE_PROGRAMS: &[FilePrograms] = file_programs!(
+    "open",
+    "creat",
+    "openat",
+    "openat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "chdir",
+    "fchdir",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "fchmod",
+    "fchown",
+    "lchown",
+    "chown",
+    "fchownat",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "truncate",
+    "ftruncate",
+    "mount",
+    "umount",
+);
 
 /// Errors of loading and running the probe.
 #[derive(Debug, thiserror::Error)]
@@ -259,10 +242,10 @@ pub struct ProbeOptions {
     /// Attach the file programs (`RawRecord::File`). Default true; false leaves only the
     /// process programs (used by the overhead benchmark to split the cost).
     pub files: bool,
-    /// Record open/openat by one program at their exit where the kernel allows it
-    /// ([`Probe::exit_only_opens`]). Default true; false keeps their entry/exit program pairs
+    /// Record every file call by one program at its exit where the kernel allows it
+    /// ([`Probe::file_calls_at_exit`]). Default true; false keeps the entry/exit program pairs
     /// (the fallback, for its tests and for comparison).
-    pub exit_only_opens: bool,
+    pub file_calls_at_exit: bool,
 }
 
 impl Default for ProbeOptions {
@@ -274,7 +257,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             max_latency: Duration::from_millis(20),
             files: true,
-            exit_only_opens: true,
+            file_calls_at_exit: true,
         }
     }
 }
@@ -350,9 +333,9 @@ pub struct Probe {
     /// Whether exec records carry the euid/egid read by the kernel, else why not
     /// ([`Probe::exec_creds`]).
     exec_creds: Result<(), String>,
-    /// Whether opens are recorded at their exit alone, else why not
-    /// ([`Probe::exit_only_opens`]).
-    exit_only_opens: Result<(), String>,
+    /// Whether file calls are recorded at their exit alone, else why not
+    /// ([`Probe::file_calls_at_exit`]).
+    file_calls_at_exit: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
@@ -380,30 +363,20 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Program name, tracepoint category, tracepoint name.
 type Wanted = (&'static str, &'static str, &'static str);
 
-/// The opens recorded at their exit alone (`call_*` in src/bpf/file_progs.h: one program run
-/// and one record per call, the arguments read from the registers saved at the call's
-/// entry), and the entry/exit pairs of [`FILE_PROGRAMS`] they replace.
-const EXIT_ONLY_OPENS: &[(Wanted, [&str; 2])] = &[
-    (
-        ("call_open", "syscalls", "sys_exit_open"),
-        ["enter_open", "exit_open"],
-    ),
-    (
-        ("call_openat", "syscalls", "sys_exit_openat"),
-        ["enter_openat", "exit_openat"],
-    ),
-];
-
-/// Loads the [`EXIT_ONLY_OPENS`] programs. They need kernel BTF (their register reads are
-/// relocated against it) and `bpf_task_pt_regs` (5.15+); the error says what the kernel
-/// refused, and the entry/exit pairs are used instead then.
-fn load_exit_only_opens(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Whether the kernel takes the file programs that run at a call's exit alone: loads one of
+/// them (`call_openat`; the others are loaded with the rest). They need kernel BTF (their
+/// register reads are relocated against it) and `bpf_task_pt_regs` (5.15+); the error says
+/// what is missing or what the kernel refused, and the entry/exit pairs are used instead then.
+fn load_file_calls_at_exit(ebpf: &mut Ebpf) -> Result<Wanted, String> {
     Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    for &(w, _) in EXIT_ONLY_OPENS {
-        let program = tracepoint_program(ebpf.program_mut(w.0), w).map_err(|e| e.to_string())?;
-        load_program(w, program).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let w = FILE_PROGRAMS
+        .iter()
+        .map(|f| f.call)
+        .find(|w| w.0 == "call_openat")
+        .ok_or("call_openat is not in the loader's table")?;
+    let program = tracepoint_program(ebpf.program_mut(w.0), w).map_err(|e| e.to_string())?;
+    load_program(w, program).map_err(|e| e.to_string())?;
+    Ok(w)
 }
 
 /// Loads the `wanted` tracepoint programs (the kernel verifies each: nearly all of
@@ -546,21 +519,30 @@ impl Probe {
         // The exec record with the new image's euid/egid read by the kernel, where the kernel
         // accepts a BTF tracepoint program; else sched_exec (and /proc at a setuid exec).
         let exec_creds = attach_exec_btf(&mut ebpf);
-        let file_programs: &[(&str, &str, &str)] = if opts.files { FILE_PROGRAMS } else { &[] };
-        // Opens (most of a session's file calls) at their exit alone where the kernel can.
-        let exit_only_opens = if !opts.files {
+        // Every file call at its exit alone where the kernel can, else entry/exit pairs.
+        let at_exit = if !opts.files {
             Err("the file programs are off".to_owned())
-        } else if !opts.exit_only_opens {
-            Err("turned off (ProbeOptions::exit_only_opens)".to_owned())
+        } else if !opts.file_calls_at_exit {
+            Err("turned off (ProbeOptions::file_calls_at_exit)".to_owned())
         } else {
-            load_exit_only_opens(&mut ebpf)
+            load_file_calls_at_exit(&mut ebpf)
         };
-        let replaced = |name: &str| {
-            exit_only_opens.is_ok() && EXIT_ONLY_OPENS.iter().any(|(_, pair)| pair.contains(&name))
+        let file_programs: Vec<Wanted> = match &at_exit {
+            _ if !opts.files => Vec::new(),
+            // The one loaded already is attached with the rest below.
+            Ok(loaded) => FILE_PROGRAMS
+                .iter()
+                .map(|f| f.call)
+                .filter(|w| w != loaded)
+                .collect(),
+            Err(_) => FILE_PROGRAMS
+                .iter()
+                .flat_map(|f| [f.enter, f.exit])
+                .collect(),
         };
         let mut wanted = Vec::new();
-        for &(name, category, tp_name) in PROGRAMS.iter().chain(file_programs) {
-            if exec_creds.is_ok() && name == "sched_exec" || replaced(name) {
+        for &(name, category, tp_name) in PROGRAMS.iter().chain(&file_programs) {
+            if exec_creds.is_ok() && name == "sched_exec" {
                 continue;
             }
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)
@@ -572,8 +554,8 @@ impl Probe {
             wanted.push((name, category, tp_name));
         }
         load_programs(&mut ebpf, &wanted)?;
-        if exit_only_opens.is_ok() {
-            wanted.extend(EXIT_ONLY_OPENS.iter().map(|&(w, _)| w));
+        if let Ok(loaded) = at_exit {
+            wanted.push(loaded);
         }
         for &w in &wanted {
             tracepoint_program(ebpf.program_mut(w.0), w)?
@@ -615,7 +597,7 @@ impl Probe {
             ppids: IdMap::default(),
             tracefs_mounted,
             exec_creds,
-            exit_only_opens,
+            file_calls_at_exit: at_exit.map(drop),
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -634,11 +616,11 @@ impl Probe {
         self.exec_creds.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
-    /// Whether open/openat are recorded by one program at their exit (one record per call,
-    /// the arguments read from the registers saved at the call's entry: kernel BTF and
-    /// 5.15+); else by an entry and an exit program, and the error says why.
-    pub fn exit_only_opens(&self) -> Result<(), &str> {
-        self.exit_only_opens
+    /// Whether file calls are recorded by one program each at their exit (one record per
+    /// call, the arguments read from the registers saved at the call's entry: kernel BTF and
+    /// 5.15+); else by an entry and an exit program each, and the error says why.
+    pub fn file_calls_at_exit(&self) -> Result<(), &str> {
+        self.file_calls_at_exit
             .as_ref()
             .map(|_| ())
             .map_err(String::as_str)

@@ -64,36 +64,44 @@ fn find<'a>(
         .unwrap_or_else(|| panic!("no {op:?} of {path}; file records: {files:#?}"))
 }
 
-/// The file script with opens recorded at their exit alone (one program, one record per
-/// call), which this kernel must accept when it has BTF: a refusal is a failure, not a skip.
+/// The probe as the file tests load it: with the file calls recorded at their exit alone (one
+/// program, one record per call), which this kernel must accept when it has BTF (a refusal is
+/// a failure, not a skip), or (`paired`) with the entry/exit pairs, the fallback of kernels
+/// without BTF or bpf_task_pt_regs.
+fn load_files(test: &str, paired: bool) -> Probe {
+    let probe = load(ProbeOptions {
+        file_calls_at_exit: !paired,
+        ..Default::default()
+    });
+    if paired {
+        assert!(probe.file_calls_at_exit().is_err());
+    } else if kernel_btf() {
+        probe
+            .file_calls_at_exit()
+            .expect("the file programs at exit on a kernel with BTF");
+    } else {
+        skipped(
+            &format!("{test} (file calls at exit)"),
+            "no kernel BTF (/sys/kernel/btf/vmlinux): the entry/exit pairs ran instead",
+        );
+    }
+    probe
+}
+
 #[test]
 fn file_script_exact_records() {
     require_root!("file_script_exact_records");
-    let probe = load(ProbeOptions::default());
-    if kernel_btf() {
-        probe
-            .exit_only_opens()
-            .expect("the exit-only open programs on a kernel with BTF");
-    } else {
-        skipped(
-            "file_script_exact_records (exit-only opens)",
-            "no kernel BTF (/sys/kernel/btf/vmlinux): opens use the entry/exit pairs",
-        );
-    }
-    file_script(probe, "exit-only");
+    file_script(load_files("file_script_exact_records", false), "at-exit");
 }
 
-/// The same script and assertions with the opens' entry/exit program pairs (the fallback of
-/// kernels without BTF or bpf_task_pt_regs).
+/// The same script and assertions with the entry/exit program pairs.
 #[test]
-fn file_script_exact_records_with_paired_opens() {
-    require_root!("file_script_exact_records_with_paired_opens");
-    let probe = load(ProbeOptions {
-        exit_only_opens: false,
-        ..Default::default()
-    });
-    assert!(probe.exit_only_opens().is_err());
-    file_script(probe, "paired");
+fn file_script_exact_records_with_paired_programs() {
+    require_root!("file_script_exact_records_with_paired_programs");
+    file_script(
+        load_files("file_script_exact_records_with_paired_programs", true),
+        "paired",
+    );
 }
 
 fn file_script(mut probe: Probe, variant: &str) {
@@ -277,11 +285,27 @@ exit 0"#;
 #[test]
 fn file_script_other_operations() {
     require_root!("file_script_other_operations");
+    other_operations(load_files("file_script_other_operations", false), "at-exit");
+}
+
+/// The same script and assertions with the entry/exit program pairs.
+#[test]
+fn file_script_other_operations_with_paired_programs() {
+    require_root!("file_script_other_operations_with_paired_programs");
+    other_operations(
+        load_files("file_script_other_operations_with_paired_programs", true),
+        "paired",
+    );
+}
+
+fn other_operations(mut probe: Probe, variant: &str) {
     let cg = TestCgroup::new();
-    let dir = std::env::temp_dir().join(format!("sandtrail-file-test2-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sandtrail-file-test2-{}-{variant}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut probe = load(ProbeOptions::default());
     probe.watch_cgroup(cg.path.as_path()).expect("watch");
     let mut child = cg.spawn(
         Command::new("/bin/bash")

@@ -11,8 +11,8 @@
  * process.bpf.c) make an exit record, so the exit programs cost one hash lookup for everyone
  * else.
  *
- * Opens (open, openat: most of the calls) are recorded at their exit alone instead, where the
- * kernel allows it: one REC_FILE_CALL, the entry record with the result (call_open[at] below).
+ * Where the kernel allows it, every call is recorded at its exit alone instead: one
+ * REC_FILE_CALL, the entry record with the result (call_<name>, made by FILE_CALL below).
  *
  * Every call is sent, read-only opens included: the read policy (sensitive paths logged,
  * others summarized with a count) is the collector's, configurable in user space and applied to
@@ -346,84 +346,31 @@ static __always_inline int file_exit(struct tp_sys_exit *ctx)
 		return file_exit(ctx);                    \
 	}
 
-/* ---------------------------------------------------------------- opens */
-
-/* open(filename, flags, mode) */
-SEC("tracepoint/syscalls/sys_enter_open")
-int enter_open(struct tp_sys_enter *ctx)
-{
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->flags = (__u32)ctx->args[1];
-	r->mode = (__u32)ctx->args[2];
-	return file_send(r);
-}
-FILE_EXIT(open)
-
-/* creat(pathname, mode) = open(pathname, O_CREAT|O_WRONLY|O_TRUNC, mode) */
-SEC("tracepoint/syscalls/sys_enter_creat")
-int enter_creat(struct tp_sys_enter *ctx)
-{
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->flags = O_CREAT | O_WRONLY | O_TRUNC;
-	r->mode = (__u32)ctx->args[1];
-	return file_send(r);
-}
-FILE_EXIT(creat)
-
-/* openat(dfd, filename, flags, mode) */
-SEC("tracepoint/syscalls/sys_enter_openat")
-int enter_openat(struct tp_sys_enter *ctx)
-{
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->flags = (__u32)ctx->args[2];
-	r->mode = (__u32)ctx->args[3];
-	return file_send(r);
-}
-FILE_EXIT(openat)
-
-/* openat2(dfd, filename, how, usize); struct open_how { u64 flags; u64 mode; u64 resolve; } */
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int enter_openat2(struct tp_sys_enter *ctx)
-{
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	__u64 how[2] = {};
-	if (bpf_probe_read_user(how, sizeof(how), (const void *)ctx->args[2]) == 0) {
-		r->flags = how[0];
-		r->mode = (__u32)how[1];
-	}
-	return file_send(r);
-}
-FILE_EXIT(openat2)
-
 /* The x86-64 user registers of a system call, reduced to its argument registers; relocated
  * against the running kernel's BTF (CO-RE). */
 struct pt_regs {
-	unsigned long dx;
-	unsigned long si;
 	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
 	unsigned long r10;
+	unsigned long r8;
+	unsigned long r9;
 } __attribute__((preserve_access_index));
 
-/* An open recorded at its exit alone, as one REC_FILE_CALL (the entry record and the result in
- * one): the arguments come from the registers saved at the call's entry (bpf_task_pt_regs,
- * which the call does not change), the path from user memory, which the kernel has just read
- * (so the page is present). Half the work of an enter/exit pair: one program run, one record,
- * no file_calls entry. The loader attaches these where the kernel accepts them (5.15+, kernel
- * BTF) and the enter_/exit_ pairs above otherwise. */
+/* The current system call's arguments at its exit: the user registers the kernel saved at its
+ * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the file calls do not change. */
+static __always_inline void regs_args(__u64 *args)
+{
+	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+	args[0] = regs->di;
+	args[1] = regs->si;
+	args[2] = regs->dx;
+	args[3] = regs->r10;
+	args[4] = regs->r8;
+	args[5] = regs->r9;
+}
+
+/* A whole call in one record, made at its exit: the entry record's fields and the result. */
 static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 {
 	r->h.kind = REC_FILE_CALL;
@@ -433,205 +380,206 @@ static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 	return 0;
 }
 
-/* open(filename, flags, mode) at its exit */
-SEC("tracepoint/syscalls/sys_exit_open")
-int call_open(struct tp_sys_exit *ctx)
-{
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-	read_path(r, regs->di);
-	r->flags = (__u32)regs->si;
-	r->mode = (__u32)regs->dx;
-	return file_call_send(r, ctx->ret);
-}
+/* The programs of the file call `name`, made from `name##_fill`, which sets the record's op and
+ * reads the call's arguments from `args` (the syscall's arguments in order):
+ *   - enter_<name> and exit_<name>, the pair: REC_FILE_ARGS at entry, the result at exit;
+ *   - call_<name>, at the exit alone: one REC_FILE_CALL with the arguments from the registers
+ *     saved at entry, the paths from user memory, which the kernel has just read (so their
+ *     pages are present). One program run, one record, no file_calls entry.
+ * The loader attaches call_<name> where the kernel accepts it (kernel BTF, 5.15+) and the pair
+ * otherwise. */
+#define FILE_CALL(name)                                           \
+	SEC("tracepoint/syscalls/sys_enter_" #name)               \
+	int enter_##name(struct tp_sys_enter *ctx)                \
+	{                                                         \
+		struct rec_file_args *r = file_begin(0);          \
+		if (!r)                                           \
+			return 0;                                 \
+		name##_fill(r, ctx->args);                        \
+		return file_send(r);                              \
+	}                                                         \
+	FILE_EXIT(name)                                           \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                \
+	int call_##name(struct tp_sys_exit *ctx)                  \
+	{                                                         \
+		struct rec_file_args *r = file_begin(0);          \
+		if (!r)                                           \
+			return 0;                                 \
+		__u64 args[6];                                    \
+		regs_args(args);                                  \
+		name##_fill(r, args);                             \
+		return file_call_send(r, ctx->ret);               \
+	}
 
-/* openat(dfd, filename, flags, mode) at its exit */
-SEC("tracepoint/syscalls/sys_exit_openat")
-int call_openat(struct tp_sys_exit *ctx)
+/* ---------------------------------------------------------------- opens */
+
+/* open(filename, flags, mode) */
+static __always_inline void open_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_OPEN);
-	if (!r)
-		return 0;
-	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-	r->dirfd = (__s32)regs->di;
-	read_path(r, regs->si);
-	r->flags = (__u32)regs->dx;
-	r->mode = (__u32)regs->r10;
-	return file_call_send(r, ctx->ret);
+	r->op = FOP_OPEN;
+	file_path(r, args[0]);
+	r->flags = (__u32)args[1];
+	r->mode = (__u32)args[2];
 }
+FILE_CALL(open)
+
+/* creat(pathname, mode) = open(pathname, O_CREAT|O_WRONLY|O_TRUNC, mode) */
+static __always_inline void creat_fill(struct rec_file_args *r, const __u64 *args)
+{
+	r->op = FOP_OPEN;
+	file_path(r, args[0]);
+	r->flags = O_CREAT | O_WRONLY | O_TRUNC;
+	r->mode = (__u32)args[1];
+}
+FILE_CALL(creat)
+
+/* openat(dfd, filename, flags, mode) */
+static __always_inline void openat_fill(struct rec_file_args *r, const __u64 *args)
+{
+	r->op = FOP_OPEN;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->flags = (__u32)args[2];
+	r->mode = (__u32)args[3];
+}
+FILE_CALL(openat)
+
+/* openat2(dfd, filename, how, usize); struct open_how { u64 flags; u64 mode; u64 resolve; } */
+static __always_inline void openat2_fill(struct rec_file_args *r, const __u64 *args)
+{
+	r->op = FOP_OPEN;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	__u64 how[2] = {};
+	if (bpf_probe_read_user(how, sizeof(how), (const void *)args[2]) == 0) {
+		r->flags = how[0];
+		r->mode = (__u32)how[1];
+	}
+}
+FILE_CALL(openat2)
 
 /* ---------------------------------------------------------------- deletes */
 
 /* unlink(pathname) */
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int enter_unlink(struct tp_sys_enter *ctx)
+static __always_inline void unlink_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_UNLINK);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	return file_send(r);
+	r->op = FOP_UNLINK;
+	file_path(r, args[0]);
 }
-FILE_EXIT(unlink)
+FILE_CALL(unlink)
 
 /* unlinkat(dfd, pathname, flag); AT_REMOVEDIR makes it an rmdir */
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int enter_unlinkat(struct tp_sys_enter *ctx)
+static __always_inline void unlinkat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	__u32 flag = (__u32)ctx->args[2];
-	struct rec_file_args *r = file_begin(flag & AT_REMOVEDIR ? FOP_RMDIR : FOP_UNLINK);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
+	__u32 flag = (__u32)args[2];
+	r->op = flag & AT_REMOVEDIR ? FOP_RMDIR : FOP_UNLINK;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
 	r->flags = flag;
-	return file_send(r);
 }
-FILE_EXIT(unlinkat)
+FILE_CALL(unlinkat)
 
 /* rmdir(pathname) */
-SEC("tracepoint/syscalls/sys_enter_rmdir")
-int enter_rmdir(struct tp_sys_enter *ctx)
+static __always_inline void rmdir_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_RMDIR);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	return file_send(r);
+	r->op = FOP_RMDIR;
+	file_path(r, args[0]);
 }
-FILE_EXIT(rmdir)
+FILE_CALL(rmdir)
 
 /* ---------------------------------------------------------------- renames */
 
 /* rename(oldname, newname) */
-SEC("tracepoint/syscalls/sys_enter_rename")
-int enter_rename(struct tp_sys_enter *ctx)
+static __always_inline void rename_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_RENAME);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	file_path2(r, ctx->args[1]);
-	return file_send(r);
+	r->op = FOP_RENAME;
+	file_path(r, args[0]);
+	file_path2(r, args[1]);
 }
-FILE_EXIT(rename)
+FILE_CALL(rename)
 
 /* renameat(olddfd, oldname, newdfd, newname) */
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int enter_renameat(struct tp_sys_enter *ctx)
+static __always_inline void renameat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_RENAME);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->dirfd2 = (__s32)ctx->args[2];
-	file_path2(r, ctx->args[3]);
-	return file_send(r);
+	r->op = FOP_RENAME;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->dirfd2 = (__s32)args[2];
+	file_path2(r, args[3]);
 }
-FILE_EXIT(renameat)
+FILE_CALL(renameat)
 
 /* renameat2(olddfd, oldname, newdfd, newname, flags) */
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int enter_renameat2(struct tp_sys_enter *ctx)
+static __always_inline void renameat2_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_RENAME);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->dirfd2 = (__s32)ctx->args[2];
-	file_path2(r, ctx->args[3]);
-	r->flags = (__u32)ctx->args[4];
-	return file_send(r);
+	r->op = FOP_RENAME;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->dirfd2 = (__s32)args[2];
+	file_path2(r, args[3]);
+	r->flags = (__u32)args[4];
 }
-FILE_EXIT(renameat2)
+FILE_CALL(renameat2)
 
 /* ---------------------------------------------------------------- directories */
 
 /* mkdir(pathname, mode) */
-SEC("tracepoint/syscalls/sys_enter_mkdir")
-int enter_mkdir(struct tp_sys_enter *ctx)
+static __always_inline void mkdir_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_MKDIR);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->mode = (__u32)ctx->args[1];
-	return file_send(r);
+	r->op = FOP_MKDIR;
+	file_path(r, args[0]);
+	r->mode = (__u32)args[1];
 }
-FILE_EXIT(mkdir)
+FILE_CALL(mkdir)
 
 /* mkdirat(dfd, pathname, mode) */
-SEC("tracepoint/syscalls/sys_enter_mkdirat")
-int enter_mkdirat(struct tp_sys_enter *ctx)
+static __always_inline void mkdirat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_MKDIR);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->mode = (__u32)ctx->args[2];
-	return file_send(r);
+	r->op = FOP_MKDIR;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->mode = (__u32)args[2];
 }
-FILE_EXIT(mkdirat)
+FILE_CALL(mkdirat)
 
 /* mknod(filename, mode, dev): a regular file, FIFO, socket or device node; the mode carries
  * the file type (S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK), dev the device number. */
-SEC("tracepoint/syscalls/sys_enter_mknod")
-int enter_mknod(struct tp_sys_enter *ctx)
+static __always_inline void mknod_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_MKNOD);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->mode = (__u32)ctx->args[1];
-	r->flags = (__u32)ctx->args[2];
-	return file_send(r);
+	r->op = FOP_MKNOD;
+	file_path(r, args[0]);
+	r->mode = (__u32)args[1];
+	r->flags = (__u32)args[2];
 }
-FILE_EXIT(mknod)
+FILE_CALL(mknod)
 
 /* mknodat(dfd, filename, mode, dev) */
-SEC("tracepoint/syscalls/sys_enter_mknodat")
-int enter_mknodat(struct tp_sys_enter *ctx)
+static __always_inline void mknodat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_MKNOD);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->mode = (__u32)ctx->args[2];
-	r->flags = (__u32)ctx->args[3];
-	return file_send(r);
+	r->op = FOP_MKNOD;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->mode = (__u32)args[2];
+	r->flags = (__u32)args[3];
 }
-FILE_EXIT(mknodat)
+FILE_CALL(mknodat)
 
 /* chdir(filename) */
-SEC("tracepoint/syscalls/sys_enter_chdir")
-int enter_chdir(struct tp_sys_enter *ctx)
+static __always_inline void chdir_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHDIR);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	return file_send(r);
+	r->op = FOP_CHDIR;
+	file_path(r, args[0]);
 }
-FILE_EXIT(chdir)
+FILE_CALL(chdir)
 
 /* fchdir(fd) */
-SEC("tracepoint/syscalls/sys_enter_fchdir")
-int enter_fchdir(struct tp_sys_enter *ctx)
+static __always_inline void fchdir_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_FCHDIR);
-	if (!r)
-		return 0;
-	r->fd = (__s32)ctx->args[0];
+	r->op = FOP_FCHDIR;
+	r->fd = (__s32)args[0];
 	r->rflags |= FILE_BY_FD;
-	return file_send(r);
 }
-FILE_EXIT(fchdir)
+FILE_CALL(fchdir)
 
 /* ---------------------------------------------------------------- fd copies */
 
@@ -643,276 +591,227 @@ FILE_EXIT(fchdir)
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 
-static __always_inline int dup_enter(__u64 oldfd)
+/* dup(oldfd), dup2(oldfd, newfd), dup3(oldfd, newfd, flags): the old fd comes first. */
+static __always_inline void dup_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_DUP);
-	if (!r)
-		return 0;
-	r->fd = (__s32)oldfd;
+	r->op = FOP_DUP;
+	r->fd = (__s32)args[0];
 	r->rflags |= FILE_BY_FD;
-	return file_send(r);
 }
-
-/* The entry and exit programs of a dup call whose first argument is the old fd. */
-#define DUP_CALL(name)                                    \
-	SEC("tracepoint/syscalls/sys_enter_" #name)       \
-	int enter_##name(struct tp_sys_enter *ctx)        \
-	{                                                 \
-		return dup_enter(ctx->args[0]);           \
-	}                                                 \
-	FILE_EXIT(name)
-
-DUP_CALL(dup)  /* dup(oldfd) */
-DUP_CALL(dup2) /* dup2(oldfd, newfd) */
-DUP_CALL(dup3) /* dup3(oldfd, newfd, flags) */
+#define dup2_fill dup_fill
+#define dup3_fill dup_fill
+FILE_CALL(dup)
+FILE_CALL(dup2)
+FILE_CALL(dup3)
 
 /* fcntl(fd, cmd, arg): only F_DUPFD and F_DUPFD_CLOEXEC, checked before the cgroup filter
- * (fcntl is frequent, and its other commands do not concern paths). */
+ * (fcntl is frequent, and its other commands do not concern paths); by hand, for that order. */
+static __always_inline int fcntl_dups(__u64 cmd)
+{
+	return (__u32)cmd == F_DUPFD || (__u32)cmd == F_DUPFD_CLOEXEC;
+}
+
 SEC("tracepoint/syscalls/sys_enter_fcntl")
 int enter_fcntl(struct tp_sys_enter *ctx)
 {
-	__u32 cmd = (__u32)ctx->args[1];
-	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+	if (!fcntl_dups(ctx->args[1]))
 		return 0;
-	return dup_enter(ctx->args[0]);
+	struct rec_file_args *r = file_begin(0);
+	if (!r)
+		return 0;
+	dup_fill(r, ctx->args);
+	return file_send(r);
 }
 FILE_EXIT(fcntl)
+
+SEC("tracepoint/syscalls/sys_exit_fcntl")
+int call_fcntl(struct tp_sys_exit *ctx)
+{
+	__u64 args[6];
+	regs_args(args);
+	if (!fcntl_dups(args[1]))
+		return 0;
+	struct rec_file_args *r = file_begin(0);
+	if (!r)
+		return 0;
+	dup_fill(r, args);
+	return file_call_send(r, ctx->ret);
+}
 
 /* ---------------------------------------------------------------- attributes */
 
 /* chmod(filename, mode) */
-SEC("tracepoint/syscalls/sys_enter_chmod")
-int enter_chmod(struct tp_sys_enter *ctx)
+static __always_inline void chmod_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHMOD);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->mode = (__u32)ctx->args[1];
-	return file_send(r);
+	r->op = FOP_CHMOD;
+	file_path(r, args[0]);
+	r->mode = (__u32)args[1];
 }
-FILE_EXIT(chmod)
+FILE_CALL(chmod)
 
 /* fchmodat(dfd, filename, mode) and fchmodat2(dfd, filename, mode, flags): `flags` is 0 for
  * fchmodat, which has none. */
-static __always_inline int chmodat_enter(struct tp_sys_enter *ctx, __u64 flags)
+static __always_inline void chmodat_fill(struct rec_file_args *r, const __u64 *args, __u64 flags)
 {
-	struct rec_file_args *r = file_begin(FOP_CHMOD);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->mode = (__u32)ctx->args[2];
+	r->op = FOP_CHMOD;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->mode = (__u32)args[2];
 	r->flags = (__u32)flags;
-	return file_send(r);
 }
 
-SEC("tracepoint/syscalls/sys_enter_fchmodat")
-int enter_fchmodat(struct tp_sys_enter *ctx)
+static __always_inline void fchmodat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	return chmodat_enter(ctx, 0);
+	chmodat_fill(r, args, 0);
 }
-FILE_EXIT(fchmodat)
+FILE_CALL(fchmodat)
 
 /* fchmodat2 is 6.6+ (glibc 2.39+ uses it for AT_SYMLINK_NOFOLLOW, and any program can call it
  * directly); attached only where the kernel has it. */
-SEC("tracepoint/syscalls/sys_enter_fchmodat2")
-int enter_fchmodat2(struct tp_sys_enter *ctx)
+static __always_inline void fchmodat2_fill(struct rec_file_args *r, const __u64 *args)
 {
-	return chmodat_enter(ctx, ctx->args[3]);
+	chmodat_fill(r, args, args[3]);
 }
-FILE_EXIT(fchmodat2)
+FILE_CALL(fchmodat2)
 
 /* fchmod(fd, mode) */
-SEC("tracepoint/syscalls/sys_enter_fchmod")
-int enter_fchmod(struct tp_sys_enter *ctx)
+static __always_inline void fchmod_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHMOD);
-	if (!r)
-		return 0;
-	r->fd = (__s32)ctx->args[0];
+	r->op = FOP_CHMOD;
+	r->fd = (__s32)args[0];
 	r->rflags |= FILE_BY_FD;
-	r->mode = (__u32)ctx->args[1];
-	return file_send(r);
+	r->mode = (__u32)args[1];
 }
-FILE_EXIT(fchmod)
+FILE_CALL(fchmod)
 
 /* fchown(fd, user, group) */
-SEC("tracepoint/syscalls/sys_enter_fchown")
-int enter_fchown(struct tp_sys_enter *ctx)
+static __always_inline void fchown_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHOWN);
-	if (!r)
-		return 0;
-	r->fd = (__s32)ctx->args[0];
+	r->op = FOP_CHOWN;
+	r->fd = (__s32)args[0];
 	r->rflags |= FILE_BY_FD;
-	r->uid = (__u32)ctx->args[1];
-	r->gid = (__u32)ctx->args[2];
-	return file_send(r);
+	r->uid = (__u32)args[1];
+	r->gid = (__u32)args[2];
 }
-FILE_EXIT(fchown)
+FILE_CALL(fchown)
 
 /* lchown(filename, user, group): chown of the link itself */
-SEC("tracepoint/syscalls/sys_enter_lchown")
-int enter_lchown(struct tp_sys_enter *ctx)
+static __always_inline void lchown_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHOWN);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->uid = (__u32)ctx->args[1];
-	r->gid = (__u32)ctx->args[2];
+	r->op = FOP_CHOWN;
+	file_path(r, args[0]);
+	r->uid = (__u32)args[1];
+	r->gid = (__u32)args[2];
 	r->flags = 0x100; /* AT_SYMLINK_NOFOLLOW, as fchownat spells lchown */
-	return file_send(r);
 }
-FILE_EXIT(lchown)
+FILE_CALL(lchown)
 
 /* chown(filename, user, group) */
-SEC("tracepoint/syscalls/sys_enter_chown")
-int enter_chown(struct tp_sys_enter *ctx)
+static __always_inline void chown_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHOWN);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->uid = (__u32)ctx->args[1];
-	r->gid = (__u32)ctx->args[2];
-	return file_send(r);
+	r->op = FOP_CHOWN;
+	file_path(r, args[0]);
+	r->uid = (__u32)args[1];
+	r->gid = (__u32)args[2];
 }
-FILE_EXIT(chown)
+FILE_CALL(chown)
 
 /* fchownat(dfd, filename, user, group, flag) */
-SEC("tracepoint/syscalls/sys_enter_fchownat")
-int enter_fchownat(struct tp_sys_enter *ctx)
+static __always_inline void fchownat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_CHOWN);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->uid = (__u32)ctx->args[2];
-	r->gid = (__u32)ctx->args[3];
-	r->flags = (__u32)ctx->args[4];
-	return file_send(r);
+	r->op = FOP_CHOWN;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->uid = (__u32)args[2];
+	r->gid = (__u32)args[3];
+	r->flags = (__u32)args[4];
 }
-FILE_EXIT(fchownat)
+FILE_CALL(fchownat)
 
 /* ---------------------------------------------------------------- links */
 
 /* link(oldname, newname) */
-SEC("tracepoint/syscalls/sys_enter_link")
-int enter_link(struct tp_sys_enter *ctx)
+static __always_inline void link_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_LINK);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	file_path2(r, ctx->args[1]);
-	return file_send(r);
+	r->op = FOP_LINK;
+	file_path(r, args[0]);
+	file_path2(r, args[1]);
 }
-FILE_EXIT(link)
+FILE_CALL(link)
 
 /* linkat(olddfd, oldname, newdfd, newname, flags) */
-SEC("tracepoint/syscalls/sys_enter_linkat")
-int enter_linkat(struct tp_sys_enter *ctx)
+static __always_inline void linkat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_LINK);
-	if (!r)
-		return 0;
-	r->dirfd = (__s32)ctx->args[0];
-	file_path(r, ctx->args[1]);
-	r->dirfd2 = (__s32)ctx->args[2];
-	file_path2(r, ctx->args[3]);
-	r->flags = (__u32)ctx->args[4];
-	return file_send(r);
+	r->op = FOP_LINK;
+	r->dirfd = (__s32)args[0];
+	file_path(r, args[1]);
+	r->dirfd2 = (__s32)args[2];
+	file_path2(r, args[3]);
+	r->flags = (__u32)args[4];
 }
-FILE_EXIT(linkat)
+FILE_CALL(linkat)
 
 /* symlink(oldname, newname): path = the target as written, path2 = the new link */
-SEC("tracepoint/syscalls/sys_enter_symlink")
-int enter_symlink(struct tp_sys_enter *ctx)
+static __always_inline void symlink_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_SYMLINK);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	file_path2(r, ctx->args[1]);
-	return file_send(r);
+	r->op = FOP_SYMLINK;
+	file_path(r, args[0]);
+	file_path2(r, args[1]);
 }
-FILE_EXIT(symlink)
+FILE_CALL(symlink)
 
 /* symlinkat(oldname, newdfd, newname) */
-SEC("tracepoint/syscalls/sys_enter_symlinkat")
-int enter_symlinkat(struct tp_sys_enter *ctx)
+static __always_inline void symlinkat_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_SYMLINK);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->dirfd2 = (__s32)ctx->args[1];
-	file_path2(r, ctx->args[2]);
-	return file_send(r);
+	r->op = FOP_SYMLINK;
+	file_path(r, args[0]);
+	r->dirfd2 = (__s32)args[1];
+	file_path2(r, args[2]);
 }
-FILE_EXIT(symlinkat)
+FILE_CALL(symlinkat)
 
 /* ---------------------------------------------------------------- truncate */
 
 /* truncate(path, length) */
-SEC("tracepoint/syscalls/sys_enter_truncate")
-int enter_truncate(struct tp_sys_enter *ctx)
+static __always_inline void truncate_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_TRUNCATE);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->length = (__s64)ctx->args[1];
-	return file_send(r);
+	r->op = FOP_TRUNCATE;
+	file_path(r, args[0]);
+	r->length = (__s64)args[1];
 }
-FILE_EXIT(truncate)
+FILE_CALL(truncate)
 
 /* ftruncate(fd, length) */
-SEC("tracepoint/syscalls/sys_enter_ftruncate")
-int enter_ftruncate(struct tp_sys_enter *ctx)
+static __always_inline void ftruncate_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_FTRUNCATE);
-	if (!r)
-		return 0;
-	r->fd = (__s32)ctx->args[0];
+	r->op = FOP_FTRUNCATE;
+	r->fd = (__s32)args[0];
 	r->rflags |= FILE_BY_FD;
-	r->length = (__s64)ctx->args[1];
-	return file_send(r);
+	r->length = (__s64)args[1];
 }
-FILE_EXIT(ftruncate)
+FILE_CALL(ftruncate)
 
 /* ---------------------------------------------------------------- mounts */
 
 /* mount(dev_name, dir_name, type, flags, data): path = the mount point, path2 = the source */
-SEC("tracepoint/syscalls/sys_enter_mount")
-int enter_mount(struct tp_sys_enter *ctx)
+static __always_inline void mount_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_MOUNT);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[1]);
-	if (ctx->args[0])
-		file_path2(r, ctx->args[0]);
-	if (ctx->args[2] &&
-	    bpf_probe_read_user_str(r->fstype, sizeof(r->fstype), (const void *)ctx->args[2]) <= 0)
+	r->op = FOP_MOUNT;
+	file_path(r, args[1]);
+	if (args[0])
+		file_path2(r, args[0]);
+	if (args[2] &&
+	    bpf_probe_read_user_str(r->fstype, sizeof(r->fstype), (const void *)args[2]) <= 0)
 		r->fstype[0] = 0;
-	r->flags = ctx->args[3];
-	return file_send(r);
+	r->flags = args[3];
 }
-FILE_EXIT(mount)
+FILE_CALL(mount)
 
 /* umount(name, flags) (the umount2 syscall; its tracepoint is named umount) */
-SEC("tracepoint/syscalls/sys_enter_umount")
-int enter_umount(struct tp_sys_enter *ctx)
+static __always_inline void umount_fill(struct rec_file_args *r, const __u64 *args)
 {
-	struct rec_file_args *r = file_begin(FOP_UMOUNT);
-	if (!r)
-		return 0;
-	file_path(r, ctx->args[0]);
-	r->flags = (__u32)ctx->args[1];
-	return file_send(r);
+	r->op = FOP_UMOUNT;
+	file_path(r, args[0]);
+	r->flags = (__u32)args[1];
 }
-FILE_EXIT(umount)
+FILE_CALL(umount)
