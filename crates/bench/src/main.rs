@@ -164,10 +164,10 @@ enum Cmd {
         /// With C.UTF-8 each coreutils process opens ~28 locale files; with C none.
         #[arg(long, default_value = "C.UTF-8")]
         lang: String,
-        /// Record file calls with an entry and an exit program each (the fallback for
-        /// kernels without bpf_task_pt_regs) instead of one program at their exit.
+        /// Record file calls, wait4 and waitid with an entry and an exit program each (the
+        /// fallback for kernels without bpf_task_pt_regs) instead of one program at their exit.
         #[arg(long)]
-        paired_file_calls: bool,
+        entry_exit_pairs: bool,
     },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
@@ -216,7 +216,7 @@ fn main() -> Result<()> {
             prog_stats,
             replay,
             lang,
-            paired_file_calls,
+            entry_exit_pairs,
         } => overhead::overhead(overhead::Options {
             rounds: rounds.max(1),
             spawns,
@@ -228,7 +228,7 @@ fn main() -> Result<()> {
             prog_stats,
             replay,
             lang,
-            paired_file_calls,
+            entry_exit_pairs,
         }),
         Cmd::Ingest {
             events,

@@ -386,8 +386,8 @@ pub struct Options {
     /// After the rounds: record one workload's records and feed them this many times to a
     /// fresh collector, timing the collector alone (0: skip).
     pub replay: u32,
-    /// Record file calls with entry/exit program pairs (`ProbeOptions::file_calls_at_exit` off).
-    pub paired_file_calls: bool,
+    /// Record file calls, wait4 and waitid with entry/exit program pairs (`ProbeOptions::calls_at_exit` off).
+    pub entry_exit_pairs: bool,
 }
 
 /// Runs the comparison and prints the figures.
@@ -403,7 +403,7 @@ pub fn overhead(o: Options) -> Result<()> {
         prog_stats,
         replay,
         lang,
-        paired_file_calls,
+        entry_exit_pairs,
     } = o;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -450,9 +450,9 @@ pub fn overhead(o: Options) -> Result<()> {
             "workload: {spawns} × /bin/true, {files} × (write, mv, rm), {builds} × gcc -c, LANG={lang}; {rounds} rounds, modes interleaved: {names}"
         );
     }
-    if paired_file_calls {
+    if entry_exit_pairs {
         println!(
-            "sandtrail: file calls recorded by entry/exit program pairs (--paired-file-calls)"
+            "sandtrail: file calls, wait4 and waitid recorded by entry/exit program pairs (--entry-exit-pairs)"
         );
     }
     // Warm the page cache and gcc.
@@ -509,7 +509,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     };
                     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
                         files: mode == Mode::Sandtrail,
-                        file_calls_at_exit: !paired_file_calls,
+                        calls_at_exit: !entry_exit_pairs,
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;

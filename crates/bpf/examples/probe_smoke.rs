@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or("/sys/fs/cgroup/unified".into());
     let mut probe = sandtrail_bpf::Probe::load(Default::default())?;
     eprintln!("loaded (mounted tracefs: {})", probe.mounted_tracefs());
-    eprintln!("file calls at exit: {:?}", probe.file_calls_at_exit());
+    eprintln!("calls at exit: {:?}", probe.calls_at_exit());
     probe.watch_cgroup(cg.as_str())?;
     let secs: u64 = std::env::args()
         .nth(2)

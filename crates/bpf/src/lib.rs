@@ -92,7 +92,7 @@ const OPTIONAL_TRACEPOINTS: &[&str] = &["sys_enter_fchmodat2", "sys_exit_fchmoda
 
 /// The three programs of a file call (src/bpf/file_progs.h, `FILE_CALL`): the pair at its
 /// entry and exit, and the one at its exit alone that replaces the pair where the kernel
-/// allows it ([`Probe::file_calls_at_exit`]).
+/// allows it ([`Probe::calls_at_exit`]).
 struct FilePrograms {
     enter: Wanted,
     exit: Wanted,
@@ -242,10 +242,10 @@ pub struct ProbeOptions {
     /// Attach the file programs (`RawRecord::File`). Default true; false leaves only the
     /// process programs (used by the overhead benchmark to split the cost).
     pub files: bool,
-    /// Record every file call by one program at its exit where the kernel allows it
-    /// ([`Probe::file_calls_at_exit`]). Default true; false keeps the entry/exit program pairs
-    /// (the fallback, for its tests and for comparison).
-    pub file_calls_at_exit: bool,
+    /// Record every file call, wait4 and waitid by one program at its exit where the kernel
+    /// allows it ([`Probe::calls_at_exit`]). Default true; false keeps the entry/exit program
+    /// pairs (the fallback, for its tests and for comparison).
+    pub calls_at_exit: bool,
 }
 
 impl Default for ProbeOptions {
@@ -257,7 +257,7 @@ impl Default for ProbeOptions {
             wakeup_bytes: None,
             max_latency: Duration::from_millis(20),
             files: true,
-            file_calls_at_exit: true,
+            calls_at_exit: true,
         }
     }
 }
@@ -334,8 +334,8 @@ pub struct Probe {
     /// ([`Probe::exec_creds`]).
     exec_creds: Result<(), String>,
     /// Whether file calls are recorded at their exit alone, else why not
-    /// ([`Probe::file_calls_at_exit`]).
-    file_calls_at_exit: Result<(), String>,
+    /// ([`Probe::calls_at_exit`]).
+    calls_at_exit: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
@@ -363,17 +363,28 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Program name, tracepoint category, tracepoint name.
 type Wanted = (&'static str, &'static str, &'static str);
 
-/// Whether the kernel takes the file programs that run at a call's exit alone: loads one of
-/// them (`call_openat`; the others are loaded with the rest). They need kernel BTF (their
-/// register reads are relocated against it) and `bpf_task_pt_regs` (5.15+); the error says
-/// what is missing or what the kernel refused, and the entry/exit pairs are used instead then.
-fn load_file_calls_at_exit(ebpf: &mut Ebpf) -> Result<Wanted, String> {
+/// The process programs that run at a call's exit alone (`reap_wait4`, `reap_waitid`: the
+/// status address from the registers saved at the call's entry), and the entry/exit pairs they
+/// replace where the kernel allows it ([`Probe::calls_at_exit`]).
+const REAP_AT_EXIT: &[(Wanted, [&str; 2])] = &[
+    (
+        ("reap_wait4", "syscalls", "sys_exit_wait4"),
+        ["enter_wait4", "exit_wait4"],
+    ),
+    (
+        ("reap_waitid", "syscalls", "sys_exit_waitid"),
+        ["enter_waitid", "exit_waitid"],
+    ),
+];
+
+/// Whether the kernel takes the programs that run at a call's exit alone (the file programs
+/// `call_<name>`, [`REAP_AT_EXIT`]): loads one of them, `reap_wait4` (the others are loaded with
+/// the rest). They need kernel BTF (their register reads are relocated against it) and
+/// `bpf_task_pt_regs` (5.15+); the error says what is missing or what the kernel refused, and
+/// the entry/exit pairs are used instead then.
+fn load_calls_at_exit(ebpf: &mut Ebpf) -> Result<Wanted, String> {
     Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    let w = FILE_PROGRAMS
-        .iter()
-        .map(|f| f.call)
-        .find(|w| w.0 == "call_openat")
-        .ok_or("call_openat is not in the loader's table")?;
+    let w = REAP_AT_EXIT[0].0;
     let program = tracepoint_program(ebpf.program_mut(w.0), w).map_err(|e| e.to_string())?;
     load_program(w, program).map_err(|e| e.to_string())?;
     Ok(w)
@@ -519,30 +530,42 @@ impl Probe {
         // The exec record with the new image's euid/egid read by the kernel, where the kernel
         // accepts a BTF tracepoint program; else sched_exec (and /proc at a setuid exec).
         let exec_creds = attach_exec_btf(&mut ebpf);
-        // Every file call at its exit alone where the kernel can, else entry/exit pairs.
-        let at_exit = if !opts.files {
-            Err("the file programs are off".to_owned())
-        } else if !opts.file_calls_at_exit {
-            Err("turned off (ProbeOptions::file_calls_at_exit)".to_owned())
+        // Every file call, wait4 and waitid at its exit alone where the kernel can, else
+        // entry/exit pairs.
+        let at_exit = if opts.calls_at_exit {
+            load_calls_at_exit(&mut ebpf)
         } else {
-            load_file_calls_at_exit(&mut ebpf)
+            Err("turned off (ProbeOptions::calls_at_exit)".to_owned())
         };
-        let file_programs: Vec<Wanted> = match &at_exit {
-            _ if !opts.files => Vec::new(),
-            // The one loaded already is attached with the rest below.
-            Ok(loaded) => FILE_PROGRAMS
-                .iter()
-                .map(|f| f.call)
-                .filter(|w| w != loaded)
-                .collect(),
-            Err(_) => FILE_PROGRAMS
-                .iter()
-                .flat_map(|f| [f.enter, f.exit])
-                .collect(),
+        let (file_programs, replaced, also): (Vec<Wanted>, Vec<&str>, Vec<Wanted>) = match &at_exit
+        {
+            Ok(loaded) => (
+                FILE_PROGRAMS.iter().map(|f| f.call).collect(),
+                REAP_AT_EXIT.iter().flat_map(|(_, pair)| *pair).collect(),
+                // The one loaded already is attached with the rest below.
+                REAP_AT_EXIT
+                    .iter()
+                    .map(|(w, _)| *w)
+                    .filter(|w| w != loaded)
+                    .collect(),
+            ),
+            Err(_) => (
+                FILE_PROGRAMS
+                    .iter()
+                    .flat_map(|f| [f.enter, f.exit])
+                    .collect(),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+        let file_programs = if opts.files {
+            file_programs
+        } else {
+            Vec::new()
         };
         let mut wanted = Vec::new();
-        for &(name, category, tp_name) in PROGRAMS.iter().chain(&file_programs) {
-            if exec_creds.is_ok() && name == "sched_exec" {
+        for &(name, category, tp_name) in PROGRAMS.iter().chain(&also).chain(&file_programs) {
+            if exec_creds.is_ok() && name == "sched_exec" || replaced.contains(&name) {
                 continue;
             }
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)
@@ -597,7 +620,7 @@ impl Probe {
             ppids: IdMap::default(),
             tracefs_mounted,
             exec_creds,
-            file_calls_at_exit: at_exit.map(drop),
+            calls_at_exit: at_exit.map(drop),
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -616,11 +639,12 @@ impl Probe {
         self.exec_creds.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
-    /// Whether file calls are recorded by one program each at their exit (one record per
-    /// call, the arguments read from the registers saved at the call's entry: kernel BTF and
-    /// 5.15+); else by an entry and an exit program each, and the error says why.
-    pub fn file_calls_at_exit(&self) -> Result<(), &str> {
-        self.file_calls_at_exit
+    /// Whether file calls, wait4 and waitid are recorded by one program each at their exit
+    /// (one record per call, the arguments read from the registers saved at the call's entry:
+    /// kernel BTF and 5.15+); else by an entry and an exit program each, and the error says
+    /// why.
+    pub fn calls_at_exit(&self) -> Result<(), &str> {
+        self.calls_at_exit
             .as_ref()
             .map(|_| ())
             .map_err(String::as_str)

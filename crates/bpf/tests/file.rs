@@ -70,14 +70,14 @@ fn find<'a>(
 /// without BTF or bpf_task_pt_regs.
 fn load_files(test: &str, paired: bool) -> Probe {
     let probe = load(ProbeOptions {
-        file_calls_at_exit: !paired,
+        calls_at_exit: !paired,
         ..Default::default()
     });
     if paired {
-        assert!(probe.file_calls_at_exit().is_err());
+        assert!(probe.calls_at_exit().is_err());
     } else if kernel_btf() {
         probe
-            .file_calls_at_exit()
+            .calls_at_exit()
             .expect("the file programs at exit on a kernel with BTF");
     } else {
         skipped(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sandtrail_bpf::{CredCall, ExitStatus, ProbeOptions, RawRecord, WaitStatus};
+use sandtrail_bpf::{CredCall, ExitStatus, Probe, ProbeOptions, RawRecord, WaitStatus};
 
 #[macro_use]
 mod common;
@@ -27,12 +27,40 @@ fn exec_argv(r: &RawRecord) -> Option<(u32, Vec<String>)> {
 
 const SCRIPT: &str = r#"ls /nonexistent-dir; echo hi | cat; /no/such/binary; sh -c "exit 3"; sleep 5 & kill -9 $!; sleep 6 & kill -TERM $!; sh -c 'kill -SEGV $$'; sh -c "echo 0 > $SUB/cgroup.procs; exec /bin/echo nested"; wait; exit 0"#;
 
+/// With wait4/waitid read at their exit alone (`reap_*`), which this kernel must accept when
+/// it has BTF (a refusal is a failure, not a skip).
 #[test]
 fn shell_session_exact_records() {
     require_root!("shell_session_exact_records");
+    let probe = load(ProbeOptions::default());
+    if kernel_btf() {
+        probe
+            .calls_at_exit()
+            .expect("the programs at exit on a kernel with BTF");
+    } else {
+        skipped(
+            "shell_session_exact_records (calls at exit)",
+            "no kernel BTF (/sys/kernel/btf/vmlinux): the entry/exit pairs ran instead",
+        );
+    }
+    shell_session(probe);
+}
+
+/// The same script and assertions with the entry/exit program pairs of wait4/waitid.
+#[test]
+fn shell_session_exact_records_with_paired_programs() {
+    require_root!("shell_session_exact_records_with_paired_programs");
+    let probe = load(ProbeOptions {
+        calls_at_exit: false,
+        ..Default::default()
+    });
+    assert!(probe.calls_at_exit().is_err());
+    shell_session(probe);
+}
+
+fn shell_session(mut probe: Probe) {
     let mut cg = TestCgroup::new();
     let sub = cg.sub("nested");
-    let mut probe = load(ProbeOptions::default());
     let id = probe.watch_cgroup(cg.path.as_path()).expect("watch");
     assert_eq!(id, TestCgroup::id(&cg.path));
 

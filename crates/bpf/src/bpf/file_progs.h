@@ -346,30 +346,6 @@ static __always_inline int file_exit(struct tp_sys_exit *ctx)
 		return file_exit(ctx);                    \
 	}
 
-/* The x86-64 user registers of a system call, reduced to its argument registers; relocated
- * against the running kernel's BTF (CO-RE). */
-struct pt_regs {
-	unsigned long di;
-	unsigned long si;
-	unsigned long dx;
-	unsigned long r10;
-	unsigned long r8;
-	unsigned long r9;
-} __attribute__((preserve_access_index));
-
-/* The current system call's arguments at its exit: the user registers the kernel saved at its
- * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the file calls do not change. */
-static __always_inline void regs_args(__u64 *args)
-{
-	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-	args[0] = regs->di;
-	args[1] = regs->si;
-	args[2] = regs->dx;
-	args[3] = regs->r10;
-	args[4] = regs->r8;
-	args[5] = regs->r9;
-}
-
 /* A whole call in one record, made at its exit: the entry record's fields and the result. */
 static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 {

@@ -987,7 +987,32 @@ int exit_setresgid(struct tp_sys_exit *ctx)
 	return setid_exit(ctx);
 }
 
+/* The x86-64 user registers of a system call, reduced to its argument registers; relocated
+ * against the running kernel's BTF (CO-RE). */
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long r9;
+} __attribute__((preserve_access_index));
+
+/* The current system call's arguments at its exit: the user registers the kernel saved at its
+ * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the traced calls (file calls, wait4, waitid) do not change. */
+static __always_inline void regs_args(__u64 *args)
+{
+	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+	args[0] = regs->di;
+	args[1] = regs->si;
+	args[2] = regs->dx;
+	args[3] = regs->r10;
+	args[4] = regs->r8;
+	args[5] = regs->r9;
+}
+
 /* ---------------------------------------------------------------- reaping */
+
 
 /* The parent's wait gives the kernel's own status word of the child (exit code, or signal and
  * whether a core was dumped). Only for reapers that are tracked processes themselves. */
@@ -1018,16 +1043,9 @@ int enter_waitid(struct tp_enter_waitid *ctx)
 	return wait_enter(WAIT_WAITID, ctx->infop);
 }
 
-static __always_inline int wait_exit(struct tp_sys_exit *ctx)
+/* The REAP record of a wait of `kind` that returned `ctx->ret` and wrote its result at `addr`. */
+static __always_inline int wait_done(struct tp_sys_exit *ctx, __u32 kind, __u64 addr)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct wait_call *w = bpf_map_lookup_elem(&waits, &tid);
-	if (!w)
-		return 0;
-	__u32 kind = w->kind;
-	__u64 addr = w->addr;
-	bpf_map_delete_elem(&waits, &tid);
-
 	__u32 child = 0;
 	__s32 status = 0;
 	if (kind == WAIT_WAIT4) {
@@ -1076,6 +1094,19 @@ static __always_inline int wait_exit(struct tp_sys_exit *ctx)
 	return 0;
 }
 
+/* The exit of a wait whose entry was recorded (enter_wait4/enter_waitid). */
+static __always_inline int wait_exit(struct tp_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct wait_call *w = bpf_map_lookup_elem(&waits, &tid);
+	if (!w)
+		return 0;
+	__u32 kind = w->kind;
+	__u64 addr = w->addr;
+	bpf_map_delete_elem(&waits, &tid);
+	return wait_done(ctx, kind, addr);
+}
+
 SEC("tracepoint/syscalls/sys_exit_wait4")
 int exit_wait4(struct tp_sys_exit *ctx)
 {
@@ -1086,6 +1117,40 @@ SEC("tracepoint/syscalls/sys_exit_waitid")
 int exit_waitid(struct tp_sys_exit *ctx)
 {
 	return wait_exit(ctx);
+}
+
+/* The same at the exit alone, where the kernel allows it (as the file programs call_<name>):
+ * the result's address from the registers saved at the call's entry; one program run, no
+ * `waits` entry. Only for reapers that are tracked processes, and only calls that reaped. */
+static __always_inline int reap_at_exit(struct tp_sys_exit *ctx, __u32 kind, int addr_arg)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return 0;
+	__u64 args[6];
+	regs_args(args);
+	__u64 addr = addr_arg == 1 ? args[1] : args[2];
+	if (!addr)
+		return 0;
+	return wait_done(ctx, kind, addr);
+}
+
+/* wait4(upid, stat_addr, options, ru): a child's pid when it reaped one */
+SEC("tracepoint/syscalls/sys_exit_wait4")
+int reap_wait4(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret <= 0)
+		return 0;
+	return reap_at_exit(ctx, WAIT_WAIT4, 1);
+}
+
+/* waitid(which, upid, infop, options, ru): 0, and the child in *infop (none with WNOHANG) */
+SEC("tracepoint/syscalls/sys_exit_waitid")
+int reap_waitid(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret != 0)
+		return 0;
+	return reap_at_exit(ctx, WAIT_WAITID, 2);
 }
 
 /* ---------------------------------------------------------------- exit */
