@@ -6,8 +6,11 @@
  *
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
  * own context and user memory (bpf_probe_read_user[_str]). No bpf_probe_read_kernel, no
- * __kconfig, no kprobes/fentry/LSM. The one kernel struct read is sched_exec_btf's (a BTF
- * tracepoint, CO-RE relocated by the loader, with sched_exec as its fallback).
+ * __kconfig, no kprobes/fentry/LSM. The kernel structs read are the credentials of
+ * sched_exec_btf (a BTF tracepoint, with sched_exec as its fallback) and the saved user registers
+ * (struct pt_regs, through bpf_task_pt_regs) of the programs that record a call at its exit alone
+ * (the file programs call_<name>, reap_wait4, reap_waitid; the entry/exit pairs are their
+ * fallback), both through BTF-typed pointers, CO-RE relocated by the loader.
  *
  * The tracepoint context structs below are written by hand from
  * /sys/kernel/tracing/events/<category>/<name>/format (kernel 6.18, x86_64). Their layouts are
