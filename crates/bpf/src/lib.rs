@@ -333,7 +333,7 @@ pub struct Probe {
     /// Whether exec records carry the euid/egid read by the kernel, else why not
     /// ([`Probe::exec_creds`]).
     exec_creds: Result<(), String>,
-    /// Whether file calls are recorded at their exit alone, else why not
+    /// Whether file calls, wait4 and waitid are recorded at their exit alone, else why not
     /// ([`Probe::calls_at_exit`]).
     calls_at_exit: Result<(), String>,
     max_latency: Duration,

@@ -179,6 +179,11 @@ impl KernelSource {
                 sandtrail_bpf::TRACEFS
             );
         }
+        if let Err(why) = probe.calls_at_exit() {
+            eprintln!(
+                "sandtrail: file calls and waits are recorded by entry/exit program pairs (the same records, at a higher cost per call): {why}"
+            );
+        }
         if let Err(why) = probe.exec_creds() {
             eprintln!(
                 "sandtrail: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy): {why}"
