@@ -4,13 +4,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use sandtrail_bpf::{FileCall, FileOp, Task};
 use sandtrail_event::{Access, Event, FileInfo, Kind, ProcessRef};
 
 use crate::errno::errno_name;
-use crate::process::{absolute, Collector, Proc};
+use crate::process::{absolute, absolute_owned, Collector, Proc};
 
 const AT_FDCWD: i32 = -100;
 /// The path of an event whose path argument could not be read from the process's memory
@@ -321,13 +322,23 @@ fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
     absolute(path, Some(&base(p, dirfd)))
 }
 
+/// [`resolve`] of a path the caller gives up (no copy when it is absolute and normal already).
+fn resolve_owned(p: &Proc, dirfd: i32, path: PathBuf) -> String {
+    if path.as_os_str().as_bytes().first() == Some(&b'/') {
+        // The base is not needed: no /proc path made for an unknown dirfd.
+        absolute_owned(path, None)
+    } else {
+        absolute_owned(path, Some(&base(p, dirfd)))
+    }
+}
+
 impl Collector {
     /// One file call: updates the process's cwd and fd table, returns its event (none for a
     /// summarized read, chdir, fchdir).
     pub(crate) fn file(
         &mut self,
         task: Task,
-        call: FileCall,
+        mut call: FileCall,
         result: Option<i64>,
     ) -> Vec<(u64, Event)> {
         let Some(session) = self.session_of(&task) else {
@@ -346,7 +357,9 @@ impl Collector {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid)),
             None if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
-            None => resolve(p, call.dirfd, &call.path),
+            // A symlink's target is resolved again below, against the link's directory.
+            None if call.op == FileOp::Symlink => resolve(p, call.dirfd, &call.path),
+            None => resolve_owned(p, call.dirfd, std::mem::take(&mut call.path)),
         };
         let new_path = match call.path2.as_deref() {
             Some(p2) => Some(resolve(p, call.dirfd2, p2)),
@@ -357,8 +370,11 @@ impl Collector {
         };
         match call.op {
             FileOp::Open if ok && path != UNREADABLE => {
-                p.fds
-                    .insert(result.unwrap_or(-1) as i32, PathBuf::from(&path));
+                // Written over the fd's earlier path in place (fd numbers are reused at once).
+                let slot = p.fds.entry(result.unwrap_or(-1) as i32).or_default();
+                let s = slot.as_mut_os_string();
+                s.clear();
+                s.push(&path);
             }
             FileOp::Chdir if ok => {
                 p.cwd = if path == UNREADABLE {
@@ -494,9 +510,12 @@ impl Collector {
         // vector would copy every one made so far at each doubling.
         let mut out = Vec::with_capacity(done.len());
         for (k, v) in done {
-            let Some(mut e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
+            let Some(e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
                 continue;
             };
+            // Filled in where it lies (one copy of the large event fewer).
+            out.push((k.session, e));
+            let (_, e) = out.last_mut().expect("just pushed");
             e.process = Some(v.process);
             e.file = Some(FileInfo {
                 path: k.path,
@@ -506,7 +525,6 @@ impl Collector {
                 result: k.result.map(result_name),
                 ..Default::default()
             });
-            out.push((k.session, e));
         }
         out
     }

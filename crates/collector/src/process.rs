@@ -141,6 +141,19 @@ pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
     normalize(bytes, cwd)
 }
 
+/// [`absolute`] of a path the caller gives up: a path that is absolute, normal and UTF-8 already
+/// (most of them) becomes the string without a copy.
+pub(crate) fn absolute_owned(path: PathBuf, cwd: Option<&Path>) -> String {
+    if is_normal_absolute(path.as_os_str().as_bytes()) {
+        match path.into_os_string().into_string() {
+            Ok(s) => s,
+            Err(os) => normalize(os.as_bytes(), cwd),
+        }
+    } else {
+        normalize(path.as_os_str().as_bytes(), cwd)
+    }
+}
+
 /// Whether `p` is absolute with nothing to normalize: no empty, `.` or `..` component and no
 /// trailing `/` (`/` itself is normal).
 fn is_normal_absolute(p: &[u8]) -> bool {
@@ -990,9 +1003,23 @@ mod tests {
                 normalize(p.as_bytes(), Some(Path::new("/w"))),
                 "{p}"
             );
+            // The owned form gives the same strings, with or without a cwd.
+            for cwd in [None, Some(Path::new("/w"))] {
+                assert_eq!(
+                    absolute_owned(path.to_path_buf(), cwd),
+                    absolute(path, cwd),
+                    "{p}"
+                );
+            }
         }
         // Not UTF-8: the long way, with U+FFFD.
         let bad = std::ffi::OsStr::from_bytes(b"/a/\xff/b");
         assert_eq!(absolute(Path::new(bad), None), "/a/\u{fffd}/b");
+        assert_eq!(absolute_owned(PathBuf::from(bad), None), "/a/\u{fffd}/b");
+        let bad_rel = std::ffi::OsStr::from_bytes(b"x/\xff");
+        assert_eq!(
+            absolute_owned(PathBuf::from(bad_rel), Some(Path::new("/w"))),
+            "/w/x/\u{fffd}"
+        );
     }
 }
