@@ -386,7 +386,8 @@ pub struct Options {
     /// After the rounds: record one workload's records and feed them this many times to a
     /// fresh collector, timing the collector alone (0: skip).
     pub replay: u32,
-    /// Record file calls, wait4 and waitid with entry/exit program pairs (`ProbeOptions::calls_at_exit` off).
+    /// Record file calls, wait4 and waitid with entry/exit program pairs
+    /// (`ProbeOptions::calls_at_exit` off).
     pub entry_exit_pairs: bool,
 }
 

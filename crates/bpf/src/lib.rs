@@ -80,28 +80,24 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("exit_setgid", "syscalls", "sys_exit_setgid"),
     ("exit_setregid", "syscalls", "sys_exit_setregid"),
     ("exit_setresgid", "syscalls", "sys_exit_setresgid"),
-    ("enter_wait4", "syscalls", "sys_enter_wait4"),
-    ("enter_waitid", "syscalls", "sys_enter_waitid"),
-    ("exit_wait4", "syscalls", "sys_exit_wait4"),
-    ("exit_waitid", "syscalls", "sys_exit_waitid"),
 ];
 
 /// Tracepoints of system calls newer than the minimum kernel: their programs are attached
 /// where the kernel has them (`fchmodat2`: 6.6).
 const OPTIONAL_TRACEPOINTS: &[&str] = &["sys_enter_fchmodat2", "sys_exit_fchmodat2"];
 
-/// The three programs of a file call (src/bpf/file_progs.h, `FILE_CALL`): the pair at its
-/// entry and exit, and the one at its exit alone that replaces the pair where the kernel
+/// The three programs of a system call recorded with its result: the pair `enter_<name>` and
+/// `exit_<name>`, and `call_<name>` at its exit alone, which replaces the pair where the kernel
 /// allows it ([`Probe::calls_at_exit`]).
-struct FilePrograms {
+struct CallPrograms {
     enter: Wanted,
     exit: Wanted,
     call: Wanted,
 }
 
-macro_rules! file_programs {
+macro_rules! call_programs {
     ($($name:literal),* $(,)?) => {
-        &[$(FilePrograms {
+        &[$(CallPrograms {
             enter: (concat!("enter_", $name), "syscalls", concat!("sys_enter_", $name)),
             exit: (concat!("exit_", $name), "syscalls", concat!("sys_exit_", $name)),
             call: (concat!("call_", $name), "syscalls", concat!("sys_exit_", $name)),
@@ -109,9 +105,12 @@ macro_rules! file_programs {
     };
 }
 
-/// The file programs, attached when [`ProbeOptions::files`] is set, by system call; `umount`
-/// is the umount2 syscall's tracepoint.
-const FILE_PROGRAMS: &[FilePrograms] = file_programs!(
+/// wait4 and waitid of tracked parents: the status word of the child they reaped.
+const WAIT_PROGRAMS: &[CallPrograms] = call_programs!("wait4", "waitid");
+
+/// The file programs (src/bpf/file_progs.h, `FILE_CALL`), attached when [`ProbeOptions::files`]
+/// is set, by system call; `umount` is the umount2 syscall's tracepoint.
+const FILE_PROGRAMS: &[CallPrograms] = call_programs!(
     "open",
     "creat",
     "openat",
@@ -363,28 +362,14 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Program name, tracepoint category, tracepoint name.
 type Wanted = (&'static str, &'static str, &'static str);
 
-/// The process programs that run at a call's exit alone (`reap_wait4`, `reap_waitid`: the
-/// status address from the registers saved at the call's entry), and the entry/exit pairs they
-/// replace where the kernel allows it ([`Probe::calls_at_exit`]).
-const REAP_AT_EXIT: &[(Wanted, [&str; 2])] = &[
-    (
-        ("reap_wait4", "syscalls", "sys_exit_wait4"),
-        ["enter_wait4", "exit_wait4"],
-    ),
-    (
-        ("reap_waitid", "syscalls", "sys_exit_waitid"),
-        ["enter_waitid", "exit_waitid"],
-    ),
-];
-
-/// Whether the kernel takes the programs that run at a call's exit alone (the file programs
-/// `call_<name>`, [`REAP_AT_EXIT`]): loads one of them, `reap_wait4` (the others are loaded with
-/// the rest). They need kernel BTF (their register reads are relocated against it) and
-/// `bpf_task_pt_regs` (5.15+); the error says what is missing or what the kernel refused, and
-/// the entry/exit pairs are used instead then.
+/// Whether the kernel takes the programs that run at a call's exit alone (`call_<name>` of
+/// [`WAIT_PROGRAMS`] and [`FILE_PROGRAMS`]): loads one of them, `call_wait4` (the others are
+/// loaded with the rest). They need kernel BTF (their register reads are relocated against it)
+/// and `bpf_task_pt_regs` (5.15+); the error says what is missing or what the kernel refused,
+/// and the entry/exit pairs are used instead then.
 fn load_calls_at_exit(ebpf: &mut Ebpf) -> Result<Wanted, String> {
     Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    let w = REAP_AT_EXIT[0].0;
+    let w = WAIT_PROGRAMS[0].call;
     let program = tracepoint_program(ebpf.program_mut(w.0), w).map_err(|e| e.to_string())?;
     load_program(w, program).map_err(|e| e.to_string())?;
     Ok(w)
@@ -537,35 +522,16 @@ impl Probe {
         } else {
             Err("turned off (ProbeOptions::calls_at_exit)".to_owned())
         };
-        let (file_programs, replaced, also): (Vec<Wanted>, Vec<&str>, Vec<Wanted>) = match &at_exit
-        {
-            Ok(loaded) => (
-                FILE_PROGRAMS.iter().map(|f| f.call).collect(),
-                REAP_AT_EXIT.iter().flat_map(|(_, pair)| *pair).collect(),
-                // The one loaded already is attached with the rest below.
-                REAP_AT_EXIT
-                    .iter()
-                    .map(|(w, _)| *w)
-                    .filter(|w| w != loaded)
-                    .collect(),
-            ),
-            Err(_) => (
-                FILE_PROGRAMS
-                    .iter()
-                    .flat_map(|f| [f.enter, f.exit])
-                    .collect(),
-                Vec::new(),
-                Vec::new(),
-            ),
-        };
-        let file_programs = if opts.files {
-            file_programs
-        } else {
-            Vec::new()
+        let file_programs: &[CallPrograms] = if opts.files { FILE_PROGRAMS } else { &[] };
+        let calls = WAIT_PROGRAMS.iter().chain(file_programs);
+        let calls: Vec<Wanted> = match &at_exit {
+            // The one loaded already is attached with the rest below.
+            Ok(loaded) => calls.map(|c| c.call).filter(|w| w != loaded).collect(),
+            Err(_) => calls.flat_map(|c| [c.enter, c.exit]).collect(),
         };
         let mut wanted = Vec::new();
-        for &(name, category, tp_name) in PROGRAMS.iter().chain(&also).chain(&file_programs) {
-            if exec_creds.is_ok() && name == "sched_exec" || replaced.contains(&name) {
+        for &(name, category, tp_name) in PROGRAMS.iter().chain(&calls) {
+            if exec_creds.is_ok() && name == "sched_exec" {
                 continue;
             }
             if OPTIONAL_TRACEPOINTS.contains(&tp_name)

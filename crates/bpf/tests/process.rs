@@ -27,8 +27,8 @@ fn exec_argv(r: &RawRecord) -> Option<(u32, Vec<String>)> {
 
 const SCRIPT: &str = r#"ls /nonexistent-dir; echo hi | cat; /no/such/binary; sh -c "exit 3"; sleep 5 & kill -9 $!; sleep 6 & kill -TERM $!; sh -c 'kill -SEGV $$'; sh -c "echo 0 > $SUB/cgroup.procs; exec /bin/echo nested"; wait; exit 0"#;
 
-/// With wait4/waitid read at their exit alone (`reap_*`), which this kernel must accept when
-/// it has BTF (a refusal is a failure, not a skip).
+/// With wait4/waitid read at their exit alone (`call_wait4`, `call_waitid`), which this kernel
+/// must accept when it has BTF (a refusal is a failure, not a skip).
 #[test]
 fn shell_session_exact_records() {
     require_root!("shell_session_exact_records");

@@ -318,18 +318,11 @@ fn named_ref(p: &Proc) -> ProcessRef {
     r
 }
 
-fn resolve(p: &Proc, dirfd: i32, path: &Path) -> String {
-    absolute(path, Some(&base(p, dirfd)))
-}
-
-/// [`resolve`] of a path the caller gives up (no copy when it is absolute and normal already).
-fn resolve_owned(p: &Proc, dirfd: i32, path: PathBuf) -> String {
-    if path.as_os_str().as_bytes().first() == Some(&b'/') {
-        // The base is not needed: no /proc path made for an unknown dirfd.
-        absolute_owned(path, None)
-    } else {
-        absolute_owned(path, Some(&base(p, dirfd)))
-    }
+/// `path` of process `p` made absolute against `dirfd` (no copy when it is absolute and normal
+/// already; the base looked up only for a relative path).
+fn resolve(p: &Proc, dirfd: i32, path: PathBuf) -> String {
+    let base = (path.as_os_str().as_bytes().first() != Some(&b'/')).then(|| base(p, dirfd));
+    absolute_owned(path, base.as_deref())
 }
 
 impl Collector {
@@ -358,11 +351,11 @@ impl Collector {
                 .unwrap_or_else(|| format!("/proc/{}/fd/{fd}", p.pid)),
             None if call.path_fault && call.path.as_os_str().is_empty() => UNREADABLE.to_string(),
             // A symlink's target is resolved again below, against the link's directory.
-            None if call.op == FileOp::Symlink => resolve(p, call.dirfd, &call.path),
-            None => resolve_owned(p, call.dirfd, std::mem::take(&mut call.path)),
+            None if call.op == FileOp::Symlink => resolve(p, call.dirfd, call.path.clone()),
+            None => resolve(p, call.dirfd, std::mem::take(&mut call.path)),
         };
         let new_path = match call.path2.as_deref() {
-            Some(p2) => Some(resolve(p, call.dirfd2, p2)),
+            Some(p2) => Some(resolve(p, call.dirfd2, p2.to_path_buf())),
             None if call.path_fault && matches!(call.op, FileOp::Rename | FileOp::Link) => {
                 Some(UNREADABLE.to_string())
             }

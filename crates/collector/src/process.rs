@@ -144,13 +144,10 @@ pub(crate) fn absolute(path: &Path, cwd: Option<&Path>) -> String {
 /// [`absolute`] of a path the caller gives up: a path that is absolute, normal and UTF-8 already
 /// (most of them) becomes the string without a copy.
 pub(crate) fn absolute_owned(path: PathBuf, cwd: Option<&Path>) -> String {
-    if is_normal_absolute(path.as_os_str().as_bytes()) {
-        match path.into_os_string().into_string() {
-            Ok(s) => s,
-            Err(os) => normalize(os.as_bytes(), cwd),
-        }
-    } else {
-        normalize(path.as_os_str().as_bytes(), cwd)
+    match path.into_os_string().into_string() {
+        Ok(s) if is_normal_absolute(s.as_bytes()) => s,
+        Ok(s) => absolute(Path::new(&s), cwd),
+        Err(os) => absolute(Path::new(&os), cwd),
     }
 }
 

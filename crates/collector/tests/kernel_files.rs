@@ -115,12 +115,16 @@ fn a_script_gives_file_events_with_absolute_paths() {
         f.new_path.as_deref(),
         Some(format!("{d}/renamed.txt").as_str())
     );
+    // The events of one kind: (executable, file).
+    let of_kind = |kind: Kind| -> Vec<(&str, &FileInfo)> {
+        files
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, exe, f)| (exe.as_str(), f))
+            .collect()
+    };
     // `mkdir sub` (relative, after cd): one event, exact.
-    let mkdirs: Vec<(&str, &FileInfo)> = files
-        .iter()
-        .filter(|(k, _, _)| *k == Kind::FileMkdir)
-        .map(|(_, exe, f)| (exe.as_str(), f))
-        .collect();
+    let mkdirs = of_kind(Kind::FileMkdir);
     assert_eq!(mkdirs.len(), 1, "{files:#?}");
     assert!(mkdirs[0].0.ends_with("/mkdir"), "{mkdirs:?}");
     assert_eq!(
@@ -134,11 +138,7 @@ fn a_script_gives_file_events_with_absolute_paths() {
     );
     // `mkfifo pipe` and Python's `os.mknod` of a character device (relative, after cd):
     // one event each, exact, with the file type bits and the device number.
-    let mknods: Vec<(&str, &FileInfo)> = files
-        .iter()
-        .filter(|(k, _, _)| *k == Kind::FileMknod)
-        .map(|(_, exe, f)| (exe.as_str(), f))
-        .collect();
+    let mknods = of_kind(Kind::FileMknod);
     assert_eq!(mknods.len(), 2, "{files:#?}");
     assert!(mknods[0].0.ends_with("/mkfifo"), "{mknods:?}");
     assert_eq!(

@@ -145,7 +145,9 @@ struct {
 	__type(value, struct file_call);
 } file_ptrs SEC(".maps");
 
-static __always_inline struct rec_file_args *file_begin(__u32 op)
+/* A cleared record for a call of the current task, if it is watched; its op and arguments are
+ * the caller's `<name>_fill` to set. */
+static __always_inline struct rec_file_args *file_begin(void)
 {
 	__u64 cgroup_id = watched_cgroup();
 	if (!cgroup_id)
@@ -157,7 +159,6 @@ static __always_inline struct rec_file_args *file_begin(__u32 op)
 		return 0;
 	}
 	fill_file_hdr(&r->h, REC_FILE_ARGS, cgroup_id);
-	r->op = op;
 	r->rflags = 0;
 	r->dirfd = AT_FDCWD;
 	r->dirfd2 = AT_FDCWD;
@@ -361,14 +362,15 @@ static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
  *   - enter_<name> and exit_<name>, the pair: REC_FILE_ARGS at entry, the result at exit;
  *   - call_<name>, at the exit alone: one REC_FILE_CALL with the arguments from the registers
  *     saved at entry, the paths from user memory, which the kernel has just read (so their
- *     pages are present). One program run, one record, no file_calls entry.
+ *     pages are present: a fault is final, and the pointer file_path keeps for the pair's
+ *     re-read goes unused). One program run, one record, no file_calls entry.
  * The loader attaches call_<name> where the kernel accepts it (kernel BTF, 5.15+) and the pair
  * otherwise. */
 #define FILE_CALL(name)                                           \
 	SEC("tracepoint/syscalls/sys_enter_" #name)               \
 	int enter_##name(struct tp_sys_enter *ctx)                \
 	{                                                         \
-		struct rec_file_args *r = file_begin(0);          \
+		struct rec_file_args *r = file_begin();          \
 		if (!r)                                           \
 			return 0;                                 \
 		name##_fill(r, ctx->args);                        \
@@ -378,7 +380,7 @@ static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                \
 	int call_##name(struct tp_sys_exit *ctx)                  \
 	{                                                         \
-		struct rec_file_args *r = file_begin(0);          \
+		struct rec_file_args *r = file_begin();          \
 		if (!r)                                           \
 			return 0;                                 \
 		__u64 args[6];                                    \
@@ -592,7 +594,7 @@ int enter_fcntl(struct tp_sys_enter *ctx)
 {
 	if (!fcntl_dups(ctx->args[1]))
 		return 0;
-	struct rec_file_args *r = file_begin(0);
+	struct rec_file_args *r = file_begin();
 	if (!r)
 		return 0;
 	dup_fill(r, ctx->args);
@@ -607,7 +609,7 @@ int call_fcntl(struct tp_sys_exit *ctx)
 	regs_args(args);
 	if (!fcntl_dups(args[1]))
 		return 0;
-	struct rec_file_args *r = file_begin(0);
+	struct rec_file_args *r = file_begin();
 	if (!r)
 		return 0;
 	dup_fill(r, args);

@@ -9,7 +9,7 @@
  * __kconfig, no kprobes/fentry/LSM. The kernel structs read are the credentials of
  * sched_exec_btf (a BTF tracepoint, with sched_exec as its fallback) and the saved user registers
  * (struct pt_regs, through bpf_task_pt_regs) of the programs that record a call at its exit alone
- * (the file programs call_<name>, reap_wait4, reap_waitid; the entry/exit pairs are their
+ * (the file programs call_<name>, call_wait4 and call_waitid; the entry/exit pairs are their
  * fallback), both through BTF-typed pointers, CO-RE relocated by the loader.
  *
  * The tracepoint context structs below are written by hand from
@@ -1002,7 +1002,8 @@ struct pt_regs {
 } __attribute__((preserve_access_index));
 
 /* The current system call's arguments at its exit: the user registers the kernel saved at its
- * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the traced calls (file calls, wait4, waitid) do not change. */
+ * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the calls traced this way (file calls,
+ * wait4, waitid) do not change. */
 static __always_inline void regs_args(__u64 *args)
 {
 	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
@@ -1125,14 +1126,14 @@ int exit_waitid(struct tp_sys_exit *ctx)
 /* The same at the exit alone, where the kernel allows it (as the file programs call_<name>):
  * the result's address from the registers saved at the call's entry; one program run, no
  * `waits` entry. Only for reapers that are tracked processes, and only calls that reaped. */
-static __always_inline int reap_at_exit(struct tp_sys_exit *ctx, __u32 kind, int addr_arg)
+static __always_inline int wait_at_exit(struct tp_sys_exit *ctx, __u32 kind, int addr_arg)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!bpf_map_lookup_elem(&procs, &tgid))
 		return 0;
 	__u64 args[6];
 	regs_args(args);
-	__u64 addr = addr_arg == 1 ? args[1] : args[2];
+	__u64 addr = args[addr_arg];
 	if (!addr)
 		return 0;
 	return wait_done(ctx, kind, addr);
@@ -1140,20 +1141,20 @@ static __always_inline int reap_at_exit(struct tp_sys_exit *ctx, __u32 kind, int
 
 /* wait4(upid, stat_addr, options, ru): a child's pid when it reaped one */
 SEC("tracepoint/syscalls/sys_exit_wait4")
-int reap_wait4(struct tp_sys_exit *ctx)
+int call_wait4(struct tp_sys_exit *ctx)
 {
 	if (ctx->ret <= 0)
 		return 0;
-	return reap_at_exit(ctx, WAIT_WAIT4, 1);
+	return wait_at_exit(ctx, WAIT_WAIT4, 1);
 }
 
 /* waitid(which, upid, infop, options, ru): 0, and the child in *infop (none with WNOHANG) */
 SEC("tracepoint/syscalls/sys_exit_waitid")
-int reap_waitid(struct tp_sys_exit *ctx)
+int call_waitid(struct tp_sys_exit *ctx)
 {
 	if (ctx->ret != 0)
 		return 0;
-	return reap_at_exit(ctx, WAIT_WAITID, 2);
+	return wait_at_exit(ctx, WAIT_WAITID, 2);
 }
 
 /* ---------------------------------------------------------------- exit */
