@@ -197,6 +197,11 @@ enum Cmd {
     },
 }
 
+/// The allocator `sandtrail` itself uses, so that the collector and ledger are measured as
+/// they run there.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Connect { rounds, count } => connect::connect(rounds.max(1), count.max(10)),
