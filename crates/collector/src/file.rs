@@ -185,7 +185,11 @@ impl FilePolicy {
         }
         let mut rest = path;
         while !rest.is_empty() {
-            let (name, after) = rest.split_once('/').unwrap_or((rest, ""));
+            // A byte search: `split_once` was not inlined here and took most of the time.
+            let (name, after) = match rest.bytes().position(|b| b == b'/') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, ""),
+            };
             rest = after;
             let Some(&b) = name.as_bytes().first() else {
                 continue;
@@ -207,6 +211,111 @@ impl FilePolicy {
             }
         }
         false
+    }
+}
+
+impl FilePolicy {
+    /// Whether a link to, or a rename of, `target` can give a sensitive file a name of its
+    /// own: `target` is sensitive; or a `/`-rooted pattern lies under it (`/`, or `/run` for
+    /// `/run/secrets`); or it ends with the first components of a pattern of several
+    /// (`~/.config` for `.config/gcloud`). One-component patterns match anywhere in a path and
+    /// need nothing more.
+    pub fn reaches(&self, target: &str) -> bool {
+        if self.is_sensitive(target) || self.prefixes.iter().any(|p| under(p, target)) {
+            return true;
+        }
+        let names: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+        self.runs.iter().any(|run| {
+            (1..run.len()).any(|k| {
+                names.len() >= k
+                    && run[..k]
+                        .iter()
+                        .zip(&names[names.len() - k..])
+                        .all(|(want, n)| want.matches(n))
+            })
+        })
+    }
+}
+
+/// Whether `path` is `dir` or lies under it (both absolute and normalized).
+fn under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || dir == "/")
+}
+
+/// Whether `path` names a file through another process's view in `/proc` (its root, cwd, or
+/// one of its fds: `/proc/self/root/etc/shadow`, `/proc/7/cwd/key`, `/dev/fd/5/id_rsa`), which
+/// the patterns cannot see through. The collector's own names for bases it does not know
+/// (`/proc/<pid>/fd/<n>/…`, `/proc/<pid>/cwd/…`) are of this kind. Listing a process's fds
+/// (`/proc/self/fd`) is not.
+pub(crate) fn through_proc(path: &str) -> bool {
+    if let Some(rest) = path.strip_prefix("/dev/fd/") {
+        return !rest.is_empty();
+    }
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return false;
+    };
+    let mut names = rest.split('/');
+    let who = names.next().unwrap_or("");
+    let a_task = who == "self"
+        || who == "thread-self"
+        || (!who.is_empty() && who.bytes().all(|b| b.is_ascii_digit()));
+    if !a_task {
+        return false;
+    }
+    let mut what = names.next();
+    if what == Some("task") {
+        names.next();
+        what = names.next();
+    }
+    match what {
+        Some("root" | "cwd") => true,
+        Some("fd" | "map_files") => names.next().is_some_and(|n| !n.is_empty()),
+        _ => false,
+    }
+}
+
+/// Most aliases one session keeps; past them, every read-only open of the session is logged
+/// one by one (so that making many links cannot push a sensitive one out).
+const ALIASES_MAX: usize = 1024;
+
+/// The names a session's links and renames gave to sensitive paths (or to directories above
+/// them): `ln -s /etc /tmp/e` makes `/tmp/e` stand for `/etc`, so that reading
+/// `/tmp/e/shadow` is logged like reading `/etc/shadow`. Only links and renames made in the
+/// session, seen by the file programs, are known; an alias stays after its link is removed
+/// (which can only make more reads logged one by one, never fewer).
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    /// (the new name, the absolute path it stands for), both normalized.
+    links: Vec<(String, String)>,
+    /// More than [`ALIASES_MAX`] were made.
+    overflow: bool,
+}
+
+impl Aliases {
+    /// What `path` stands for when it is or lies under an alias (the longest that applies).
+    fn resolve(&self, path: &str) -> Option<String> {
+        let (link, target) = self
+            .links
+            .iter()
+            .filter(|(link, _)| under(path, link))
+            .max_by_key(|(link, _)| link.len())?;
+        let rest = &path[link.len()..];
+        Some(match (target.as_str(), rest) {
+            ("/", "") => "/".to_string(),
+            ("/", rest) => rest.to_string(),
+            (target, rest) => format!("{target}{rest}"),
+        })
+    }
+
+    fn add(&mut self, link: String, target: String) {
+        if let Some(slot) = self.links.iter_mut().find(|(l, _)| *l == link) {
+            slot.1 = target;
+        } else if self.links.len() < ALIASES_MAX {
+            self.links.push((link, target));
+        } else {
+            self.overflow = true;
+        }
     }
 }
 
@@ -419,7 +528,7 @@ impl Collector {
                 }
                 let read_only =
                     info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
-                if read_only && !self.file_policy_of(session).is_sensitive(&info.path) {
+                if read_only && !self.logs_read(session, &info.path) {
                     let p = &self.procs[&task.pid];
                     let key = ReadKey {
                         session,
@@ -484,6 +593,11 @@ impl Collector {
             FileOp::Unlink | FileOp::Rmdir | FileOp::Umount => info.flags = flags,
             _ => {}
         }
+        if ok && matches!(call.op, FileOp::Rename | FileOp::Link | FileOp::Symlink) {
+            if let Some(link) = &info.new_path {
+                self.alias(session, link.clone(), &info.path);
+            }
+        }
         info.result = result.map(result_name);
         let process = named_ref(self.procs_get(task.pid));
         let Some(mut e) = self.event(kind, session, task.ktime_ns) else {
@@ -492,6 +606,37 @@ impl Collector {
         e.process = Some(process);
         e.file = Some(info);
         vec![(session, e)]
+    }
+
+    /// Whether a read-only open of `path` in `session` is logged one by one: the path is
+    /// sensitive, or reaches its file through `/proc` ([`through_proc`]: the patterns cannot
+    /// tell where it leads), or lies under a name the session gave to a sensitive path
+    /// ([`Aliases`]).
+    fn logs_read(&self, session: u64, path: &str) -> bool {
+        let policy = self.file_policy_of(session);
+        if policy.is_sensitive(path) || through_proc(path) {
+            return true;
+        }
+        self.aliases
+            .get(&session)
+            .is_some_and(|a| a.overflow || a.resolve(path).is_some_and(|t| policy.is_sensitive(&t)))
+    }
+
+    /// Records that `link` (the new name a link or rename made) stands for `target`, when
+    /// that can name a sensitive file ([`FilePolicy::reaches`]); `target` itself may be an
+    /// alias already (`ln -s /tmp/e /tmp/f` after `ln -s /etc /tmp/e`).
+    fn alias(&mut self, session: u64, link: String, target: &str) {
+        let target = self
+            .aliases
+            .get(&session)
+            .and_then(|a| a.resolve(target))
+            .unwrap_or_else(|| target.to_string());
+        let policy = self.file_policy_of(session);
+        // A sensitive new name needs no alias (everything under it is sensitive too): renames
+        // inside /etc or the workspace, which editors and builds make all the time, add none.
+        if policy.reaches(&target) && !policy.is_sensitive(&link) {
+            self.aliases.entry(session).or_default().add(link, target);
+        }
     }
 
     /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first.
@@ -606,6 +751,182 @@ mod tests {
             path: path.into(),
             result: Some("ok".into()),
             ..Default::default()
+        }
+    }
+
+    /// A read-only open of `path` by pid 11: its events (none when summarized).
+    fn read(c: &mut Collector, k: u64, path: &str) -> Vec<(Kind, FileInfo)> {
+        feed(c, 11, k, open(AT_FDCWD, path, 0, 0), 3)
+    }
+
+    /// A link (`op` Symlink, Link or Rename) from `from` to the new name `to`, with `res`.
+    fn link(c: &mut Collector, k: u64, op: FileOp, from: &str, to: &str, res: i64) {
+        let mut l = call(op, AT_FDCWD, from);
+        l.path2 = Some(to.into());
+        assert_eq!(feed(c, 11, k, l, res).len(), 1);
+    }
+
+    /// Asserts that reading `path` made exactly one event, logged one by one.
+    fn logged(ev: Vec<(Kind, FileInfo)>, path: &str) {
+        assert_eq!(
+            ev,
+            [(
+                Kind::FileOpen,
+                FileInfo {
+                    access: Some(Access::Read),
+                    flags: Some(0),
+                    ..info(path)
+                }
+            )],
+            "{path}"
+        );
+    }
+
+    #[test]
+    fn reads_of_sensitive_files_under_other_names_are_logged_one_by_one() {
+        let mut c = collector();
+        assert!(read(&mut c, 1, "/tmp/e/shadow").is_empty());
+        // ln -s /etc /tmp/e: /tmp/e/shadow is /etc/shadow now.
+        link(&mut c, 2, FileOp::Symlink, "/etc", "/tmp/e", 0);
+        logged(read(&mut c, 3, "/tmp/e/shadow"), "/tmp/e/shadow");
+        // A relative target, resolved against the link's directory (cwd /work).
+        link(&mut c, 4, FileOp::Symlink, "../root", "r", 0);
+        logged(read(&mut c, 5, "/work/r/.bashrc"), "/work/r/.bashrc");
+        // A link to a link.
+        link(&mut c, 6, FileOp::Symlink, "/tmp/e", "/tmp/f", 0);
+        logged(read(&mut c, 7, "/tmp/f/passwd"), "/tmp/f/passwd");
+        // A link to / reaches everything; only what lies under a pattern is logged.
+        link(&mut c, 8, FileOp::Symlink, "/", "/tmp/rootfs", 0);
+        logged(
+            read(&mut c, 9, "/tmp/rootfs/etc/hostname"),
+            "/tmp/rootfs/etc/hostname",
+        );
+        assert!(read(&mut c, 10, "/tmp/rootfs/usr/lib/os-release").is_empty());
+        // A directory above a pattern, renamed.
+        link(&mut c, 11, FileOp::Rename, "/run", "/tmp/run", 0);
+        logged(
+            read(&mut c, 12, "/tmp/run/secrets/token"),
+            "/tmp/run/secrets/token",
+        );
+        assert!(read(&mut c, 13, "/tmp/run/utmp").is_empty());
+        // A hard link to a sensitive file.
+        link(&mut c, 14, FileOp::Link, "/etc/shadow", "/tmp/x", 0);
+        logged(read(&mut c, 15, "/tmp/x"), "/tmp/x");
+        // The first component of a pattern of two.
+        link(&mut c, 16, FileOp::Symlink, "/home/u/.config", "/tmp/c", 0);
+        logged(
+            read(&mut c, 17, "/tmp/c/gcloud/adc.json"),
+            "/tmp/c/gcloud/adc.json",
+        );
+        assert!(read(&mut c, 18, "/tmp/c/git/config").is_empty());
+        // Links to ordinary places, failed links, and sensitive new names make no alias.
+        link(&mut c, 19, FileOp::Symlink, "/usr/lib", "/tmp/l", 0);
+        assert!(read(&mut c, 20, "/tmp/l/os-release").is_empty());
+        link(&mut c, 21, FileOp::Symlink, "/etc", "/tmp/g", -17);
+        assert!(read(&mut c, 22, "/tmp/g/shadow").is_empty());
+        link(&mut c, 23, FileOp::Rename, "/etc/sedX1", "/etc/hosts", 0);
+        link(
+            &mut c,
+            24,
+            FileOp::Rename,
+            "/workspace/a.tmp",
+            "/workspace/a",
+            0,
+        );
+        let names: Vec<&str> = c.aliases[&CG]
+            .links
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/tmp/e",
+                "/work/r",
+                "/tmp/f",
+                "/tmp/rootfs",
+                "/tmp/run",
+                "/tmp/x",
+                "/tmp/c"
+            ]
+        );
+        assert_eq!(c.aliases[&CG].links[2].1, "/etc");
+        // The aliases go with the session.
+        c.unwatch(CG);
+        assert!(c.aliases.is_empty());
+    }
+
+    #[test]
+    fn reads_through_proc_views_and_unknown_bases_are_logged_one_by_one() {
+        let mut c = collector();
+        for path in [
+            "/proc/self/root/etc/shadow",
+            "/proc/11/cwd/notes.txt",
+            "/proc/thread-self/root/srv/key",
+            "/proc/self/task/11/cwd/x",
+            "/proc/11/fd/3",
+            "/dev/fd/5/id_rsa",
+        ] {
+            logged(read(&mut c, 1, path), path);
+        }
+        for path in [
+            "/proc/self/fd",
+            "/proc/self/status",
+            "/proc/cpuinfo",
+            "/dev/null",
+        ] {
+            assert!(read(&mut c, 2, path).is_empty(), "{path}");
+        }
+        // Relative to an fd no traced open returned (received over a socket, say).
+        logged(
+            feed(&mut c, 11, 3, open(7, "id_rsa", 0, 0), 4),
+            "/proc/11/fd/7/id_rsa",
+        );
+    }
+
+    #[test]
+    fn past_the_most_aliases_every_read_is_logged() {
+        let mut c = collector();
+        assert!(read(&mut c, 1, "/usr/lib/os-release").is_empty());
+        for i in 0..ALIASES_MAX {
+            link(&mut c, 2, FileOp::Symlink, "/etc", &format!("/tmp/l{i}"), 0);
+        }
+        assert!(!c.aliases[&CG].overflow);
+        assert!(read(&mut c, 3, "/usr/lib/os-release").is_empty());
+        link(&mut c, 4, FileOp::Symlink, "/etc", "/tmp/one-more", 0);
+        assert!(c.aliases[&CG].overflow);
+        logged(
+            read(&mut c, 5, "/usr/lib/os-release"),
+            "/usr/lib/os-release",
+        );
+    }
+
+    #[test]
+    fn a_policy_knows_which_targets_can_reach_a_sensitive_file() {
+        let p = FilePolicy::default();
+        for yes in [
+            "/",
+            "/etc",
+            "/etc/ssh",
+            "/run",
+            "/var",
+            "/var/run",
+            "/home/u/.ssh",
+            "/home/u/.config",
+            "/x/.env.prod",
+        ] {
+            assert!(p.reaches(yes), "{yes}");
+        }
+        for no in [
+            "/usr",
+            "/usr/lib",
+            "/home/u",
+            "/home/u/.configs",
+            "/tmp",
+            "/var/lib",
+            "/running",
+        ] {
+            assert!(!p.reaches(no), "{no}");
         }
     }
 

@@ -9,7 +9,7 @@ use sandtrail_event::{
 };
 
 use crate::errno::errno_name;
-use crate::file::{FilePolicy, ReadSummaries};
+use crate::file::{Aliases, FilePolicy, ReadSummaries};
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +118,8 @@ pub struct Collector {
     pub(crate) session_file_policies: IdMap<u64, FilePolicy>,
     /// Summarized reads waiting for their process's exit or the session's end.
     pub(crate) reads: ReadSummaries,
+    /// Per session: the names its links and renames gave to sensitive paths.
+    pub(crate) aliases: IdMap<u64, Aliases>,
     /// The working directory of a pid at its first sighting (`/proc/<pid>/cwd`; tests swap it).
     pub(crate) cwd_of: fn(u32) -> Option<PathBuf>,
 }
@@ -235,6 +237,7 @@ impl Collector {
             file_policy: FilePolicy::default(),
             session_file_policies: IdMap::default(),
             reads: ReadSummaries::default(),
+            aliases: IdMap::default(),
             cwd_of: procfs_cwd,
         }
     }
@@ -362,6 +365,7 @@ impl Collector {
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
         let mut out = self.flush_reads(|k| k.session == cgroup_id);
         self.session_file_policies.remove(&cgroup_id);
+        self.aliases.remove(&cgroup_id);
         let parked: Vec<u32> = self
             .parked
             .iter()

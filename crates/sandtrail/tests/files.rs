@@ -33,6 +33,11 @@ for _ in range(5):
     open("/usr/lib/os-release").read()
 '
 cat /etc/shadow > /dev/null
+ln -s /etc /tmp/proj/etc-link
+cat /tmp/proj/etc-link/shadow > /dev/null
+cat /proc/self/root/etc/shadow > /dev/null
+ln -s /usr/lib /tmp/proj/lib-link
+cat /tmp/proj/lib-link/os-release > /dev/null
 mkdir -p /root/.aws
 echo '[default]' > /root/.aws/credentials
 cat /root/.aws/credentials > /dev/null
@@ -122,6 +127,25 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     assert_eq!(shadow[0]["file"]["access"], "read");
     assert_eq!(shadow[0]["file"].get("count"), None);
     assert_eq!(exe(shadow[0]), "/usr/bin/cat");
+    // ... and under other names: through a link the session made, through /proc.
+    let link = on(&evs, "file.link", "/etc");
+    assert_eq!(link.len(), 1, "{link:#?}");
+    assert_eq!(link[0]["file"]["new_path"], "/tmp/proj/etc-link");
+    for path in ["/tmp/proj/etc-link/shadow", "/proc/self/root/etc/shadow"] {
+        let ev = on(&evs, "file.open", path);
+        assert_eq!(ev.len(), 1, "{path}: {ev:#?}");
+        assert_eq!(ev[0]["file"]["access"], "read");
+        assert_eq!(ev[0]["file"]["result"], "ok");
+        assert_eq!(ev[0]["file"].get("count"), None);
+        assert_eq!(exe(ev[0]), "/usr/bin/cat");
+    }
+    // A link to an ordinary directory changes nothing: summarized.
+    let lib: Vec<&Value> = on(&evs, "file.open", "/tmp/proj/lib-link/os-release")
+        .into_iter()
+        .filter(|e| exe(e) == "/usr/bin/cat")
+        .collect();
+    assert_eq!(lib.len(), 1, "{lib:#?}");
+    assert_eq!(lib[0]["file"]["count"], 1);
     let creds = on(&evs, "file.open", "/root/.aws/credentials");
     let read: Vec<&&Value> = creds
         .iter()
