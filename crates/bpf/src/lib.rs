@@ -335,6 +335,9 @@ pub struct Probe {
     /// Whether file calls, wait4 and waitid are recorded at their exit alone, else why not
     /// ([`Probe::calls_at_exit`]).
     calls_at_exit: Result<(), String>,
+    /// Whether descriptors received from other processes are recorded, else why not
+    /// ([`Probe::received_fds`]).
+    received_fds: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
@@ -361,6 +364,15 @@ fn attach_exec_btf(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// Program name, tracepoint category, tracepoint name.
 type Wanted = (&'static str, &'static str, &'static str);
+
+/// The descriptors a process is handed by another (src/bpf/file_progs.h, "fds from
+/// elsewhere": `recvmsg` with `SCM_RIGHTS`, `pidfd_getfd`), recorded so that the
+/// collector forgets stale paths under their numbers. At the call's exit alone, so only with
+/// the at-exit programs; they walk the control messages with `bpf_loop` (kernel 5.17+).
+const RECEIVED_FD_PROGRAMS: &[Wanted] = &[
+    ("call_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("call_pidfd_getfd", "syscalls", "sys_exit_pidfd_getfd"),
+];
 
 /// Whether the kernel takes the programs that run at a call's exit alone (`call_<name>` of
 /// [`WAIT_PROGRAMS`] and [`FILE_PROGRAMS`]): loads one of them, `call_wait4` (the others are
@@ -546,6 +558,13 @@ impl Probe {
         if let Ok(loaded) = at_exit {
             wanted.push(loaded);
         }
+        let received_fds = match (&at_exit, opts.files) {
+            (_, false) => Err("the file programs are turned off".to_owned()),
+            (Err(why), true) => Err(format!("they run with the at-exit programs: {why}")),
+            (Ok(_), true) => load_programs(&mut ebpf, RECEIVED_FD_PROGRAMS)
+                .map(|()| wanted.extend_from_slice(RECEIVED_FD_PROGRAMS))
+                .map_err(|e| e.to_string()),
+        };
         for &w in &wanted {
             tracepoint_program(ebpf.program_mut(w.0), w)?
                 .attach(w.1, w.2)
@@ -587,6 +606,7 @@ impl Probe {
             tracefs_mounted,
             exec_creds,
             calls_at_exit: at_exit.map(drop),
+            received_fds,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -611,6 +631,17 @@ impl Probe {
     /// why.
     pub fn calls_at_exit(&self) -> Result<(), &str> {
         self.calls_at_exit
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::as_str)
+    }
+
+    /// Whether the descriptors a process receives from another (over a unix socket with
+    /// `SCM_RIGHTS`, or with `pidfd_getfd`) are recorded (as [`FileOp::Dup`] of fd -1, so that
+    /// the collector forgets a stale path under the same number): with the at-exit programs
+    /// and `bpf_loop` (5.17+); else the error says why not.
+    pub fn received_fds(&self) -> Result<(), &str> {
+        self.received_fds
             .as_ref()
             .map(|_| ())
             .map_err(String::as_str)

@@ -397,6 +397,62 @@ fn other_operations(mut probe: Probe, variant: &str) {
     assert!(files.iter().all(|(_, c, r)| r.is_some() && !c.path_fault));
 }
 
+/// Descriptors handed over by another process: a directory fd received over a unix socket
+/// (`SCM_RIGHTS`, here onto the number of an fd the process had closed) and a copy taken with
+/// `pidfd_getfd` are each recorded as a copy of fd -1 with the new fd as the result.
+#[test]
+fn received_descriptors_are_recorded() {
+    require_root!("received_descriptors_are_recorded");
+    let mut probe = load_files("received_descriptors_are_recorded", false);
+    if let Err(why) = probe.received_fds() {
+        assert!(
+            !kernel_btf(),
+            "received fds not recorded on a kernel with BTF: {why}"
+        );
+        skipped("received_descriptors_are_recorded", why);
+        return;
+    }
+    let cg = TestCgroup::new();
+    probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    let out = std::env::temp_dir().join(format!("sandtrail-recv-fds-{}", std::process::id()));
+    let mut child = cg.spawn(Command::new("python3").args([
+        "-c",
+        r#"import ctypes, os, socket, sys
+a, b = socket.socketpair(socket.AF_UNIX)
+d = os.open("/etc", os.O_RDONLY)
+stale = os.open("/tmp", os.O_RDONLY)
+os.close(stale)
+socket.send_fds(a, [b"x"], [d])
+fds = socket.recv_fds(b, 1, 4)[1]
+assert fds == [stale], (fds, stale)
+pidfd = os.pidfd_open(os.getpid())
+got = ctypes.CDLL(None).syscall(438, pidfd, d, 0)
+assert got >= 0, ctypes.get_errno()
+open(sys.argv[1], "w").write(f"{stale} {got}")"#,
+        out.to_str().unwrap(),
+    ]));
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(30),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    let status = child.wait().expect("wait python3");
+    assert_eq!(status.code(), Some(0));
+    let fds: Vec<i64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&out);
+    let received: Vec<Option<i64>> = files(&records)
+        .into_iter()
+        .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
+        .map(|(_, _, r)| r)
+        .collect();
+    assert_eq!(received, [Some(fds[0]), Some(fds[1])], "{records:#?}");
+}
+
 /// The programs remember their last cgroup-filter answer per CPU; watching and unwatching must
 /// void it at once. A process busy in its cgroup before the watch (so the answer "not watched"
 /// is remembered) is recorded from its first call after the watch, and not after the unwatch.

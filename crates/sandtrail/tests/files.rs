@@ -33,6 +33,16 @@ for _ in range(5):
     open("/usr/lib/os-release").read()
 '
 cat /etc/shadow > /dev/null
+python3 -c 'import os, socket
+a, b = socket.socketpair(socket.AF_UNIX)
+d = os.open("/etc", os.O_RDONLY)
+stale = os.open("/tmp/proj", os.O_RDONLY)
+os.close(stale)
+socket.send_fds(a, [b"x"], [d])
+fds = socket.recv_fds(b, 1, 1)[1]
+assert fds == [stale], (fds, stale)
+os.close(os.open("shadow", os.O_RDONLY, dir_fd=fds[0]))
+'
 ln -s /etc /tmp/proj/etc-link
 cat /tmp/proj/etc-link/shadow > /dev/null
 cat /proc/self/root/etc/shadow > /dev/null
@@ -139,6 +149,30 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
         assert_eq!(ev[0]["file"].get("count"), None);
         assert_eq!(exe(ev[0]), "/usr/bin/cat");
     }
+    // Through a directory fd received over a unix socket onto the number of a closed one: not
+    // named by the closed one's path, and logged one by one.
+    assert_eq!(
+        on(&evs, "file.open", "/tmp/proj/shadow"),
+        Vec::<&Value>::new()
+    );
+    let received: Vec<&Value> = evs
+        .iter()
+        .filter(|e| {
+            let path = e["file"]["path"].as_str().unwrap_or("");
+            e["kind"] == "file.open" && path.starts_with("/proc/") && path.contains("/fd/")
+        })
+        .collect();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let path = received[0]["file"]["path"].as_str().unwrap();
+    let fd_and_name = path
+        .strip_prefix(&format!("/proc/{}/fd/", received[0]["process"]["pid"]))
+        .and_then(|rest| rest.split_once('/'));
+    assert!(
+        matches!(fd_and_name, Some((fd, "shadow")) if fd.parse::<u32>().is_ok()),
+        "{path}"
+    );
+    assert_eq!(received[0]["file"].get("count"), None);
+    assert!(exe(received[0]).starts_with("/usr/bin/python3"));
     // A link to an ordinary directory changes nothing: summarized.
     let lib: Vec<&Value> = on(&evs, "file.open", "/tmp/proj/lib-link/os-release")
         .into_iter()

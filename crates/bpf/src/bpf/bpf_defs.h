@@ -60,5 +60,8 @@ static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
  * file programs that run at a call's exit alone read its arguments from them. */
 struct pt_regs;
 static struct pt_regs *(*bpf_task_pt_regs)(struct task_struct *task) = (void *)175;
+/* Calls callback_fn(i, callback_ctx) for i = 0 .. nr_loops-1 until it returns 1 (kernel 5.17+);
+ * the file programs walk the descriptors a process received with it. */
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 
 #endif

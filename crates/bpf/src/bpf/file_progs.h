@@ -616,6 +616,98 @@ int call_fcntl(struct tp_sys_exit *ctx)
 	return file_call_send(r, ctx->ret);
 }
 
+/* ---------------------------------------------------------------- fds from elsewhere */
+
+/* Descriptors another process handed over: over a unix socket (recvmsg with SCM_RIGHTS) or
+ * with pidfd_getfd. Each is recorded as a copy (FOP_DUP) of fd -1, an fd the collector never
+ * knows, so that it forgets what a file it saw earlier under that number was: a later *at call
+ * through the received fd is then named by /proc (and a read through it logged one by one)
+ * rather than by a stale directory. At the call's exit alone (the fds exist only then), with
+ * the other at-exit programs; the entry/exit pairs of older kernels leave these calls out, and
+ * so does recvmmsg (walking many messages' control data is more than the verifier takes here). */
+
+#define SOL_SOCKET 1
+#define SCM_RIGHTS 1
+/* Control messages looked at per message (credentials, pidfd and security labels may come
+ * before the descriptors; a unix socket passes all of a message's fds in one). */
+#define RECV_CMSGS_MAX 8
+
+/* struct cmsghdr (x86-64). */
+struct cmsg_head {
+	__u64 len;
+	__s32 level;
+	__s32 type;
+};
+
+static __always_inline void fd_from_elsewhere(__s64 fd)
+{
+	struct rec_file_args *r = file_begin();
+	if (!r)
+		return;
+	r->op = FOP_DUP;
+	r->fd = -1;
+	r->rflags |= FILE_BY_FD;
+	file_call_send(r, fd);
+}
+
+/* The received fds being walked by recv_fd. */
+struct recv_fds {
+	__u64 addr; /* user address of the first */
+	__u64 n;
+};
+
+static long recv_fd(__u64 i, void *ctx)
+{
+	struct recv_fds *f = ctx;
+	__s32 fd;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(f->addr + i * sizeof(fd))))
+		return 1;
+	fd_from_elsewhere(fd);
+	return 0;
+}
+
+/* recvmsg(fd, msg, flags): the SCM_RIGHTS fds of the struct msghdr at msg (user memory, as the
+ * call left it: msg_controllen is the length it wrote). */
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int call_recvmsg(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret < 0 || !in_watched_cgroup())
+		return 0;
+	__u64 args[6];
+	regs_args(args);
+	__u64 ctl[2]; /* msg_control, msg_controllen: offsets 32 and 40 of struct msghdr */
+	if (bpf_probe_read_user(ctl, sizeof(ctl), (void *)(args[1] + 32)))
+		return 0;
+	struct recv_fds f = {};
+	__u64 off = 0;
+	for (int m = 0; m < RECV_CMSGS_MAX; m++) {
+		struct cmsg_head c;
+		if (off + sizeof(c) > ctl[1] ||
+		    bpf_probe_read_user(&c, sizeof(c), (void *)(ctl[0] + off)))
+			break;
+		if (c.len < sizeof(c) || c.len > ctl[1] - off)
+			break;
+		if (c.level == SOL_SOCKET && c.type == SCM_RIGHTS) {
+			f.addr = ctl[0] + off + sizeof(c);
+			f.n = (c.len - sizeof(c)) / sizeof(__s32); /* at most SCM_MAX_FD, 253 */
+			break;
+		}
+		off += (c.len + 7) & ~7ULL;
+	}
+	if (f.n)
+		bpf_loop(f.n, recv_fd, &f, 0);
+	return 0;
+}
+
+/* pidfd_getfd(pidfd, targetfd, flags): a copy of another process's fd. */
+SEC("tracepoint/syscalls/sys_exit_pidfd_getfd")
+int call_pidfd_getfd(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		fd_from_elsewhere(ctx->ret);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- attributes */
 
 /* chmod(filename, mode) */

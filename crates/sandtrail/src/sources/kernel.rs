@@ -184,6 +184,11 @@ impl KernelSource {
                 "sandtrail: file calls and waits are recorded by entry/exit program pairs (the same records, at a higher cost per call): {why}"
             );
         }
+        if let Err(why) = probe.received_fds() {
+            eprintln!(
+                "sandtrail: descriptors passed between processes (SCM_RIGHTS, pidfd_getfd) are not recorded; a path relative to one may name a directory an earlier descriptor with its number had: {why}"
+            );
+        }
         if let Err(why) = probe.exec_creds() {
             eprintln!(
                 "sandtrail: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy): {why}"
