@@ -212,9 +212,7 @@ impl FilePolicy {
         }
         false
     }
-}
 
-impl FilePolicy {
     /// Whether a link to, or a rename of, `target` can give a sensitive file a name of its
     /// own: `target` is sensitive; or a `/`-rooted pattern lies under it (`/`, or `/run` for
     /// `/run/secrets`); or it ends with the first components of a pattern of several
@@ -248,7 +246,7 @@ fn under(path: &str, dir: &str) -> bool {
 /// the patterns cannot see through. The collector's own names for bases it does not know
 /// (`/proc/<pid>/fd/<n>/…`, `/proc/<pid>/cwd/…`) are of this kind. Listing a process's fds
 /// (`/proc/self/fd`) is not.
-pub(crate) fn through_proc(path: &str) -> bool {
+fn through_proc(path: &str) -> bool {
     if let Some(rest) = path.strip_prefix("/dev/fd/") {
         return !rest.is_empty();
     }
