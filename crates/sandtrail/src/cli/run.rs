@@ -92,8 +92,10 @@ pub struct RunArgs {
     /// (`/srv/keys`: it and everything below it) or names matched anywhere (`.pgpass`,
     /// `.config/gh`, one `*` per name: `*.pem`). Added to the defaults: /etc, /root,
     /// /run/secrets, /var/run/secrets, /workspace, .ssh, .aws, .config/gcloud, .docker, .kube,
-    /// .netrc, .env, .env.*. Other reads are summarized (one event with a count per process and
-    /// file).
+    /// .netrc, .env, .env.*. Reads through /proc's view of a process (/proc/self/root/...,
+    /// .../cwd/..., .../fd/N/...) and under a name a link or rename in the session gave to one
+    /// of these paths are logged one by one too. Other reads are summarized (one event with a
+    /// count per process and file).
     #[arg(long, value_name = "PATH")]
     pub sensitive_path: Vec<String>,
     /// Most argv bytes recorded per exec (NULs included), e.g. 4K; at most and by default 64K.
