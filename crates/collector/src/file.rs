@@ -593,7 +593,7 @@ impl Collector {
         }
         if ok && matches!(call.op, FileOp::Rename | FileOp::Link | FileOp::Symlink) {
             if let Some(link) = &info.new_path {
-                self.alias(session, link.clone(), &info.path);
+                self.alias(session, link, &info.path);
             }
         }
         info.result = result.map(result_name);
@@ -623,16 +623,14 @@ impl Collector {
     /// Records that `link` (the new name a link or rename made) stands for `target`, when
     /// that can name a sensitive file ([`FilePolicy::reaches`]); `target` itself may be an
     /// alias already (`ln -s /tmp/e /tmp/f` after `ln -s /etc /tmp/e`).
-    fn alias(&mut self, session: u64, link: String, target: &str) {
-        let target = self
-            .aliases
-            .get(&session)
-            .and_then(|a| a.resolve(target))
-            .unwrap_or_else(|| target.to_string());
+    fn alias(&mut self, session: u64, link: &str, target: &str) {
+        let resolved = self.aliases.get(&session).and_then(|a| a.resolve(target));
+        let target = resolved.as_deref().unwrap_or(target);
         let policy = self.file_policy_of(session);
         // A sensitive new name needs no alias (everything under it is sensitive too): renames
         // inside /etc or the workspace, which editors and builds make all the time, add none.
-        if policy.reaches(&target) && !policy.is_sensitive(&link) {
+        if policy.reaches(target) && !policy.is_sensitive(link) {
+            let (link, target) = (link.to_string(), target.to_string());
             self.aliases.entry(session).or_default().add(link, target);
         }
     }

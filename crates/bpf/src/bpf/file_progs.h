@@ -639,14 +639,14 @@ struct cmsg_head {
 	__s32 type;
 };
 
+/* Records `fd` as a dup of fd -1 (dup_fill's record for an old fd nobody knows). */
 static __always_inline void fd_from_elsewhere(__s64 fd)
 {
 	struct rec_file_args *r = file_begin();
 	if (!r)
 		return;
-	r->op = FOP_DUP;
-	r->fd = -1;
-	r->rflags |= FILE_BY_FD;
+	const __u64 unknown = (__u64)-1;
+	dup_fill(r, &unknown);
 	file_call_send(r, fd);
 }
 

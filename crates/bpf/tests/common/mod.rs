@@ -162,6 +162,16 @@ pub fn kernel_btf() -> bool {
     Path::new("/sys/kernel/btf/vmlinux").exists()
 }
 
+/// Whether the running kernel's release is `major.minor` or later.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 pub fn load(opts: ProbeOptions) -> Probe {
     match Probe::load(opts) {
         Ok(p) => {
