@@ -256,6 +256,103 @@ fn file_records_only_from_the_watched_cgroup() {
     assert_eq!(*res, Some(-(libc::ENOENT as i64)));
 }
 
+/// A second thread of a process running as nobody opens a file: the record names that thread
+/// (tid), its process (pid), the real uid and gid and the session's cgroup, and its time lies
+/// between the test's clock readings. The at-exit programs read these from the task through
+/// BTF, the pairs with helpers: both must give the same.
+#[test]
+fn file_records_carry_the_callers_ids() {
+    require_root!("file_records_carry_the_callers_ids");
+    callers_ids(load_files("file_records_carry_the_callers_ids", false));
+}
+
+#[test]
+fn file_records_carry_the_callers_ids_with_paired_programs() {
+    require_root!("file_records_carry_the_callers_ids_with_paired_programs");
+    callers_ids(load_files(
+        "file_records_carry_the_callers_ids_with_paired_programs",
+        true,
+    ));
+}
+
+fn callers_ids(mut probe: Probe) {
+    let cg = TestCgroup::new();
+    let target = std::env::temp_dir().join(format!("sandtrail-ids-{}.txt", std::process::id()));
+    std::fs::write(&target, "x").unwrap();
+    probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    let before = monotonic_ns();
+    let child = cg.spawn(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            // Debian's python3 by its path: a PATH may list directories nobody cannot search.
+            .args(["/usr/bin/python3", "-c"])
+            .arg(
+                "import os, sys, threading\n\
+                 tid = []\n\
+                 def t():\n    tid.append(threading.get_native_id())\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\n\
+                 th = threading.Thread(target=t)\nth.start()\nth.join()\n\
+                 print(os.getpid(), tid[0])",
+            )
+            .arg(&target)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped()),
+    );
+    let pid = child.id();
+    let records = collect(
+        &mut probe,
+        Duration::from_secs(20),
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    );
+    let out = child.wait_with_output().expect("wait python3");
+    let after = monotonic_ns();
+    let _ = std::fs::remove_file(&target);
+    assert!(out.status.success(), "python3 failed: {out:?}");
+    let printed: Vec<u32> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        printed[0], pid,
+        "python3 is the spawned process (setpriv execs it)"
+    );
+    let thread = printed[1];
+    assert_ne!(thread, pid);
+    let task = records
+        .iter()
+        .find_map(|r| match r {
+            RawRecord::File { task, call, .. }
+                if call.op == FileOp::Open && call.path == target =>
+            {
+                Some(task)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no open of {target:?}; records: {records:#?}"));
+    assert_eq!(
+        (task.tid, task.pid, task.uid, task.gid),
+        (thread, pid, 65534, 65534)
+    );
+    assert_eq!(task.cgroup_id, TestCgroup::id(&cg.path));
+    assert!(
+        (before..=after).contains(&task.ktime_ns),
+        "time {} outside {before}..={after}",
+        task.ktime_ns
+    );
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid one passed.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// chmod, chown, link, symlink, truncate, ftruncate, fchdir, rmdir, mount and umount, each with
 /// its exact arguments and result.
 const SCRIPT2: &str = r#"set -e

@@ -145,20 +145,16 @@ struct {
 	__type(value, struct file_call);
 } file_ptrs SEC(".maps");
 
-/* A cleared record for a call of the current task, if it is watched; its op and arguments are
- * the caller's `<name>_fill` to set. */
-static __always_inline struct rec_file_args *file_begin(void)
+/* This CPU's record under construction, every field but the header and the op set to its
+ * "none" value; 0 (a loss counted) if the scratch map cannot be read. */
+static __always_inline struct rec_file_args *file_scratch_clear(void)
 {
-	__u64 cgroup_id = watched_cgroup();
-	if (!cgroup_id)
-		return 0;
 	__u32 zero = 0;
 	struct rec_file_args *r = bpf_map_lookup_elem(&file_scratch, &zero);
 	if (!r) {
 		count_loss(LOSS_SCRATCH);
 		return 0;
 	}
-	fill_file_hdr(&r->h, REC_FILE_ARGS, cgroup_id);
 	r->rflags = 0;
 	r->dirfd = AT_FDCWD;
 	r->dirfd2 = AT_FDCWD;
@@ -172,6 +168,32 @@ static __always_inline struct rec_file_args *file_begin(void)
 	r->path2_len = 0;
 	r->fstype[0] = 0;
 	/* path[] and path2[] are read only up to path_len / path2_len (0 unless read here). */
+	return r;
+}
+
+/* A cleared record for a call of the current task, if it is watched; its op and arguments are
+ * the caller's `<name>_fill` to set. */
+static __always_inline struct rec_file_args *file_begin(void)
+{
+	__u64 cgroup_id = watched_cgroup();
+	if (!cgroup_id)
+		return 0;
+	struct rec_file_args *r = file_scratch_clear();
+	if (r)
+		fill_file_hdr(&r->h, REC_FILE_ARGS, cgroup_id);
+	return r;
+}
+
+/* file_begin for the programs that have the current task's BTF pointer (call_<name>): its
+ * filter and header by loads instead of three helper calls. */
+static __always_inline struct rec_file_args *file_begin_task(struct task_struct *t)
+{
+	__u64 cgroup_id = task_watched_cgroup(t);
+	if (!cgroup_id)
+		return 0;
+	struct rec_file_args *r = file_scratch_clear();
+	if (r)
+		fill_file_hdr_task(&r->h, REC_FILE_ARGS, cgroup_id, t);
 	return r;
 }
 
@@ -380,11 +402,12 @@ static __always_inline int file_call_send(struct rec_file_args *r, __s64 ret)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                \
 	int call_##name(struct tp_sys_exit *ctx)                  \
 	{                                                         \
-		struct rec_file_args *r = file_begin();          \
+		struct task_struct *t = bpf_get_current_task_btf(); \
+		struct rec_file_args *r = file_begin_task(t);    \
 		if (!r)                                           \
 			return 0;                                 \
 		__u64 args[6];                                    \
-		regs_args(args);                                  \
+		task_regs_args(t, args);                          \
 		name##_fill(r, args);                             \
 		return file_call_send(r, ctx->ret);               \
 	}

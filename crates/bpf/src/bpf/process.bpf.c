@@ -7,10 +7,11 @@
  * Written for kernels in lockdown "confidentiality" mode: only tracepoint programs, reading their
  * own context and user memory (bpf_probe_read_user[_str]). No bpf_probe_read_kernel, no
  * __kconfig, no kprobes/fentry/LSM. The kernel structs read are the credentials of
- * sched_exec_btf (a BTF tracepoint, with sched_exec as its fallback) and the saved user registers
+ * sched_exec_btf (a BTF tracepoint, with sched_exec as its fallback), the saved user registers
  * (struct pt_regs, through bpf_task_pt_regs) of the programs that record a call at its exit alone
  * (the file programs call_<name>, call_wait4 and call_waitid; the entry/exit pairs are their
- * fallback), both through BTF-typed pointers, CO-RE relocated by the loader.
+ * fallback), and the task's ids, credentials and cgroup for the call_<name> programs' filter and
+ * header, all through BTF-typed pointers, CO-RE relocated by the loader ("kernel types" below).
  *
  * The tracepoint context structs below are written by hand from
  * /sys/kernel/tracing/events/<category>/<name>/format (kernel 6.18, x86_64). Their layouts are
@@ -480,6 +481,57 @@ static __always_inline __u64 rb_wakeup(void)
 									  : BPF_RB_NO_WAKEUP;
 }
 
+/* ---------------------------------------------------------------- kernel types (BTF) */
+
+/* The kernel's types some programs read through BTF-typed pointers (direct loads, which work
+ * under lockdown `confidentiality`, where the bpf_probe_read_kernel helper is refused), reduced
+ * to the fields read. The loader relocates each access against the running kernel's BTF (CO-RE:
+ * `preserve_access_index`), so the layout here need not match the kernel's. Read by
+ * sched_exec_btf (the new image's effective ids), by the programs that record a call at its
+ * exit alone (the saved argument registers), and by the file programs among them for their
+ * filter and header (task_watched_cgroup, fill_file_hdr_task). */
+struct kid_btf {
+	__u32 val;
+};
+
+struct cred {
+	struct kid_btf uid;
+	struct kid_btf gid;
+	struct kid_btf euid;
+	struct kid_btf egid;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id; /* a cgroup's id is its kernfs node's (5.5+) */
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup in the v2 hierarchy */
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;  /* thread id */
+	int tgid; /* process id */
+	const struct cred *cred;
+	struct css_set *cgroups;
+} __attribute__((preserve_access_index));
+
+/* The x86-64 user registers of a system call, reduced to its argument registers. */
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long r9;
+} __attribute__((preserve_access_index));
+
+/* ---------------------------------------------------------------- filter and header */
+
 static __always_inline void count_loss(__u32 slot)
 {
 	__u64 *n = bpf_map_lookup_elem(&losses, &slot);
@@ -504,9 +556,8 @@ static __always_inline int in_watched_subtree(__u64 id)
 /* The current task's cgroup v2 id when it is in a watched cgroup or below one, else 0 (no
  * cgroup has id 0: the root's is 1). A task's cgroup can change between two calls, but the
  * answer is keyed by the cgroup id, and a cgroup's ancestors never change. */
-static __always_inline __u64 watched_cgroup(void)
+static __always_inline __u64 watched_id(__u64 id)
 {
-	__u64 id = bpf_get_current_cgroup_id();
 	__u32 zero = 0;
 	__u32 *gen = bpf_map_lookup_elem(&filter_gen, &zero);
 	struct filter_cache *c = bpf_map_lookup_elem(&filter_cache, &zero);
@@ -520,6 +571,20 @@ static __always_inline __u64 watched_cgroup(void)
 	c->gen = g;
 	c->watched = w;
 	return w ? id : 0;
+}
+
+static __always_inline __u64 watched_cgroup(void)
+{
+	return watched_id(bpf_get_current_cgroup_id());
+}
+
+/* watched_cgroup for a program that has the current task's BTF pointer (5.15+): the cgroup id
+ * bpf_get_current_cgroup_id returns (task->cgroups->dfl_cgrp->kn->id), by four loads instead
+ * of a helper call. A helper call costs tens of ns on this host's kernel, where every return
+ * pays the CPU's speculative-return-stack mitigation; these programs run at every file call. */
+static __always_inline __u64 task_watched_cgroup(struct task_struct *t)
+{
+	return watched_id(t->cgroups->dfl_cgrp->kn->id);
 }
 
 /* Whether the current task is in a watched cgroup or below one. */
@@ -560,6 +625,25 @@ static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
 static __always_inline void fill_file_hdr(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
 {
 	fill_hdr_ids(h, kind, cgroup_id);
+	__builtin_memset(h->comm, 0, sizeof(h->comm));
+}
+
+/* fill_file_hdr for a program that has the current task's BTF pointer: the thread and process
+ * ids and the real uid and gid (what bpf_get_current_pid_tgid and bpf_get_current_uid_gid
+ * return: the task's ids in the initial namespaces, its subjective credentials' uid and gid)
+ * by loads instead of two helper calls. */
+static __always_inline void fill_file_hdr_task(struct rec_hdr *h, __u32 kind, __u64 cgroup_id,
+					       struct task_struct *t)
+{
+	const struct cred *c = t->cred;
+	h->kind = kind;
+	h->pid = t->pid;
+	h->tgid = t->tgid;
+	h->ppid = 0;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->cgroup_id = cgroup_id;
+	h->uid = c->uid.val;
+	h->gid = c->gid.val;
 	__builtin_memset(h->comm, 0, sizeof(h->comm));
 }
 
@@ -774,22 +858,6 @@ int sched_exec(struct tp_sched_process_exec *ctx)
 	return exec_done(ctx->old_pid, 0, 0, 0);
 }
 
-/* The kernel's types that sched_exec_btf reads, reduced to the fields it reads. The loader
- * relocates each access against the running kernel's BTF (CO-RE: `preserve_access_index`), so
- * the layout here need not match the kernel's. */
-struct kid_btf {
-	__u32 val;
-};
-
-struct cred {
-	struct kid_btf euid;
-	struct kid_btf egid;
-} __attribute__((preserve_access_index));
-
-struct task_struct {
-	const struct cred *cred;
-} __attribute__((preserve_access_index));
-
 /* sched_exec with the new image's effective ids, read from the task's credentials through
  * BTF-typed pointers (direct loads: this works under lockdown `confidentiality`, where the
  * bpf_probe_read_kernel helper is refused). The loader attaches it instead of sched_exec when
@@ -990,29 +1058,23 @@ int exit_setresgid(struct tp_sys_exit *ctx)
 	return setid_exit(ctx);
 }
 
-/* The x86-64 user registers of a system call, reduced to its argument registers; relocated
- * against the running kernel's BTF (CO-RE). */
-struct pt_regs {
-	unsigned long di;
-	unsigned long si;
-	unsigned long dx;
-	unsigned long r10;
-	unsigned long r8;
-	unsigned long r9;
-} __attribute__((preserve_access_index));
-
 /* The current system call's arguments at its exit: the user registers the kernel saved at its
  * entry (bpf_task_pt_regs, BTF-typed; 5.15+), which the calls traced this way (file calls,
  * wait4, waitid) do not change. */
-static __always_inline void regs_args(__u64 *args)
+static __always_inline void task_regs_args(struct task_struct *t, __u64 *args)
 {
-	struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = bpf_task_pt_regs(t);
 	args[0] = regs->di;
 	args[1] = regs->si;
 	args[2] = regs->dx;
 	args[3] = regs->r10;
 	args[4] = regs->r8;
 	args[5] = regs->r9;
+}
+
+static __always_inline void regs_args(__u64 *args)
+{
+	task_regs_args(bpf_get_current_task_btf(), args);
 }
 
 /* ---------------------------------------------------------------- reaping */
