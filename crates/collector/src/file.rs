@@ -547,7 +547,7 @@ impl Collector {
                         })
                         .count += 1;
                     if self.reads.map.len() >= self.reads.cap {
-                        return self.flush_reads(|_| true);
+                        return self.flush_reads(|_| true, 0);
                     }
                     return Vec::new();
                 }
@@ -635,14 +635,20 @@ impl Collector {
         }
     }
 
-    /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first.
-    pub(crate) fn flush_reads(&mut self, which: impl Fn(&ReadKey) -> bool) -> Vec<(u64, Event)> {
+    /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first, in a
+    /// vector with room for `room` more events (the caller's own, so that adding them does not
+    /// move every event into a vector twice the size).
+    pub(crate) fn flush_reads(
+        &mut self,
+        which: impl Fn(&ReadKey) -> bool,
+        room: usize,
+    ) -> Vec<(u64, Event)> {
         let mut done: Vec<(ReadKey, ReadSummary)> =
             self.reads.map.extract_if(|k, _| which(k)).collect();
         done.sort_by(|a, b| (a.1.first_ktime, &a.0.path).cmp(&(b.1.first_ktime, &b.0.path)));
         // Built in place in a vector of the right size: an event is large, and a growing
         // vector would copy every one made so far at each doubling.
-        let mut out = Vec::with_capacity(done.len());
+        let mut out = Vec::with_capacity(done.len() + room);
         for (k, v) in done {
             let Some(e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
                 continue;

@@ -363,7 +363,7 @@ impl Collector {
     /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
     /// returned with an unknown status.
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
-        let mut out = self.flush_reads(|k| k.session == cgroup_id);
+        let mut out = self.flush_reads(|k| k.session == cgroup_id, 0);
         self.session_file_policies.remove(&cgroup_id);
         self.aliases.remove(&cgroup_id);
         let parked: Vec<u32> = self
@@ -605,7 +605,7 @@ impl Collector {
                 self.procs.remove(&task.pid);
                 self.remember_gone(&p, task.ktime_ns);
                 // Its summarized reads first: they happened before it ended.
-                let mut out = self.flush_reads(|k| k.pid == task.pid);
+                let mut out = self.flush_reads(|k| k.pid == task.pid, 1);
                 out.extend(match status {
                     ExitStatus::Unknown => {
                         // The parent's wait may still tell; until then it is parked.
