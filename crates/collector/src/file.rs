@@ -349,7 +349,10 @@ pub(crate) struct ReadSummaries {
 impl Default for ReadSummaries {
     fn default() -> Self {
         ReadSummaries {
-            map: HashMap::new(),
+            // Room for far more than the processes of a session hold at once: entries come
+            // and go with every process, and a table kept sparse frees a slot for reuse at once
+            // where a full one leaves a tombstone, which then costs a rehash of every entry.
+            map: HashMap::with_capacity(1024),
             cap: 65536,
         }
     }
@@ -643,13 +646,24 @@ impl Collector {
         which: impl Fn(&ReadKey) -> bool,
         room: usize,
     ) -> Vec<(u64, Event)> {
-        let mut done: Vec<(ReadKey, ReadSummary)> =
-            self.reads.map.extract_if(|k, _| which(k)).collect();
-        done.sort_by(|a, b| (a.1.first_ktime, &a.0.path).cmp(&(b.1.first_ktime, &b.0.path)));
+        let mut done: Vec<Option<(ReadKey, ReadSummary)>> = self
+            .reads
+            .map
+            .extract_if(|k, _| which(k))
+            .map(Some)
+            .collect();
+        // Sorted by index: the entries are large, and a sort moves what it sorts.
+        let mut order: Vec<u32> = (0..done.len() as u32).collect();
+        let key = |i: &u32| {
+            let (k, v) = done[*i as usize].as_ref().expect("not taken yet");
+            (v.first_ktime, &k.path)
+        };
+        order.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
         // Built in place in a vector of the right size: an event is large, and a growing
         // vector would copy every one made so far at each doubling.
         let mut out = Vec::with_capacity(done.len() + room);
-        for (k, v) in done {
+        for i in order {
+            let (k, v) = done[i as usize].take().expect("each index once");
             let Some(e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
                 continue;
             };

@@ -94,8 +94,51 @@ pub struct Adopted {
 
 /// How long an exited process stays known to [`Collector::process_ref`] (at least).
 pub const GONE_KEEP_NS: u64 = 30_000_000_000;
-/// Exited processes remembered before the older ones are forgotten.
+/// Exited processes remembered before those older than [`GONE_KEEP_NS`] are forgotten.
 const GONE_MAX: usize = 4096;
+
+/// Processes that exited lately, for the events of other sources read after an exit (network
+/// records often are): each stays known [`GONE_KEEP_NS`] at least, and beyond that only while
+/// more than [`GONE_MAX`] are known. Forgotten oldest first, in O(1) per exit however many
+/// processes a session churns through.
+struct Gone {
+    /// pid → (session, process, exit ktime).
+    map: IdMap<u32, (u64, ProcessRef, u64)>,
+    /// (exit ktime, pid), in the order the exits came (oldest first).
+    order: std::collections::VecDeque<(u64, u32)>,
+}
+
+impl Default for Gone {
+    fn default() -> Self {
+        Gone {
+            map: IdMap::with_capacity_and_hasher(GONE_MAX, Default::default()),
+            order: std::collections::VecDeque::with_capacity(GONE_MAX),
+        }
+    }
+}
+
+impl Gone {
+    fn insert(&mut self, pid: u32, session: u64, process: ProcessRef, ktime: u64) {
+        self.map.insert(pid, (session, process, ktime));
+        self.order.push_back((ktime, pid));
+        let keep_after = ktime.saturating_sub(GONE_KEEP_NS);
+        while self.order.len() > GONE_MAX {
+            let (t, old) = self.order[0];
+            if t > keep_after {
+                break;
+            }
+            self.order.pop_front();
+            // A pid the kernel gave out again has a later entry in place: that one stays.
+            if self.map.get(&old).is_some_and(|e| e.2 == t) {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, pid: u32) -> Option<&(u64, ProcessRef, u64)> {
+        self.map.get(&pid)
+    }
+}
 
 /// An exit whose status the tracepoints did not show, waiting for the parent's `wait`.
 struct Parked {
@@ -110,8 +153,8 @@ pub struct Collector {
     scopes: IdMap<u64, Scope>,
     pub(crate) procs: IdMap<u32, Proc>,
     parked: IdMap<u32, Parked>,
-    /// Processes that exited lately: pid → (session, process, exit ktime).
-    gone: IdMap<u32, (u64, ProcessRef, u64)>,
+    /// Processes that exited lately.
+    gone: Gone,
     /// Which reads are logged one by one (see [`FilePolicy`]).
     pub(crate) file_policy: FilePolicy,
     /// Sessions with a policy of their own ([`Collector::set_session_file_policy`]).
@@ -233,7 +276,7 @@ impl Collector {
             scopes: IdMap::default(),
             procs: IdMap::default(),
             parked: IdMap::default(),
-            gone: IdMap::default(),
+            gone: Gone::default(),
             file_policy: FilePolicy::default(),
             session_file_policies: IdMap::default(),
             reads: ReadSummaries::default(),
@@ -274,18 +317,14 @@ impl Collector {
             Some(p) => (p.session == cgroup_id).then(|| p.process_ref()),
             None => self
                 .gone
-                .get(&pid)
+                .get(pid)
                 .filter(|(session, _, _)| *session == cgroup_id)
                 .map(|(_, r, _)| r.clone()),
         }
     }
 
     fn remember_gone(&mut self, p: &Proc, ktime: u64) {
-        if self.gone.len() >= GONE_MAX {
-            let keep_after = ktime.saturating_sub(GONE_KEEP_NS);
-            self.gone.retain(|_, (_, _, t)| *t > keep_after);
-        }
-        self.gone.insert(p.pid, (p.session, p.process_ref(), ktime));
+        self.gone.insert(p.pid, p.session, p.process_ref(), ktime);
     }
 
     /// Routes the records of processes in cgroup `cgroup_id` (and of their descendants) to
@@ -708,6 +747,48 @@ mod tests {
     use sandtrail_bpf::{CredCall, ExecArgs, FileCall, FileOp};
 
     const CG: u64 = 4242;
+
+    /// Exited processes stay known 30 s at least; past GONE_MAX the oldest of those older than
+    /// that go first, and a reused pid's later entry is not taken with its earlier one.
+    #[test]
+    fn exited_processes_are_forgotten_oldest_first_after_their_time() {
+        let r = |pid: u32| ProcessRef {
+            pid,
+            ppid: 1,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+            exe: "/bin/true".into(),
+            exec_id: format!("e{pid}"),
+            comm: None,
+        };
+        let mut g = Gone::default();
+        let n = GONE_MAX as u32;
+        // More than GONE_MAX exits within 30 s: all kept.
+        for pid in 1..=n + 10 {
+            g.insert(pid, CG, r(pid), u64::from(pid));
+        }
+        assert_eq!(g.map.len(), GONE_MAX + 10);
+        // pid 5 exits again (reused) at t = 20 s.
+        g.insert(5, CG, r(5), 20_000_000_000);
+        // At t = 30 s + 12 ns, exits at t <= 12 ns are old enough; the oldest go until GONE_MAX
+        // remain in the order (the reused pid counts twice there).
+        g.insert(n + 11, CG, r(n + 11), GONE_KEEP_NS + 12);
+        assert_eq!(g.order.len(), GONE_MAX);
+        assert!(
+            g.get(1).is_none() && g.get(12).is_none(),
+            "pids 1..=12 forgotten"
+        );
+        assert_eq!(
+            g.get(5).map(|e| e.2),
+            Some(20_000_000_000),
+            "the reused pid stays"
+        );
+        assert_eq!(g.get(13).map(|e| (e.0, e.1.pid, e.2)), Some((CG, 13, 13)));
+        // 4,107 pids known before, 11 forgotten (1..=12 but the reused 5).
+        assert_eq!(g.map.len(), GONE_MAX);
+    }
 
     fn task(pid: u32, ppid: u32, ktime: u64, comm: &str) -> Task {
         Task {
