@@ -147,6 +147,11 @@ enum Cmd {
         /// and the process programs alone.
         #[arg(long)]
         split: bool,
+        /// Also run the `sealed` mode: sandtrail's mode with every event appended to a durable
+        /// store (ledger + index, in a temporary directory) as `sandtrail run` does; the
+        /// `sandtrail` mode drops the events (the store's own cost is what `ingest` measures).
+        #[arg(long)]
+        sealed: bool,
         /// Instead of the workload: a C loop of this many read-only opens (and closes) of
         /// one file, for the cost per open.
         #[arg(long, default_value_t = 0)]
@@ -217,6 +222,7 @@ fn main() -> Result<()> {
             builds,
             no_auditd,
             split,
+            sealed,
             opens,
             prog_stats,
             replay,
@@ -229,6 +235,7 @@ fn main() -> Result<()> {
             builds,
             skip_auditd: no_auditd,
             split,
+            sealed,
             opens,
             prog_stats,
             replay,

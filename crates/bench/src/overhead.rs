@@ -214,6 +214,63 @@ fn count_summaries(out: &[(u64, sandtrail_event::Event)], acc: &mut (u64, u64)) 
     }
 }
 
+/// Appends `out` to the store, if there is one (a failure ends the benchmark: its figure would
+/// be wrong).
+fn append(store: &mut Option<Sealing>, out: Vec<(u64, sandtrail_event::Event)>) {
+    if let Some(s) = store {
+        for (_, e) in out {
+            s.writer
+                .append(e)
+                .expect("appending to the benchmark's store");
+            s.appended += 1;
+        }
+    }
+}
+
+/// The sealed mode's store: its writer, the records it held when opened, and how many events
+/// the reader appended.
+struct Sealing {
+    writer: sandtrail_store::Writer,
+    base: u64,
+    appended: u64,
+}
+
+impl Sealing {
+    fn open(dir: &Path) -> Result<Sealing> {
+        let _ = std::fs::remove_dir_all(dir);
+        let mut writer = sandtrail_store::Writer::open(
+            &sandtrail_store::Layout::new(dir),
+            sandtrail_store::StoreConfig {
+                host_id: crate::util::HOST.into(),
+                ..Default::default()
+            },
+        )?;
+        let base = writer.flush()?.size;
+        Ok(Sealing {
+            writer,
+            base,
+            appended: 0,
+        })
+    }
+
+    /// Closes the store (everything durable, signed and indexed) and checks that it holds
+    /// every event appended.
+    fn close(self) {
+        let size = self
+            .writer
+            .close()
+            .expect("closing the benchmark's store")
+            .size;
+        assert_eq!(
+            size - self.base,
+            self.appended,
+            "the sealed store holds {} records after {} appended",
+            size - self.base,
+            self.appended
+        );
+    }
+}
+
 /// A thread reading a watching probe's records (and, with `collect`, building the events),
 /// until stopped; then it drains what is left and hands the probe back.
 struct Reader {
@@ -222,7 +279,14 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(mut probe: sandtrail_bpf::Probe, id: u64, collect: bool) -> Self {
+    /// With `store`, every event is also appended to it (sealed by its ledger and indexed,
+    /// durably, as `sandtrail run` does), and the store is closed when the reader stops.
+    fn start(
+        mut probe: sandtrail_bpf::Probe,
+        id: u64,
+        collect: bool,
+        mut store: Option<Sealing>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -241,6 +305,7 @@ impl Reader {
                         let out = c.record(r);
                         events += out.len() as u64;
                         count_summaries(&out, &mut summaries);
+                        append(&mut store, out);
                     }
                 }
                 if stopping {
@@ -251,8 +316,13 @@ impl Reader {
                 let out = c.unwatch(id);
                 events += out.len() as u64;
                 count_summaries(&out, &mut summaries);
+                append(&mut store, out);
             }
-            (probe, records, events, thread_cpu(), summaries)
+            let cpu = thread_cpu();
+            if let Some(s) = store {
+                s.close();
+            }
+            (probe, records, events, cpu, summaries)
         });
         Reader {
             stop,
@@ -298,6 +368,9 @@ enum Mode {
     Sandtrail,
     /// As `Sandtrail` with only the process programs (no file programs).
     Procs,
+    /// As `Sandtrail`, every event also appended to a durable store (ledger + index) in a
+    /// temporary directory, as `sandtrail run` does: the whole pipeline (`--sealed`).
+    Sealed,
     /// auditd with equivalent rules.
     Auditd,
 }
@@ -311,6 +384,7 @@ impl Mode {
             Mode::Decode => "decode",
             Mode::Sandtrail => "sandtrail",
             Mode::Procs => "procs",
+            Mode::Sealed => "sealed",
             Mode::Auditd => "auditd",
         }
     }
@@ -373,6 +447,8 @@ pub struct Options {
     pub skip_auditd: bool,
     /// Add the modes that split sandtrail's cost.
     pub split: bool,
+    /// Add the `sealed` mode (the events sealed into a durable store).
+    pub sealed: bool,
     /// Replace the workload by this many read-only opens (0: the workload).
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
@@ -400,6 +476,7 @@ pub fn overhead(o: Options) -> Result<()> {
         builds,
         skip_auditd,
         split,
+        sealed,
         opens,
         prog_stats,
         replay,
@@ -435,6 +512,9 @@ pub fn overhead(o: Options) -> Result<()> {
     modes.push(Mode::Sandtrail);
     if split {
         modes.push(Mode::Procs);
+    }
+    if sealed {
+        modes.push(Mode::Sealed);
     }
     if !skip_auditd {
         modes.push(Mode::Auditd);
@@ -487,7 +567,7 @@ pub fn overhead(o: Options) -> Result<()> {
                             t.push(run_workload(dir.path(), &script, &lang)?);
                             t.records += drain(&mut probe)?;
                         } else {
-                            let reader = Reader::start(probe, id, false);
+                            let reader = Reader::start(probe, id, false, None);
                             t.push(run_workload(dir.path(), &script, &lang)?);
                             let (p, rec, _, cpu, _) = reader.stop()?;
                             probe = p;
@@ -499,7 +579,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     t.lost += probe.losses()?.total() - before;
                     split_probe = Some(probe);
                 }
-                Mode::Sandtrail | Mode::Procs => {
+                Mode::Sandtrail | Mode::Procs | Mode::Sealed => {
                     let others: std::collections::HashSet<u32> = if prog_stats {
                         sandtrail_bpf::stats::programs()
                             .iter()
@@ -509,12 +589,16 @@ pub fn overhead(o: Options) -> Result<()> {
                         Default::default()
                     };
                     let mut probe = sandtrail_bpf::Probe::load(sandtrail_bpf::ProbeOptions {
-                        files: mode == Mode::Sandtrail,
+                        files: mode != Mode::Procs,
                         calls_at_exit: !entry_exit_pairs,
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
-                    let reader = Reader::start(probe, id, true);
+                    let store = (mode == Mode::Sealed)
+                        .then(|| Sealing::open(&dir.path().join("sealed-store")))
+                        .transpose()
+                        .context("opening the sealed mode's store")?;
+                    let reader = Reader::start(probe, id, true, store);
                     t.push(run_workload(dir.path(), &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
                     t.summaries.0 += sums.0;
@@ -573,11 +657,11 @@ pub fn overhead(o: Options) -> Result<()> {
         if t.records > 0
             || matches!(
                 m,
-                Mode::Sandtrail | Mode::Procs | Mode::Kernel | Mode::Decode
+                Mode::Sandtrail | Mode::Procs | Mode::Sealed | Mode::Kernel | Mode::Decode
             )
         {
             line += &format!("  ({} records", t.records / rounds as u64);
-            if matches!(m, Mode::Sandtrail | Mode::Procs) {
+            if matches!(m, Mode::Sandtrail | Mode::Procs | Mode::Sealed) {
                 line += &format!(", {} events", t.events / rounds as u64);
             }
             line += &format!(" per round, {} lost in all)", t.lost);
