@@ -121,11 +121,7 @@ fn file_script(mut probe: Probe, variant: &str) {
             .env("DIR", &dir),
     );
     let bash = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(30),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == bash),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(30), bash);
     let status = child.wait().expect("wait bash");
     let losses = probe.losses().expect("losses");
     let _ = std::fs::remove_dir_all(&dir);
@@ -240,11 +236,7 @@ fn file_records_only_from_the_watched_cgroup() {
             .stderr(std::process::Stdio::null()),
     );
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     child.wait().unwrap();
     let files = files(&records);
     assert!(
@@ -298,11 +290,7 @@ fn callers_ids(mut probe: Probe) {
             .stdout(std::process::Stdio::piped()),
     );
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     let out = child.wait_with_output().expect("wait python3");
     let after = monotonic_ns();
     let _ = std::fs::remove_file(&target);
@@ -410,11 +398,7 @@ fn other_operations(mut probe: Probe, variant: &str) {
             .env("DIR", &dir),
     );
     let bash = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(30),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == bash),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(30), bash);
     let status = child.wait().expect("wait bash");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.code(), Some(0));
@@ -531,11 +515,7 @@ open(sys.argv[1], "w").write(f"{stale} {got}")"#,
         out.to_str().unwrap(),
     ]));
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(30),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(30), pid);
     let status = child.wait().expect("wait python3");
     assert_eq!(status.code(), Some(0));
     let fds: Vec<i64> = std::fs::read_to_string(&out)

@@ -74,11 +74,7 @@ fn shell_session(mut probe: Probe) {
     let outside = Command::new("/bin/true").status().expect("run true");
     assert!(outside.success());
 
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(30),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == bash),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(30), bash);
     let status = child.wait().expect("wait bash");
     assert_eq!(status.code(), Some(0));
 
@@ -312,11 +308,7 @@ fn argv_cap_truncates() {
     let long = "x".repeat(100);
     let mut child = cg.spawn(Command::new("/bin/echo").args(["short", &long, "tail"]));
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     child.wait().unwrap();
     let args = records
         .iter()
@@ -378,11 +370,7 @@ fn setresuid_transition_is_recorded() {
         "/bin/true",
     ]));
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     assert!(child.wait().unwrap().success());
     let creds: Vec<(u32, CredCall)> = records
         .iter()
@@ -452,11 +440,7 @@ fn thread_exec_and_thread_exit_group() {
         time.sleep(10)\n";
     let mut a = cg.spawn(Command::new(python).args(["-c", exec_in_thread]));
     let a_pid = a.id();
-    let records_a = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == a_pid),
-    );
+    let records_a = collect_until_exit(&mut probe, Duration::from_secs(20), a_pid);
     assert_eq!(a.wait().unwrap().code(), Some(7));
 
     let exit_in_thread = "import os, threading, time\n\
@@ -464,11 +448,7 @@ fn thread_exec_and_thread_exit_group() {
         time.sleep(10)\n";
     let mut b = cg.spawn(Command::new(python).args(["-c", exit_in_thread]));
     let b_pid = b.id();
-    let records_b = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == b_pid),
-    );
+    let records_b = collect_until_exit(&mut probe, Duration::from_secs(20), b_pid);
     assert_eq!(b.wait().unwrap().code(), Some(5));
 
     // The exec by the thread: joined with its arguments through old_tid.
@@ -517,11 +497,7 @@ fn argv_entry_limit_truncates() {
     let args: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
     let mut child = cg.spawn(Command::new("/bin/true").args(&args));
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     child.wait().unwrap();
     let got = records
         .iter()
@@ -538,11 +514,7 @@ fn argv_entry_limit_truncates() {
     // A command line just under the limit is complete.
     let mut child = cg.spawn(Command::new("/bin/true").args(&args[..1023]));
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     child.wait().unwrap();
     let got = records
         .iter()
@@ -598,11 +570,7 @@ fn a_setuid_exec_has_the_new_euid_from_the_kernel() {
             .stdout(std::process::Stdio::piped()),
     );
     let pid = child.id();
-    let records = collect(
-        &mut probe,
-        Duration::from_secs(20),
-        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
-    );
+    let records = collect_until_exit(&mut probe, Duration::from_secs(20), pid);
     let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success());

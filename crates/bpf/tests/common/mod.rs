@@ -211,6 +211,15 @@ pub fn collect(
     out
 }
 
+/// Reads records until process `pid` has exited (its `Exit` record) and 300 ms more.
+pub fn collect_until_exit(probe: &mut Probe, deadline: Duration, pid: u32) -> Vec<RawRecord> {
+    collect(
+        probe,
+        deadline,
+        |r| matches!(r, RawRecord::Exit { task, .. } if task.pid == pid),
+    )
+}
+
 // Egress helpers (net.rs, and crates/net's l7 test).
 
 /// The record of `pid`'s attempt to reach `dst`, waiting up to 3 s for it.
