@@ -594,18 +594,24 @@ static __always_inline int in_watched_cgroup(void)
 }
 
 /* The header fields every record fills the same way; ppid 0 and comm left to the caller. */
+static __always_inline void set_hdr(struct rec_hdr *h, __u32 kind, __u32 tid, __u32 tgid,
+				    __u32 uid, __u32 gid, __u64 cgroup_id)
+{
+	h->kind = kind;
+	h->pid = tid;
+	h->tgid = tgid;
+	h->ppid = 0;
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->cgroup_id = cgroup_id;
+	h->uid = uid;
+	h->gid = gid;
+}
+
 static __always_inline void fill_hdr_ids(struct rec_hdr *h, __u32 kind, __u64 cgroup_id)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
-	h->kind = kind;
-	h->pid = (__u32)pid_tgid;
-	h->tgid = pid_tgid >> 32;
-	h->ppid = 0;
-	h->ktime_ns = bpf_ktime_get_ns();
-	h->cgroup_id = cgroup_id;
-	h->uid = (__u32)uid_gid;
-	h->gid = uid_gid >> 32;
+	set_hdr(h, kind, (__u32)pid_tgid, pid_tgid >> 32, (__u32)uid_gid, uid_gid >> 32, cgroup_id);
 }
 
 static __always_inline void fill_hdr(struct rec_hdr *h, __u32 kind)
@@ -636,14 +642,7 @@ static __always_inline void fill_file_hdr_task(struct rec_hdr *h, __u32 kind, __
 					       struct task_struct *t)
 {
 	const struct cred *c = t->cred;
-	h->kind = kind;
-	h->pid = t->pid;
-	h->tgid = t->tgid;
-	h->ppid = 0;
-	h->ktime_ns = bpf_ktime_get_ns();
-	h->cgroup_id = cgroup_id;
-	h->uid = c->uid.val;
-	h->gid = c->gid.val;
+	set_hdr(h, kind, t->pid, t->tgid, c->uid.val, c->gid.val, cgroup_id);
 	__builtin_memset(h->comm, 0, sizeof(h->comm));
 }
 
