@@ -3,11 +3,11 @@
 //! per process and path with a count).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use sandtrail_bpf::{FileCall, FileOp, Task};
+use indexmap::IndexMap;
+use sandtrail_bpf::{FileCall, FileOp, IdMap, Task};
 use sandtrail_event::{Access, Event, FileInfo, Kind, ProcessRef};
 
 use crate::errno::errno_name;
@@ -317,17 +317,14 @@ impl Aliases {
     }
 }
 
-/// What a summarized read is counted under: the process image (pid and the ktime its
-/// `exec_id` is made of, which names the same image without cloning that string at every
-/// read), the path and the result (0 for any fd, else `-errno`; named when the summary is
-/// emitted).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ReadKey {
-    pub(crate) session: u64,
-    pub(crate) pid: u32,
+/// The summarized reads of one process image (pid and the ktime its `exec_id` is made of,
+/// which names the same image without cloning that string at every read), by path and result
+/// (0 for any fd, else `-errno`; named when the summary is emitted), in the order of their
+/// first read: emitting them needs no sort, and a process's exit touches its own reads only.
+struct ImageReads {
+    session: u64,
     image_ktime: u64,
-    path: String,
-    result: Option<i64>,
+    map: IndexMap<(String, Option<i64>), ReadSummary>,
 }
 
 #[derive(Clone, Debug)]
@@ -338,21 +335,33 @@ struct ReadSummary {
     count: u64,
 }
 
-/// Summarized reads, by key; at most `cap` of them wait (then all are emitted early, with the
-/// counts so far, so that a process reading millions of distinct files cannot grow the table
-/// without bound).
+/// Which summarized reads [`Collector::flush_reads`] emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Every one (the table is full).
+    All,
+    /// Those of a session (it ends).
+    Session(u64),
+    /// Those of a process (it exits).
+    Pid(u32),
+}
+
+/// Summarized reads, by process; at most `cap` of them wait (then all are emitted early, with
+/// the counts so far, so that a process reading millions of distinct files cannot grow the
+/// table without bound).
 pub(crate) struct ReadSummaries {
-    map: HashMap<ReadKey, ReadSummary>,
+    /// Per pid, its images' reads, oldest image first (almost always one).
+    by_pid: IdMap<u32, Vec<ImageReads>>,
+    /// Summaries waiting, in all.
+    len: usize,
     pub(crate) cap: usize,
 }
 
 impl Default for ReadSummaries {
     fn default() -> Self {
         ReadSummaries {
-            // Room for far more than the processes of a session hold at once: entries come
-            // and go with every process, and a table kept sparse frees a slot for reuse at once
-            // where a full one leaves a tombstone, which then costs a rehash of every entry.
-            map: HashMap::with_capacity(1024),
+            by_pid: IdMap::default(),
+            len: 0,
             cap: 65536,
         }
     }
@@ -531,15 +540,23 @@ impl Collector {
                     info.access == Some(Access::Read) && call.flags & (O_CREAT | O_TRUNC) == 0;
                 if read_only && !self.logs_read(session, &info.path) {
                     let p = &self.procs[&task.pid];
-                    let key = ReadKey {
-                        session,
-                        pid: task.pid,
-                        image_ktime: p.start_ktime,
-                        path: info.path,
-                        result: result.map(|r| r.min(0)),
-                    };
+                    let images = self.reads.by_pid.entry(task.pid).or_default();
+                    let at = images
+                        .iter()
+                        .rposition(|i| i.image_ktime == p.start_ktime && i.session == session)
+                        .unwrap_or_else(|| {
+                            images.push(ImageReads {
+                                session,
+                                image_ktime: p.start_ktime,
+                                map: IndexMap::new(),
+                            });
+                            images.len() - 1
+                        });
+                    let image = &mut images[at];
+                    let key = (info.path, result.map(|r| r.min(0)));
                     // The process reference is built for a new summary only (repeats just count).
-                    self.reads
+                    let len = image.map.len();
+                    image
                         .map
                         .entry(key)
                         .or_insert_with(|| ReadSummary {
@@ -549,8 +566,9 @@ impl Collector {
                             count: 0,
                         })
                         .count += 1;
-                    if self.reads.map.len() >= self.reads.cap {
-                        return self.flush_reads(|_| true, 0);
+                    self.reads.len += image.map.len() - len;
+                    if self.reads.len >= self.reads.cap {
+                        return self.flush_reads(Flush::All, 0);
                     }
                     return Vec::new();
                 }
@@ -638,47 +656,65 @@ impl Collector {
         }
     }
 
-    /// Emits (and forgets) the summarized reads whose key `which` selects, oldest first, in a
-    /// vector with room for `room` more events (the caller's own, so that adding them does not
-    /// move every event into a vector twice the size).
-    pub(crate) fn flush_reads(
-        &mut self,
-        which: impl Fn(&ReadKey) -> bool,
-        room: usize,
-    ) -> Vec<(u64, Event)> {
-        let mut done: Vec<Option<(ReadKey, ReadSummary)>> = self
-            .reads
-            .map
-            .extract_if(|k, _| which(k))
-            .map(Some)
-            .collect();
-        // Sorted by index: the entries are large, and a sort moves what it sorts.
-        let mut order: Vec<u32> = (0..done.len() as u32).collect();
-        let key = |i: &u32| {
-            let (k, v) = done[*i as usize].as_ref().expect("not taken yet");
-            (v.first_ktime, &k.path)
-        };
-        order.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    /// Emits (and forgets) the summarized reads `which` selects, each process's oldest first,
+    /// in a vector with room for `room` more events (the caller's own, so that adding them
+    /// does not move every event into a vector twice the size).
+    pub(crate) fn flush_reads(&mut self, which: Flush, room: usize) -> Vec<(u64, Event)> {
+        let mut images: Vec<ImageReads> = Vec::new();
+        match which {
+            Flush::Pid(pid) => images = self.reads.by_pid.remove(&pid).unwrap_or_default(),
+            Flush::All => {
+                let mut pids: Vec<u32> = self.reads.by_pid.keys().copied().collect();
+                pids.sort_unstable();
+                for pid in pids {
+                    images.extend(self.reads.by_pid.remove(&pid).unwrap_or_default());
+                }
+            }
+            Flush::Session(session) => {
+                let mut pids: Vec<u32> = self.reads.by_pid.keys().copied().collect();
+                pids.sort_unstable();
+                for pid in pids {
+                    let list = self.reads.by_pid.get_mut(&pid).expect("listed above");
+                    let (done, kept): (Vec<_>, Vec<_>) =
+                        list.drain(..).partition(|i| i.session == session);
+                    *list = kept;
+                    if list.is_empty() {
+                        self.reads.by_pid.remove(&pid);
+                    }
+                    images.extend(done);
+                }
+            }
+        }
+        let n: usize = images.iter().map(|i| i.map.len()).sum();
+        self.reads.len -= n;
         // Built in place in a vector of the right size: an event is large, and a growing
         // vector would copy every one made so far at each doubling.
-        let mut out = Vec::with_capacity(done.len() + room);
-        for i in order {
-            let (k, v) = done[i as usize].take().expect("each index once");
-            let Some(e) = self.event(Kind::FileOpen, k.session, v.first_ktime) else {
-                continue;
-            };
-            // Filled in where it lies (one copy of the large event fewer).
-            out.push((k.session, e));
-            let (_, e) = out.last_mut().expect("just pushed");
-            e.process = Some(v.process);
-            e.file = Some(FileInfo {
-                path: k.path,
-                access: Some(Access::Read),
-                flags: Some(v.flags),
-                count: Some(v.count),
-                result: k.result.map(result_name),
-                ..Default::default()
-            });
+        let mut out = Vec::with_capacity(n + room);
+        for mut image in images {
+            // In the order of their first reads; by time and path where a process's threads'
+            // records came in out of order (their CPUs' clocks race).
+            if !image.map.values().is_sorted_by_key(|v| v.first_ktime) {
+                image
+                    .map
+                    .sort_by(|ka, a, kb, b| (a.first_ktime, &ka.0).cmp(&(b.first_ktime, &kb.0)));
+            }
+            for ((path, result), v) in image.map {
+                let Some(e) = self.event(Kind::FileOpen, image.session, v.first_ktime) else {
+                    continue;
+                };
+                // Filled in where it lies (one copy of the large event fewer).
+                out.push((image.session, e));
+                let (_, e) = out.last_mut().expect("just pushed");
+                e.process = Some(v.process);
+                e.file = Some(FileInfo {
+                    path,
+                    access: Some(Access::Read),
+                    flags: Some(v.flags),
+                    count: Some(v.count),
+                    result: result.map(result_name),
+                    ..Default::default()
+                });
+            }
         }
         out
     }
@@ -1323,6 +1359,79 @@ mod tests {
             3,
         );
         assert_eq!(ev[0].1.path, "/w/x", "the cwd tracked during setup");
+    }
+
+    #[test]
+    fn each_image_and_session_has_summaries_of_its_own() {
+        let mut c = collector();
+        c.watch(
+            88,
+            Scope {
+                session_id: "t".into(),
+                host_id: "h".into(),
+            },
+        );
+        assert!(read(&mut c, 1, "data.csv").is_empty());
+        // 11 runs a new image: its reads of the same file are another summary.
+        assert_eq!(
+            c.record(RawRecord::Exec {
+                task: task(11, 2),
+                old_tid: 11,
+                args: Some(sandtrail_bpf::ExecArgs {
+                    filename: "/usr/bin/python3".into(),
+                    argv: vec!["python3".into()],
+                    argv_truncated: false,
+                    filename_truncated: false,
+                    argv_fault: false,
+                    at: None,
+                }),
+                euid: None,
+                egid: None,
+                cwd: None,
+            })
+            .len(),
+            1
+        );
+        assert!(read(&mut c, 3, "data.csv").is_empty());
+        assert!(read(&mut c, 4, "data.csv").is_empty());
+        assert!(read(&mut c, 5, "/srv/a").is_empty());
+        // pid 21, in the other session, reads the same path.
+        let other = Task {
+            tid: 21,
+            pid: 21,
+            cgroup_id: 88,
+            ..task(21, 6)
+        };
+        assert!(c
+            .record(RawRecord::File {
+                task: other,
+                call: open(AT_FDCWD, "data.csv", 0, 0),
+                result: Some(3),
+            })
+            .is_empty());
+        // The first session ends: its summaries only, the old image's first, each in the order
+        // of its first read.
+        let got = |out: Vec<(u64, Event)>| -> Vec<(u64, String, String, u64, Option<u64>)> {
+            out.into_iter()
+                .map(|(cg, e)| {
+                    let f = e.file.unwrap();
+                    (cg, e.process.unwrap().exec_id, f.path, e.ts_ns, f.count)
+                })
+                .collect()
+        };
+        assert_eq!(
+            got(c.unwatch(CG)),
+            [
+                (CG, "11-1".into(), "/work/data.csv".into(), 1, Some(1)),
+                (CG, "11-2".into(), "/work/data.csv".into(), 3, Some(2)),
+                (CG, "11-2".into(), "/srv/a".into(), 5, Some(1)),
+            ]
+        );
+        assert_eq!(
+            got(c.unwatch(88)),
+            [(88, "21-6".into(), "/work/data.csv".into(), 6, Some(1))]
+        );
+        assert!(c.unwatch(88).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sandtrail_event::{
 };
 
 use crate::errno::errno_name;
-use crate::file::{Aliases, FilePolicy, ReadSummaries};
+use crate::file::{Aliases, FilePolicy, Flush, ReadSummaries};
 
 /// Where a watched cgroup's events go: its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -402,7 +402,7 @@ impl Collector {
     /// Stops routing `cgroup_id`; forgets its processes. Exits still waiting for a status are
     /// returned with an unknown status.
     pub fn unwatch(&mut self, cgroup_id: u64) -> Vec<(u64, Event)> {
-        let mut out = self.flush_reads(|k| k.session == cgroup_id, 0);
+        let mut out = self.flush_reads(Flush::Session(cgroup_id), 0);
         self.session_file_policies.remove(&cgroup_id);
         self.aliases.remove(&cgroup_id);
         let parked: Vec<u32> = self
@@ -640,11 +640,11 @@ impl Collector {
                 let Some(session) = self.session_of(&task) else {
                     return Vec::new();
                 };
-                let p = self.proc_for(&task, session).clone();
-                self.procs.remove(&task.pid);
+                self.proc_for(&task, session);
+                let p = self.procs.remove(&task.pid).expect("proc_for made the entry");
                 self.remember_gone(&p, task.ktime_ns);
                 // Its summarized reads first: they happened before it ended.
-                let mut out = self.flush_reads(|k| k.pid == task.pid, 1);
+                let mut out = self.flush_reads(Flush::Pid(task.pid), 1);
                 out.extend(match status {
                     ExitStatus::Unknown => {
                         // The parent's wait may still tell; until then it is parked.
