@@ -338,6 +338,9 @@ pub struct Probe {
     /// Whether descriptors received from other processes are recorded, else why not
     /// ([`Probe::received_fds`]).
     received_fds: Result<(), String>,
+    /// Whether the descriptors a process makes that name no file by a path are recorded
+    /// ([`Probe::new_fds`]).
+    new_fds: Result<(), String>,
     max_latency: Duration,
     ebpf: Ebpf,
 }
@@ -372,6 +375,52 @@ type Wanted = (&'static str, &'static str, &'static str);
 const RECEIVED_FD_PROGRAMS: &[Wanted] = &[
     ("call_recvmsg", "syscalls", "sys_exit_recvmsg"),
     ("call_pidfd_getfd", "syscalls", "sys_exit_pidfd_getfd"),
+];
+
+/// The descriptors a process makes that name no file by a path (src/bpf/file_progs.h,
+/// `NEW_FD`: sockets, pipes, memfds, eventfds, epoll, timer, signal, inotify and fanotify fds,
+/// pidfds, userfaultfds, perf events, io_uring, message queues, the mount API's fds, files
+/// opened by handle), recorded so that the collector forgets a stale path under their numbers.
+/// With the at-exit programs (`pipe`, `pipe2` and `socketpair` read their fds through the saved
+/// registers); a system call this kernel does not have is left out.
+const NEW_FD_PROGRAMS: &[Wanted] = &[
+    ("call_socket", "syscalls", "sys_exit_socket"),
+    ("call_socketpair", "syscalls", "sys_exit_socketpair"),
+    ("call_accept", "syscalls", "sys_exit_accept"),
+    ("call_accept4", "syscalls", "sys_exit_accept4"),
+    ("call_pipe", "syscalls", "sys_exit_pipe"),
+    ("call_pipe2", "syscalls", "sys_exit_pipe2"),
+    ("call_memfd_create", "syscalls", "sys_exit_memfd_create"),
+    ("call_memfd_secret", "syscalls", "sys_exit_memfd_secret"),
+    ("call_eventfd", "syscalls", "sys_exit_eventfd"),
+    ("call_eventfd2", "syscalls", "sys_exit_eventfd2"),
+    ("call_epoll_create", "syscalls", "sys_exit_epoll_create"),
+    ("call_epoll_create1", "syscalls", "sys_exit_epoll_create1"),
+    ("call_timerfd_create", "syscalls", "sys_exit_timerfd_create"),
+    ("call_signalfd", "syscalls", "sys_exit_signalfd"),
+    ("call_signalfd4", "syscalls", "sys_exit_signalfd4"),
+    ("call_inotify_init", "syscalls", "sys_exit_inotify_init"),
+    ("call_inotify_init1", "syscalls", "sys_exit_inotify_init1"),
+    ("call_fanotify_init", "syscalls", "sys_exit_fanotify_init"),
+    ("call_userfaultfd", "syscalls", "sys_exit_userfaultfd"),
+    ("call_pidfd_open", "syscalls", "sys_exit_pidfd_open"),
+    (
+        "call_perf_event_open",
+        "syscalls",
+        "sys_exit_perf_event_open",
+    ),
+    ("call_io_uring_setup", "syscalls", "sys_exit_io_uring_setup"),
+    ("call_mq_open", "syscalls", "sys_exit_mq_open"),
+    ("call_open_tree", "syscalls", "sys_exit_open_tree"),
+    ("call_open_tree_attr", "syscalls", "sys_exit_open_tree_attr"),
+    ("call_fsopen", "syscalls", "sys_exit_fsopen"),
+    ("call_fsmount", "syscalls", "sys_exit_fsmount"),
+    ("call_fspick", "syscalls", "sys_exit_fspick"),
+    (
+        "call_open_by_handle_at",
+        "syscalls",
+        "sys_exit_open_by_handle_at",
+    ),
 ];
 
 /// Whether the kernel takes the programs that run at a call's exit alone (`call_<name>` of
@@ -565,6 +614,22 @@ impl Probe {
                 .map(|()| wanted.extend_from_slice(RECEIVED_FD_PROGRAMS))
                 .map_err(|e| e.to_string()),
         };
+        let new_fds = match (&at_exit, opts.files) {
+            (_, false) => Err("the file programs are turned off".to_owned()),
+            (Err(why), true) => Err(format!("they run with the at-exit programs: {why}")),
+            (Ok(_), true) => {
+                // A system call this kernel does not have (memfd_secret without
+                // CONFIG_SECRETMEM, open_tree_attr before 6.15, ...) cannot make an fd either.
+                let here: Vec<Wanted> = NEW_FD_PROGRAMS
+                    .iter()
+                    .copied()
+                    .filter(|w| tracefs.join("events").join(w.1).join(w.2).exists())
+                    .collect();
+                load_programs(&mut ebpf, &here)
+                    .map(|()| wanted.extend_from_slice(&here))
+                    .map_err(|e| e.to_string())
+            }
+        };
         for &w in &wanted {
             tracepoint_program(ebpf.program_mut(w.0), w)?
                 .attach(w.1, w.2)
@@ -607,6 +672,7 @@ impl Probe {
             exec_creds,
             calls_at_exit: at_exit.map(drop),
             received_fds,
+            new_fds,
             max_latency: opts.max_latency.max(Duration::from_millis(1)),
             ebpf,
         })
@@ -645,6 +711,15 @@ impl Probe {
             .as_ref()
             .map(|_| ())
             .map_err(String::as_str)
+    }
+
+    /// Whether the descriptors a process makes that name no file by a path (sockets, pipes,
+    /// memfds, eventfds, epoll, pidfds, ... see `NEW_FD_PROGRAMS`) are recorded (as
+    /// [`FileOp::Dup`] of fd -1, so that the collector forgets a stale path under the same
+    /// number: a memfd given a closed file's number and then truncated is not logged as a
+    /// truncate of that file): with the at-exit programs; else the error says why not.
+    pub fn new_fds(&self) -> Result<(), &str> {
+        self.new_fds.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Starts recording the tasks of a cgroup v2 directory and of all its descendants.

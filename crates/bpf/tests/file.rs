@@ -498,7 +498,7 @@ fn received_descriptors_are_recorded() {
     let cg = TestCgroup::new();
     probe.watch_cgroup(cg.path.as_path()).expect("watch");
     let out = std::env::temp_dir().join(format!("sandtrail-recv-fds-{}", std::process::id()));
-    let mut child = cg.spawn(Command::new("python3").args([
+    let mut child = cg.spawn(Command::new("/usr/bin/python3").args([
         "-c",
         r#"import ctypes, os, socket, sys
 a, b = socket.socketpair(socket.AF_UNIX)
@@ -511,7 +511,7 @@ assert fds == [stale], (fds, stale)
 pidfd = os.pidfd_open(os.getpid())
 got = ctypes.CDLL(None).syscall(438, pidfd, d, 0)
 assert got >= 0, ctypes.get_errno()
-open(sys.argv[1], "w").write(f"{stale} {got}")"#,
+open(sys.argv[1], "w").write(f"{a.fileno()} {b.fileno()} {stale} {pidfd} {got}")"#,
         out.to_str().unwrap(),
     ]));
     let pid = child.id();
@@ -529,7 +529,64 @@ open(sys.argv[1], "w").write(f"{stale} {got}")"#,
         .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
         .map(|(_, _, r)| r)
         .collect();
-    assert_eq!(received, [Some(fds[0]), Some(fds[1])], "{records:#?}");
+    // With the programs for fds made without a path, the socketpair's and the pidfd are
+    // recorded too (and python's own at its start, before these).
+    let expected: Vec<Option<i64>> = match probe.new_fds() {
+        Ok(()) => fds.iter().map(|&fd| Some(fd)).collect(),
+        Err(_) => vec![Some(fds[2]), Some(fds[4])],
+    };
+    assert!(received.ends_with(&expected), "{expected:?} {records:#?}");
+}
+
+/// Descriptors a process makes without a path (a memfd, a pipe's two ends, a socket), each
+/// onto the number of a closed file, are each recorded as a copy of fd -1 with the new fd as the
+/// result, in order.
+#[test]
+fn descriptors_made_without_a_path_are_recorded() {
+    require_root!("descriptors_made_without_a_path_are_recorded");
+    let mut probe = load_files("descriptors_made_without_a_path_are_recorded", false);
+    if let Err(why) = probe.new_fds() {
+        // They run with the at-exit programs (kernel BTF): a refusal where those are attached
+        // is a failure, not a skip.
+        assert!(
+            probe.calls_at_exit().is_err(),
+            "fds made without a path not recorded though the at-exit programs are attached: {why}"
+        );
+        skipped("descriptors_made_without_a_path_are_recorded", why);
+        return;
+    }
+    let cg = TestCgroup::new();
+    probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    let out = std::env::temp_dir().join(format!("sandtrail-new-fds-{}", std::process::id()));
+    let mut child = cg.spawn(Command::new("/usr/bin/python3").args([
+        "-c",
+        r#"import os, socket, sys
+f = os.open("/etc/hostname", os.O_RDONLY)
+os.close(f)
+m = os.memfd_create("scratch")
+assert m == f, (m, f)
+r, w = os.pipe()
+s = socket.socket()
+open(sys.argv[1], "w").write(f"{m} {r} {w} {s.fileno()}")"#,
+        out.to_str().unwrap(),
+    ]));
+    let pid = child.id();
+    let records = collect_until_exit(&mut probe, Duration::from_secs(30), pid);
+    let status = child.wait().expect("wait python3");
+    assert_eq!(status.code(), Some(0));
+    let fds: Vec<Option<i64>> = std::fs::read_to_string(&out)
+        .unwrap()
+        .split(' ')
+        .map(|n| Some(n.parse().unwrap()))
+        .collect();
+    let _ = std::fs::remove_file(&out);
+    let made: Vec<Option<i64>> = files(&records)
+        .into_iter()
+        .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
+        .map(|(_, _, r)| r)
+        .collect();
+    // Python's own (an epoll instance at its start) come before these.
+    assert!(made.ends_with(&fds), "{fds:?} {records:#?}");
 }
 
 /// The programs remember their last cgroup-filter answer per CPU; watching and unwatching must

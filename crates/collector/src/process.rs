@@ -641,7 +641,10 @@ impl Collector {
                     return Vec::new();
                 };
                 self.proc_for(&task, session);
-                let p = self.procs.remove(&task.pid).expect("proc_for made the entry");
+                let p = self
+                    .procs
+                    .remove(&task.pid)
+                    .expect("proc_for made the entry");
                 self.remember_gone(&p, task.ktime_ns);
                 // Its summarized reads first: they happened before it ended.
                 let mut out = self.flush_reads(Flush::Pid(task.pid), 1);

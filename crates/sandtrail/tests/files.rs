@@ -43,6 +43,23 @@ fds = socket.recv_fds(b, 1, 1)[1]
 assert fds == [stale], (fds, stale)
 os.close(os.open("shadow", os.O_RDONLY, dir_fd=fds[0]))
 '
+python3 -c 'import os, socket
+f = os.open("/etc/hostname", os.O_RDONLY)
+os.close(f)
+m = os.memfd_create("scratch")
+assert m == f, (m, f)
+os.ftruncate(m, 4096)
+f = os.open("/etc/hosts", os.O_RDONLY)
+os.close(f)
+r, w = os.pipe()
+assert r == f, (r, f)
+os.fchmod(r, 0o600)
+f = os.open("/etc/passwd", os.O_RDONLY)
+os.close(f)
+s = socket.socket()
+assert s.fileno() == f, (s.fileno(), f)
+os.fchmod(s.fileno(), 0o600)
+'
 ln -s /etc /tmp/proj/etc-link
 cat /tmp/proj/etc-link/shadow > /dev/null
 cat /proc/self/root/etc/shadow > /dev/null
@@ -173,6 +190,31 @@ fn a_sessions_file_operations_are_in_the_store_with_absolute_paths() {
     );
     assert_eq!(received[0]["file"].get("count"), None);
     assert!(exe(received[0]).starts_with("/usr/bin/python3"));
+    // A memfd, a pipe and a socket, each given the number of a closed /etc file: calls through
+    // them by number are named by /proc, not logged as changes of those files.
+    assert_eq!(
+        on(&evs, "file.truncate", "/etc/hostname"),
+        Vec::<&Value>::new()
+    );
+    for path in ["/etc/hosts", "/etc/passwd"] {
+        assert_eq!(on(&evs, "file.chmod", path), Vec::<&Value>::new(), "{path}");
+    }
+    let by_number = |kind: &str| -> Vec<&Value> {
+        evs.iter()
+            .filter(|e| e["kind"] == kind && exe(e).starts_with("/usr/bin/python3"))
+            .filter(|e| {
+                let path = e["file"]["path"].as_str().unwrap_or("");
+                path.strip_prefix(&format!("/proc/{}/fd/", e["process"]["pid"]))
+                    .is_some_and(|fd| fd.parse::<u32>().is_ok())
+            })
+            .collect()
+    };
+    let truncated = by_number("file.truncate");
+    assert_eq!(truncated.len(), 1, "{truncated:#?}");
+    assert_eq!(truncated[0]["file"]["result"], "ok");
+    let chmods = by_number("file.chmod");
+    assert_eq!(chmods.len(), 2, "{chmods:#?}");
+    assert!(chmods.iter().all(|e| e["file"]["mode"] == 0o600));
     // A link to an ordinary directory changes nothing: summarized.
     let lib: Vec<&Value> = on(&evs, "file.open", "/tmp/proj/lib-link/os-release")
         .into_iter()

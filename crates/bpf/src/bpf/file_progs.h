@@ -731,6 +731,83 @@ int call_pidfd_getfd(struct tp_sys_exit *ctx)
 	return 0;
 }
 
+/* Descriptors a process makes that name no file by a path: sockets, pipes, memfds, event,
+ * timer, signal, inotify and fanotify fds, epoll instances, pidfds, userfaultfds, perf events,
+ * io_uring instances, POSIX message queues, the new mount API's fds, and files opened by handle.
+ * Each is recorded as a copy of fd -1 (fd_from_elsewhere), so that the collector forgets what a
+ * file it saw earlier under that number was: without this, a memfd given the number of a closed
+ * /etc file and then truncated (`memfd_create`, `ftruncate`) was logged as a truncate of that
+ * file. (`close` itself is not traced: a record per close would double the volume.) */
+#define NEW_FD(name)                                    \
+	SEC("tracepoint/syscalls/sys_exit_" #name)      \
+	int call_##name(struct tp_sys_exit *ctx)        \
+	{                                               \
+		if (ctx->ret >= 0)                      \
+			fd_from_elsewhere(ctx->ret);    \
+		return 0;                               \
+	}
+NEW_FD(socket)
+NEW_FD(accept)
+NEW_FD(accept4)
+NEW_FD(memfd_create)
+NEW_FD(memfd_secret)
+NEW_FD(eventfd)
+NEW_FD(eventfd2)
+NEW_FD(epoll_create)
+NEW_FD(epoll_create1)
+NEW_FD(timerfd_create)
+NEW_FD(signalfd)
+NEW_FD(signalfd4)
+NEW_FD(inotify_init)
+NEW_FD(inotify_init1)
+NEW_FD(fanotify_init)
+NEW_FD(userfaultfd)
+NEW_FD(pidfd_open)
+NEW_FD(perf_event_open)
+NEW_FD(io_uring_setup)
+NEW_FD(mq_open)
+NEW_FD(open_tree)
+NEW_FD(open_tree_attr)
+NEW_FD(fsopen)
+NEW_FD(fsmount)
+NEW_FD(fspick)
+NEW_FD(open_by_handle_at)
+
+/* The two fds pipe, pipe2 and socketpair write to the int[2] at `addr` when they return 0. */
+static __always_inline int new_fd_pair(struct tp_sys_exit *ctx, int arg)
+{
+	if (ctx->ret != 0 || !in_watched_cgroup())
+		return 0;
+	__u64 args[6];
+	regs_args(args);
+	__s32 fds[2];
+	if (bpf_probe_read_user(fds, sizeof(fds), (void *)args[arg & 3]))
+		return 0;
+	fd_from_elsewhere(fds[0]);
+	fd_from_elsewhere(fds[1]);
+	return 0;
+}
+
+/* pipe(fds), pipe2(fds, flags) */
+SEC("tracepoint/syscalls/sys_exit_pipe")
+int call_pipe(struct tp_sys_exit *ctx)
+{
+	return new_fd_pair(ctx, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_pipe2")
+int call_pipe2(struct tp_sys_exit *ctx)
+{
+	return new_fd_pair(ctx, 0);
+}
+
+/* socketpair(domain, type, protocol, sv) */
+SEC("tracepoint/syscalls/sys_exit_socketpair")
+int call_socketpair(struct tp_sys_exit *ctx)
+{
+	return new_fd_pair(ctx, 3);
+}
+
 /* ---------------------------------------------------------------- attributes */
 
 /* chmod(filename, mode) */

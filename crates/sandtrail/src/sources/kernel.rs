@@ -189,6 +189,11 @@ impl KernelSource {
                 "sandtrail: descriptors passed between processes (SCM_RIGHTS, pidfd_getfd) are not recorded; a path relative to one may name a directory an earlier descriptor with its number had: {why}"
             );
         }
+        if let Err(why) = probe.new_fds() {
+            eprintln!(
+                "sandtrail: descriptors made without a path (sockets, pipes, memfds, ...) are not recorded; a call through one by its number (ftruncate, fchmod, a relative path) may be logged under a file an earlier descriptor with its number had: {why}"
+            );
+        }
         if let Err(why) = probe.exec_creds() {
             eprintln!(
                 "sandtrail: the euid/egid after an exec of a setuid/setgid file are read from /proc (best effort, racy): {why}"
