@@ -687,6 +687,7 @@ impl Collector {
         }
         let n: usize = images.iter().map(|i| i.map.len()).sum();
         self.reads.len -= n;
+        let several = images.len() > 1;
         // Built in place in a vector of the right size: an event is large, and a growing
         // vector would copy every one made so far at each doubling.
         let mut out = Vec::with_capacity(n + room);
@@ -715,6 +716,12 @@ impl Collector {
                     ..Default::default()
                 });
             }
+        }
+        if several {
+            // Oldest first across processes too (a session's end, a full table): rare, so the
+            // large events may move.
+            let key = |e: &Event| (e.ts_ns, e.file.as_ref().map(|f| f.path.clone()));
+            out.sort_by_cached_key(|(_, e)| key(e));
         }
         out
     }
@@ -1395,6 +1402,14 @@ mod tests {
         assert!(read(&mut c, 3, "data.csv").is_empty());
         assert!(read(&mut c, 4, "data.csv").is_empty());
         assert!(read(&mut c, 5, "/srv/a").is_empty());
+        // A child of 11 read a file in between.
+        assert!(c
+            .record(RawRecord::Fork {
+                parent: task(11, 1),
+                child_pid: 12,
+            })
+            .is_empty());
+        assert!(feed(&mut c, 12, 2, open(AT_FDCWD, "b.txt", 0, 0), 3).is_empty());
         // pid 21, in the other session, reads the same path.
         let other = Task {
             tid: 21,
@@ -1409,8 +1424,8 @@ mod tests {
                 result: Some(3),
             })
             .is_empty());
-        // The first session ends: its summaries only, the old image's first, each in the order
-        // of its first read.
+        // The first session ends: its summaries only, oldest first across its processes and
+        // images.
         let got = |out: Vec<(u64, Event)>| -> Vec<(u64, String, String, u64, Option<u64>)> {
             out.into_iter()
                 .map(|(cg, e)| {
@@ -1423,6 +1438,7 @@ mod tests {
             got(c.unwatch(CG)),
             [
                 (CG, "11-1".into(), "/work/data.csv".into(), 1, Some(1)),
+                (CG, "12-1".into(), "/work/b.txt".into(), 2, Some(1)),
                 (CG, "11-2".into(), "/work/data.csv".into(), 3, Some(2)),
                 (CG, "11-2".into(), "/srv/a".into(), 5, Some(1)),
             ]
