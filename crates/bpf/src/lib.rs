@@ -607,20 +607,13 @@ impl Probe {
         if let Ok(loaded) = at_exit {
             wanted.push(loaded);
         }
-        let received_fds = match (&at_exit, opts.files) {
-            (_, false) => Err("the file programs are turned off".to_owned()),
-            (Err(why), true) => Err(format!("they run with the at-exit programs: {why}")),
-            (Ok(_), true) => load_programs(&mut ebpf, RECEIVED_FD_PROGRAMS)
-                .map(|()| wanted.extend_from_slice(RECEIVED_FD_PROGRAMS))
-                .map_err(|e| e.to_string()),
-        };
-        let new_fds = match (&at_exit, opts.files) {
+        let mut fd_programs = |list: &[Wanted]| match (&at_exit, opts.files) {
             (_, false) => Err("the file programs are turned off".to_owned()),
             (Err(why), true) => Err(format!("they run with the at-exit programs: {why}")),
             (Ok(_), true) => {
                 // A system call this kernel does not have (memfd_secret without
                 // CONFIG_SECRETMEM, open_tree_attr before 6.15, ...) cannot make an fd either.
-                let here: Vec<Wanted> = NEW_FD_PROGRAMS
+                let here: Vec<Wanted> = list
                     .iter()
                     .copied()
                     .filter(|w| tracefs.join("events").join(w.1).join(w.2).exists())
@@ -630,6 +623,8 @@ impl Probe {
                     .map_err(|e| e.to_string())
             }
         };
+        let received_fds = fd_programs(RECEIVED_FD_PROGRAMS);
+        let new_fds = fd_programs(NEW_FD_PROGRAMS);
         for &w in &wanted {
             tracepoint_program(ebpf.program_mut(w.0), w)?
                 .attach(w.1, w.2)
