@@ -379,10 +379,11 @@ const RECEIVED_FD_PROGRAMS: &[Wanted] = &[
 
 /// The descriptors a process makes that name no file by a path (src/bpf/file_progs.h,
 /// `NEW_FD`: sockets, pipes, memfds, eventfds, epoll, timer, signal, inotify and fanotify fds,
-/// pidfds, userfaultfds, perf events, io_uring, message queues, the mount API's fds, files
-/// opened by handle), recorded so that the collector forgets a stale path under their numbers.
-/// With the at-exit programs (`pipe`, `pipe2` and `socketpair` read their fds through the saved
-/// registers); a system call this kernel does not have is left out.
+/// pidfds (`pidfd_open`, and `clone`/`clone3` with `CLONE_PIDFD`), userfaultfds, perf events,
+/// io_uring, message queues, the mount API's fds, files opened by handle), recorded so that the
+/// collector forgets a stale path under their numbers. With the at-exit programs (`pipe`,
+/// `pipe2`, `socketpair` and the clones read their fds through the saved registers); a system
+/// call this kernel does not have is left out.
 const NEW_FD_PROGRAMS: &[Wanted] = &[
     ("call_socket", "syscalls", "sys_exit_socket"),
     ("call_socketpair", "syscalls", "sys_exit_socketpair"),
@@ -404,6 +405,8 @@ const NEW_FD_PROGRAMS: &[Wanted] = &[
     ("call_fanotify_init", "syscalls", "sys_exit_fanotify_init"),
     ("call_userfaultfd", "syscalls", "sys_exit_userfaultfd"),
     ("call_pidfd_open", "syscalls", "sys_exit_pidfd_open"),
+    ("call_clone", "syscalls", "sys_exit_clone"),
+    ("call_clone3", "syscalls", "sys_exit_clone3"),
     (
         "call_perf_event_open",
         "syscalls",

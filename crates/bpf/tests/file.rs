@@ -538,9 +538,9 @@ open(sys.argv[1], "w").write(f"{a.fileno()} {b.fileno()} {stale} {pidfd} {got}")
     assert!(received.ends_with(&expected), "{expected:?} {records:#?}");
 }
 
-/// Descriptors a process makes without a path (a memfd, a pipe's two ends, a socket), each
-/// onto the number of a closed file, are each recorded as a copy of fd -1 with the new fd as the
-/// result, in order.
+/// Descriptors a process makes without a path (a memfd onto the number of a closed file, a
+/// pipe's two ends, a socket, the pidfds of a clone3 and a clone with `CLONE_PIDFD`) are each
+/// recorded as a copy of fd -1 with the new fd as the result, in order.
 #[test]
 fn descriptors_made_without_a_path_are_recorded() {
     require_root!("descriptors_made_without_a_path_are_recorded");
@@ -567,7 +567,22 @@ m = os.memfd_create("scratch")
 assert m == f, (m, f)
 r, w = os.pipe()
 s = socket.socket()
-open(sys.argv[1], "w").write(f"{m} {r} {w} {s.fileno()}")"#,
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_PIDFD, SIGCHLD = 0x1000, 17
+def forked(pid):
+    if pid == 0:
+        os._exit(0)
+    assert pid > 0, ctypes.get_errno()
+    os.waitpid(pid, 0)
+# clone3(struct clone_args {flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls})
+p3 = ctypes.c_int(-1)
+a = ctypes.create_string_buffer(struct.pack("8Q", CLONE_PIDFD, ctypes.addressof(p3), 0, 0, SIGCHLD, 0, 0, 0), 64)
+forked(libc.syscall(435, a, 64))
+# clone(flags, newsp, parent_tid, child_tid, tls): the pidfd goes to parent_tid
+p1 = ctypes.c_int(-1)
+forked(libc.syscall(56, CLONE_PIDFD | SIGCHLD, 0, ctypes.byref(p1), 0, 0))
+open(sys.argv[1], "w").write(f"{m} {r} {w} {s.fileno()} {p3.value} {p1.value}")"#,
         out.to_str().unwrap(),
     ]));
     let pid = child.id();

@@ -733,7 +733,8 @@ int call_pidfd_getfd(struct tp_sys_exit *ctx)
 
 /* Descriptors a process makes that name no file by a path: sockets, pipes, memfds, event,
  * timer, signal, inotify and fanotify fds, epoll instances, pidfds, userfaultfds, perf events,
- * io_uring instances, POSIX message queues, the new mount API's fds, and files opened by handle.
+ * io_uring instances, POSIX message queues, the new mount API's fds, files opened by handle, and
+ * the pidfds clone and clone3 make with CLONE_PIDFD.
  * Each is recorded as a copy of fd -1 (fd_from_elsewhere), so that the collector forgets what a
  * file it saw earlier under that number was: without this, a memfd given the number of a closed
  * /etc file and then truncated (`memfd_create`, `ftruncate`) was logged as a truncate of that
@@ -806,6 +807,47 @@ SEC("tracepoint/syscalls/sys_exit_socketpair")
 int call_socketpair(struct tp_sys_exit *ctx)
 {
 	return new_fd_pair(ctx, 3);
+}
+
+#define CLONE_PIDFD 0x00001000ULL
+
+/* The pidfd a clone or clone3 with CLONE_PIDFD wrote to the int at `addr` (in the parent:
+ * the call returned the child's pid). */
+static __always_inline void new_pidfd(__u64 addr)
+{
+	__s32 fd;
+	if (!bpf_probe_read_user(&fd, sizeof(fd), (void *)addr))
+		fd_from_elsewhere(fd);
+}
+
+/* clone(flags, newsp, parent_tid, child_tid, tls): with CLONE_PIDFD the pidfd goes to
+ * parent_tid. (Also attached: exit_clone, which ends the call's thread/process tracking.) */
+SEC("tracepoint/syscalls/sys_exit_clone")
+int call_clone(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret <= 0 || !in_watched_cgroup())
+		return 0;
+	__u64 args[6];
+	regs_args(args);
+	if (args[0] & CLONE_PIDFD)
+		new_pidfd(args[2]);
+	return 0;
+}
+
+/* clone3(uargs, size): struct clone_args begins with the flags and the pidfd's address. */
+SEC("tracepoint/syscalls/sys_exit_clone3")
+int call_clone3(struct tp_sys_exit *ctx)
+{
+	if (ctx->ret <= 0 || !in_watched_cgroup())
+		return 0;
+	__u64 args[6];
+	regs_args(args);
+	__u64 head[2]; /* flags, pidfd */
+	if (bpf_probe_read_user(head, sizeof(head), (void *)args[0]))
+		return 0;
+	if (head[0] & CLONE_PIDFD)
+		new_pidfd(head[1]);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- attributes */
