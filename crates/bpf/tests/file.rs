@@ -478,6 +478,46 @@ fn other_operations(mut probe: Probe, variant: &str) {
     assert!(files.iter().all(|(_, c, r)| r.is_some() && !c.path_fault));
 }
 
+/// Runs `script` with `/usr/bin/python3` (not the PATH's, which may be a shim making fds of its
+/// own) in a watched test cgroup; the script writes space-separated fd numbers to the file
+/// named by its first argument. Returns those numbers and, in order, the results of the
+/// process's records of copies of fd -1 (the fds the collector must forget what it knew of)
+/// made by the script itself: those after a marker open that runs before it (python makes fds
+/// of its own at its start and at `import socket`, an epoll instance, whose numbers the
+/// script's may reuse; the modules the scripts use are imported before the marker).
+fn python_fd_copies(probe: &mut Probe, tag: &str, script: &str) -> (Vec<i64>, Vec<Option<i64>>) {
+    let cg = TestCgroup::new();
+    probe.watch_cgroup(cg.path.as_path()).expect("watch");
+    let out = std::env::temp_dir().join(format!("sandtrail-{tag}-{}", std::process::id()));
+    let marker = format!("/nonexistent-sandtrail-{tag}-{}", std::process::id());
+    let script = format!(
+        "import ctypes, os, socket, struct, sys\ntry:\n    open({marker:?})\nexcept OSError:\n    pass\n{script}"
+    );
+    let mut child =
+        cg.spawn(Command::new("/usr/bin/python3").args(["-c", &script, out.to_str().unwrap()]));
+    let pid = child.id();
+    let records = collect_until_exit(probe, Duration::from_secs(30), pid);
+    let status = child.wait().expect("wait python3");
+    assert_eq!(status.code(), Some(0), "{records:#?}");
+    let fds: Vec<i64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&out);
+    let files = files(&records);
+    let start = files
+        .iter()
+        .position(|(p, c, _)| *p == pid && c.op == FileOp::Open && c.path == Path::new(&marker))
+        .expect("the marker open is recorded");
+    let copies = files[start..]
+        .iter()
+        .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
+        .map(|(_, _, r)| *r)
+        .collect();
+    (fds, copies)
+}
+
 /// Descriptors handed over by another process: a directory fd received over a unix socket
 /// (`SCM_RIGHTS`, here onto the number of an fd the process had closed) and a copy taken with
 /// `pidfd_getfd` are each recorded as a copy of fd -1 with the new fd as the result.
@@ -495,11 +535,9 @@ fn received_descriptors_are_recorded() {
         skipped("received_descriptors_are_recorded", why);
         return;
     }
-    let cg = TestCgroup::new();
-    probe.watch_cgroup(cg.path.as_path()).expect("watch");
-    let out = std::env::temp_dir().join(format!("sandtrail-recv-fds-{}", std::process::id()));
-    let mut child = cg.spawn(Command::new("/usr/bin/python3").args([
-        "-c",
+    let (fds, received) = python_fd_copies(
+        &mut probe,
+        "recv-fds",
         r#"import ctypes, os, socket, sys
 a, b = socket.socketpair(socket.AF_UNIX)
 d = os.open("/etc", os.O_RDONLY)
@@ -512,30 +550,14 @@ pidfd = os.pidfd_open(os.getpid())
 got = ctypes.CDLL(None).syscall(438, pidfd, d, 0)
 assert got >= 0, ctypes.get_errno()
 open(sys.argv[1], "w").write(f"{a.fileno()} {b.fileno()} {stale} {pidfd} {got}")"#,
-        out.to_str().unwrap(),
-    ]));
-    let pid = child.id();
-    let records = collect_until_exit(&mut probe, Duration::from_secs(30), pid);
-    let status = child.wait().expect("wait python3");
-    assert_eq!(status.code(), Some(0));
-    let fds: Vec<i64> = std::fs::read_to_string(&out)
-        .unwrap()
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
-    let _ = std::fs::remove_file(&out);
-    let received: Vec<Option<i64>> = files(&records)
-        .into_iter()
-        .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
-        .map(|(_, _, r)| r)
-        .collect();
+    );
     // With the programs for fds made without a path, the socketpair's and the pidfd are
-    // recorded too (and python's own at its start, before these).
+    // recorded too.
     let expected: Vec<Option<i64>> = match probe.new_fds() {
         Ok(()) => fds.iter().map(|&fd| Some(fd)).collect(),
         Err(_) => vec![Some(fds[2]), Some(fds[4])],
     };
-    assert!(received.ends_with(&expected), "{expected:?} {records:#?}");
+    assert_eq!(received, expected);
 }
 
 /// Descriptors a process makes without a path (a memfd onto the number of a closed file, a
@@ -555,11 +577,9 @@ fn descriptors_made_without_a_path_are_recorded() {
         skipped("descriptors_made_without_a_path_are_recorded", why);
         return;
     }
-    let cg = TestCgroup::new();
-    probe.watch_cgroup(cg.path.as_path()).expect("watch");
-    let out = std::env::temp_dir().join(format!("sandtrail-new-fds-{}", std::process::id()));
-    let mut child = cg.spawn(Command::new("/usr/bin/python3").args([
-        "-c",
+    let (fds, made) = python_fd_copies(
+        &mut probe,
+        "new-fds",
         r#"import os, socket, sys
 f = os.open("/etc/hostname", os.O_RDONLY)
 os.close(f)
@@ -583,25 +603,9 @@ forked(libc.syscall(435, a, 64))
 p1 = ctypes.c_int(-1)
 forked(libc.syscall(56, CLONE_PIDFD | SIGCHLD, 0, ctypes.byref(p1), 0, 0))
 open(sys.argv[1], "w").write(f"{m} {r} {w} {s.fileno()} {p3.value} {p1.value}")"#,
-        out.to_str().unwrap(),
-    ]));
-    let pid = child.id();
-    let records = collect_until_exit(&mut probe, Duration::from_secs(30), pid);
-    let status = child.wait().expect("wait python3");
-    assert_eq!(status.code(), Some(0));
-    let fds: Vec<Option<i64>> = std::fs::read_to_string(&out)
-        .unwrap()
-        .split(' ')
-        .map(|n| Some(n.parse().unwrap()))
-        .collect();
-    let _ = std::fs::remove_file(&out);
-    let made: Vec<Option<i64>> = files(&records)
-        .into_iter()
-        .filter(|(p, c, _)| *p == pid && c.op == FileOp::Dup && c.fd == Some(-1))
-        .map(|(_, _, r)| r)
-        .collect();
-    // Python's own (an epoll instance at its start) come before these.
-    assert!(made.ends_with(&fds), "{fds:?} {records:#?}");
+    );
+    let fds: Vec<Option<i64>> = fds.into_iter().map(Some).collect();
+    assert_eq!(made, fds);
 }
 
 /// The programs remember their last cgroup-filter answer per CPU; watching and unwatching must
