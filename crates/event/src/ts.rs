@@ -38,10 +38,46 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
+/// Two ASCII digits of each number below 100, in order: `00`, `01`, ... `99`.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+thread_local! {
+    /// The second last formatted on this thread and its 20 bytes `YYYY-MM-DDTHH:MM:SS.`:
+    /// events come in bursts within one second, so the calendar is worked out once per second.
+    static LAST_SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+}
+
 /// Writes the canonical form of `ts_ns` (30 ASCII bytes) into `out`.
 pub(crate) fn format_ts_bytes(ts_ns: u64, out: &mut [u8; 30]) {
     let secs = ts_ns / NS_PER_S;
     let nanos = (ts_ns % NS_PER_S) as u32;
+    let (last, prefix) = LAST_SECOND.get();
+    if last == secs {
+        out[..20].copy_from_slice(&prefix);
+    } else {
+        format_second(secs, out);
+        let mut prefix = [0; 20];
+        prefix.copy_from_slice(&out[..20]);
+        LAST_SECOND.set((secs, prefix));
+    }
+    // Nine digits of nanoseconds, two at a time from the right.
+    let mut v = nanos;
+    for at in [27, 25, 23, 21] {
+        let pair = (v % 100) as usize * 2;
+        out[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        v /= 100;
+    }
+    out[20] = b'0' + v as u8;
+    out[29] = b'Z';
+}
+
+/// Writes `YYYY-MM-DDTHH:MM:SS.` of unix second `secs` into `out[..20]`.
+fn format_second(secs: u64, out: &mut [u8; 30]) {
     let days = (secs / 86_400) as i64;
     let sod = (secs % 86_400) as u32;
     let (y, mo, d) = civil_from_days(days);
@@ -59,14 +95,12 @@ pub(crate) fn format_ts_bytes(ts_ns: u64, out: &mut [u8; 30]) {
     put(11, sod / 3600, 2);
     put(14, sod / 60 % 60, 2);
     put(17, sod % 60, 2);
-    put(20, nanos, 9);
     out[4] = b'-';
     out[7] = b'-';
     out[10] = b'T';
     out[13] = b':';
     out[16] = b':';
     out[19] = b'.';
-    out[29] = b'Z';
 }
 
 /// Canonical `ts` for unix nanoseconds: RFC 3339, UTC, exactly 9 fractional digits, `Z`
@@ -225,6 +259,34 @@ mod tests {
         );
         assert_eq!(format_ts(u64::MAX), "2554-07-21T23:34:33.709551615Z");
         assert_eq!(parse_ts(&format_ts(u64::MAX)).unwrap(), u64::MAX);
+    }
+
+    /// The second's text is remembered between calls: a run of times inside one second, across
+    /// a second, a day and a year, and back again, each as chrono writes it.
+    #[test]
+    fn remembered_second_is_used_only_for_its_own_second() {
+        let new_year = 1_798_761_600 * NS_PER_S; // 2027-01-01T00:00:00Z
+        let times = [
+            new_year - NS_PER_S,
+            new_year - NS_PER_S + 1,
+            new_year - 1,
+            new_year,
+            new_year + 999_999_999,
+            new_year + NS_PER_S,
+            new_year - 1,
+            1_782_727_440_000_000_007,
+            1_782_727_440_100_000_000,
+            86_400 * NS_PER_S - 1,
+            86_400 * NS_PER_S,
+        ];
+        for t in times {
+            let want = DateTime::<Utc>::from_timestamp_nanos(t as i64)
+                .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+                .to_string();
+            assert_eq!(format_ts(t), want, "{t}");
+        }
+        assert_eq!(format_ts(new_year - 1), "2026-12-31T23:59:59.999999999Z");
+        assert_eq!(format_ts(new_year + 10), "2027-01-01T00:00:00.000000010Z");
     }
 
     #[test]
