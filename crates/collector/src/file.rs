@@ -42,6 +42,18 @@ pub struct FilePolicy {
     runs: Vec<Vec<Component>>,
     /// Bit `b` set: a run's first component can match a name that starts with byte `b`.
     starts: [u64; 4],
+    /// Bit `b` set: a prefix's first name starts with byte `b` (all bits for the prefix `/`).
+    prefix_starts: [u64; 4],
+}
+
+/// Whether bit `b` is set in a byte set.
+fn has(set: &[u64; 4], b: u8) -> bool {
+    set[usize::from(b / 64)] & (1 << (b % 64)) != 0
+}
+
+/// Sets bit `b` in a byte set.
+fn put(set: &mut [u64; 4], b: u8) {
+    set[usize::from(b / 64)] |= 1 << (b % 64);
 }
 
 /// One component of a pattern: a name, or a name with one `*` (`pre*post`).
@@ -105,6 +117,7 @@ impl FilePolicy {
             prefixes: Vec::new(),
             runs: Vec::new(),
             starts: [0; 4],
+            prefix_starts: [0; 4],
         };
         for pat in patterns {
             p.add(pat);
@@ -114,7 +127,12 @@ impl FilePolicy {
 
     fn add(&mut self, pat: String) {
         if pat.starts_with('/') {
-            self.prefixes.push(pat.trim_end_matches('/').to_string());
+            let prefix = pat.trim_end_matches('/').to_string();
+            match prefix.as_bytes().get(1) {
+                Some(&b) => put(&mut self.prefix_starts, b),
+                None => self.prefix_starts = [u64::MAX; 4],
+            }
+            self.prefixes.push(prefix);
         } else {
             let run: Vec<Component> = pat
                 .split('/')
@@ -126,7 +144,7 @@ impl FilePolicy {
                 .collect();
             if !run.is_empty() {
                 match run[0].first_byte() {
-                    Some(b) => self.starts[usize::from(b / 64)] |= 1 << (b % 64),
+                    Some(b) => put(&mut self.starts, b),
                     None => self.starts = [u64::MAX; 4],
                 }
                 self.runs.push(run);
@@ -172,31 +190,37 @@ impl FilePolicy {
     /// Whether reads of the absolute, normalized `path` are logged one by one.
     pub fn is_sensitive(&self, path: &str) -> bool {
         // Called for every read-only open: no allocation, each pattern compiled beforehand;
-        // a run of components is compared only where its first component matches.
-        if self.prefixes.iter().any(|pat| {
-            pat.is_empty()
-                || path == pat
-                || (path.starts_with(pat.as_str()) && path.as_bytes().get(pat.len()) == Some(&b'/'))
-        }) {
+        // the prefixes are compared only when one starts with the path's first name's first
+        // byte, and a run of components only where a name starts as its first component can.
+        let bytes = path.as_bytes();
+        let candidate = match bytes {
+            [b'/', b, ..] => has(&self.prefix_starts, *b),
+            _ => true, // `/`, or relative (no cwd known): every prefix is compared
+        };
+        if candidate
+            && self.prefixes.iter().any(|pat| {
+                pat.is_empty()
+                    || path == pat
+                    || (path.starts_with(pat.as_str()) && bytes.get(pat.len()) == Some(&b'/'))
+            })
+        {
             return true;
         }
         if self.runs.is_empty() {
             return false;
         }
-        let mut rest = path;
-        while !rest.is_empty() {
-            // A byte search: `split_once` was not inlined here and took most of the time.
-            let (name, after) = match rest.bytes().position(|b| b == b'/') {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, ""),
-            };
-            rest = after;
-            let Some(&b) = name.as_bytes().first() else {
-                continue;
-            };
-            if self.starts[usize::from(b / 64)] & (1 << (b % 64)) == 0 {
+        let mut after_slash = true;
+        for (i, &b) in bytes.iter().enumerate() {
+            let starts_name = after_slash && b != b'/';
+            after_slash = b == b'/';
+            if !starts_name || !has(&self.starts, b) {
                 continue;
             }
+            // `i` starts a name (after a `/`, or the path's start) a run can begin with.
+            let (name, after) = match bytes[i..].iter().position(|&c| c == b'/') {
+                Some(n) => (&path[i..i + n], &path[i + n + 1..]),
+                None => (&path[i..], ""),
+            };
             for run in &self.runs {
                 if !run[0].matches(name) {
                     continue;
@@ -1503,6 +1527,88 @@ mod tests {
         let custom = FilePolicy::new(vec!["/data/".into(), "*.pem".into()]);
         assert!(custom.is_sensitive("/data/x") && custom.is_sensitive("/tmp/key.pem"));
         assert!(!custom.is_sensitive("/etc/shadow"));
+    }
+
+    /// The byte sets that skip most comparisons skip none that match: `is_sensitive` agrees with
+    /// the patterns' plain meaning on paths at the start, end and middle of names, relative
+    /// paths (no cwd known), `/` and the empty path, under policies with a `/` prefix, a
+    /// wildcard first and a run of several names.
+    #[test]
+    fn the_byte_sets_skip_no_match() {
+        fn plain(patterns: &[&str], path: &str) -> bool {
+            let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            patterns.iter().any(|pat| {
+                if let Some(rest) = pat.strip_prefix('/') {
+                    let want: Vec<&str> = rest.split('/').filter(|c| !c.is_empty()).collect();
+                    // `/` covers everything, a relative path too (a file whose place is unknown).
+                    want.is_empty()
+                        || path.starts_with('/')
+                            && names.len() >= want.len()
+                            && names[..want.len()] == want[..]
+                } else {
+                    let want: Vec<&str> = pat.split('/').filter(|c| !c.is_empty()).collect();
+                    let fits = |w: &str, n: &str| match w.split_once('*') {
+                        Some((pre, post)) => {
+                            n.len() >= pre.len() + post.len()
+                                && n.starts_with(pre)
+                                && n.ends_with(post)
+                        }
+                        None => w == n,
+                    };
+                    names
+                        .windows(want.len())
+                        .any(|run| run.iter().zip(&want).all(|(n, w)| fits(w, n)))
+                }
+            })
+        }
+        let policies: [&[&str]; 4] = [
+            &["/etc", "/workspace", ".ssh", ".env.*"],
+            &["/", ".aws"],
+            &["*.pem", "/data", "deploy/id_rsa"],
+            &[".config/gcloud", "/e"],
+        ];
+        let paths = [
+            "/",
+            "",
+            "/etc",
+            "/etc/",
+            "/etcx",
+            "/e",
+            "/e/x",
+            "/ex",
+            "/data/k",
+            "/datum",
+            "/usr/lib/locale/C.utf8/LC_CTYPE",
+            "/home/a/.ssh",
+            "/home/a/.sshx/k",
+            ".ssh/id",
+            "etc/passwd",
+            "a/.env.prod",
+            "/x/.env.",
+            "/x/.env",
+            "/tmp/key.pem",
+            "/tmp/.pem",
+            "/tmp/pem",
+            "/opt/deploy/id_rsa",
+            "/opt/deploy/x/id_rsa",
+            "deploy/id_rsa",
+            "/h/.config/gcloud/c",
+            "/h/.config/gcloudx",
+            "/h/.config",
+            "/workspace/src/a.rs",
+            "/h/.aws/credentials",
+            "/h/aws",
+        ];
+        for patterns in policies {
+            let policy = FilePolicy::new(patterns.iter().map(|p| p.to_string()).collect());
+            for path in paths {
+                assert_eq!(
+                    policy.is_sensitive(path),
+                    plain(patterns, path),
+                    "{patterns:?} {path:?}"
+                );
+            }
+        }
     }
 
     #[test]
