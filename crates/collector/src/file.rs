@@ -44,6 +44,9 @@ pub struct FilePolicy {
     starts: [u64; 4],
     /// Bit `b` set: a prefix's first name starts with byte `b` (all bits for the prefix `/`).
     prefix_starts: [u64; 4],
+    /// `/` and the one byte every run starts with, when there is one (`/.` for the defaults):
+    /// a path without it (and not starting with that byte) matches no run.
+    lead: Option<String>,
 }
 
 /// Whether bit `b` is set in a byte set.
@@ -118,10 +121,12 @@ impl FilePolicy {
             runs: Vec::new(),
             starts: [0; 4],
             prefix_starts: [0; 4],
+            lead: None,
         };
         for pat in patterns {
             p.add(pat);
         }
+        p.set_lead();
         p
     }
 
@@ -153,6 +158,16 @@ impl FilePolicy {
         self.sensitive.push(pat);
     }
 
+    /// Sets [`FilePolicy::lead`] from the runs' first bytes.
+    fn set_lead(&mut self) {
+        let ones: u32 = self.starts.iter().map(|w| w.count_ones()).sum();
+        self.lead = (ones == 1)
+            .then(|| (0..=255u8).find(|&b| has(&self.starts, b)))
+            .flatten()
+            .filter(u8::is_ascii)
+            .map(|b| format!("/{}", b as char));
+    }
+
     /// The default patterns plus `extra` (each checked with [`FilePolicy::check_pattern`]).
     pub fn with_extra(extra: &[String]) -> Result<FilePolicy, String> {
         let mut p = FilePolicy::default();
@@ -162,6 +177,7 @@ impl FilePolicy {
                 p.add(pat.clone());
             }
         }
+        p.set_lead();
         Ok(p)
     }
 
@@ -208,6 +224,13 @@ impl FilePolicy {
         }
         if self.runs.is_empty() {
             return false;
+        }
+        if let Some(lead) = &self.lead {
+            // Most paths (a program's libraries and locale files) have no name that starts
+            // as a run does: one substring search (vectorized) rules them out.
+            if bytes.first() != lead.as_bytes().get(1) && !path.contains(lead.as_str()) {
+                return false;
+            }
         }
         let mut after_slash = true;
         for (i, &b) in bytes.iter().enumerate() {
@@ -1532,7 +1555,7 @@ mod tests {
     /// The byte sets that skip most comparisons skip none that match: `is_sensitive` agrees with
     /// the patterns' plain meaning on paths at the start, end and middle of names, relative
     /// paths (no cwd known), `/` and the empty path, under policies with a `/` prefix, a
-    /// wildcard first and a run of several names.
+    /// wildcard first and a run of several names (with and without one byte all runs start with).
     #[test]
     fn the_byte_sets_skip_no_match() {
         fn plain(patterns: &[&str], path: &str) -> bool {
