@@ -152,6 +152,10 @@ enum Cmd {
         /// `sandtrail` mode drops the events (the store's own cost is what `ingest` measures).
         #[arg(long)]
         sealed: bool,
+        /// Also run the `unpinned` mode: sandtrail's mode with the reader thread left to run
+        /// on any CPU, as before it was pinned to one (`sandtrail_bpf::pin_reader_thread`).
+        #[arg(long)]
+        unpinned: bool,
         /// Instead of the workload: a C loop of this many read-only opens (and closes) of
         /// one file, for the cost per open.
         #[arg(long, default_value_t = 0)]
@@ -223,6 +227,7 @@ fn main() -> Result<()> {
             no_auditd,
             split,
             sealed,
+            unpinned,
             opens,
             prog_stats,
             replay,
@@ -236,6 +241,7 @@ fn main() -> Result<()> {
             skip_auditd: no_auditd,
             split,
             sealed,
+            unpinned,
             opens,
             prog_stats,
             replay,

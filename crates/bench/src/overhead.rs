@@ -281,15 +281,22 @@ struct Reader {
 impl Reader {
     /// With `store`, every event is also appended to it (sealed by its ledger and indexed,
     /// durably, as `sandtrail run` does), and the store is closed when the reader stops.
+    /// With `pin`, the thread pins itself to one CPU first, as `sandtrail run`'s reader does.
     fn start(
         mut probe: sandtrail_bpf::Probe,
         id: u64,
         collect: bool,
         mut store: Option<Sealing>,
+        pin: bool,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            if pin {
+                if let Err(why) = sandtrail_bpf::pin_reader_thread() {
+                    eprintln!("the reader runs on any CPU: pinning it failed: {why}");
+                }
+            }
             let mut c = collect.then(|| {
                 let mut c = sandtrail_collector::Collector::new();
                 c.watch(id, scope());
@@ -364,8 +371,12 @@ enum Mode {
     Kernel,
     /// Watched, a reader decoding the records concurrently, no collector.
     Decode,
-    /// Watched, the reader decoding and the collector building the events (production path).
+    /// Watched, the reader decoding and the collector building the events (production path:
+    /// the reader pinned to one CPU, `sandtrail_bpf::pin_reader_thread`).
     Sandtrail,
+    /// As `Sandtrail` with the reader left to run on any CPU, as before it was pinned
+    /// (`--unpinned`).
+    Unpinned,
     /// As `Sandtrail` with only the process programs (no file programs).
     Procs,
     /// As `Sandtrail`, every event also appended to a durable store (ledger + index) in a
@@ -383,6 +394,7 @@ impl Mode {
             Mode::Kernel => "kernel",
             Mode::Decode => "decode",
             Mode::Sandtrail => "sandtrail",
+            Mode::Unpinned => "unpinned",
             Mode::Procs => "procs",
             Mode::Sealed => "sealed",
             Mode::Auditd => "auditd",
@@ -466,6 +478,8 @@ pub struct Options {
     pub split: bool,
     /// Add the `sealed` mode (the events sealed into a durable store).
     pub sealed: bool,
+    /// Add the `unpinned` mode (the reader on any CPU).
+    pub unpinned: bool,
     /// Replace the workload by this many read-only opens (0: the workload).
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
@@ -494,6 +508,7 @@ pub fn overhead(o: Options) -> Result<()> {
         skip_auditd,
         split,
         sealed,
+        unpinned,
         opens,
         prog_stats,
         replay,
@@ -527,6 +542,9 @@ pub fn overhead(o: Options) -> Result<()> {
         modes.extend([Mode::Attached, Mode::Kernel, Mode::Decode]);
     }
     modes.push(Mode::Sandtrail);
+    if unpinned {
+        modes.push(Mode::Unpinned);
+    }
     if split {
         modes.push(Mode::Procs);
     }
@@ -584,7 +602,7 @@ pub fn overhead(o: Options) -> Result<()> {
                             t.push(run_workload(dir.path(), &script, &lang)?);
                             t.records += drain(&mut probe)?;
                         } else {
-                            let reader = Reader::start(probe, id, false, None);
+                            let reader = Reader::start(probe, id, false, None, true);
                             t.push(run_workload(dir.path(), &script, &lang)?);
                             let (p, rec, _, cpu, _) = reader.stop()?;
                             probe = p;
@@ -596,7 +614,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     t.lost += probe.losses()?.total() - before;
                     split_probe = Some(probe);
                 }
-                Mode::Sandtrail | Mode::Procs | Mode::Sealed => {
+                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed => {
                     let others: std::collections::HashSet<u32> = if prog_stats {
                         sandtrail_bpf::stats::programs()
                             .iter()
@@ -615,7 +633,7 @@ pub fn overhead(o: Options) -> Result<()> {
                         .then(|| Sealing::open(&dir.path().join("sealed-store")))
                         .transpose()
                         .context("opening the sealed mode's store")?;
-                    let reader = Reader::start(probe, id, true, store);
+                    let reader = Reader::start(probe, id, true, store, mode != Mode::Unpinned);
                     t.push(run_workload(dir.path(), &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
                     t.summaries.0 += sums.0;
@@ -678,11 +696,19 @@ pub fn overhead(o: Options) -> Result<()> {
         if t.records > 0
             || matches!(
                 m,
-                Mode::Sandtrail | Mode::Procs | Mode::Sealed | Mode::Kernel | Mode::Decode
+                Mode::Sandtrail
+                    | Mode::Unpinned
+                    | Mode::Procs
+                    | Mode::Sealed
+                    | Mode::Kernel
+                    | Mode::Decode
             )
         {
             line += &format!("  ({} records", t.records / rounds as u64);
-            if matches!(m, Mode::Sandtrail | Mode::Procs | Mode::Sealed) {
+            if matches!(
+                m,
+                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed
+            ) {
                 line += &format!(", {} events", t.events / rounds as u64);
             }
             line += &format!(" per round, {} lost in all)", t.lost);

@@ -1,4 +1,5 @@
-//! Every raw system call of the crate: credentials, mounting tracefs, epoll on the ring buffer.
+//! Every raw system call of the crate: credentials, mounting tracefs, epoll on the ring buffer,
+//! the reader thread's CPU affinity.
 
 use std::ffi::CString;
 use std::io;
@@ -43,6 +44,43 @@ pub(crate) fn mount_tracefs(path: &Path) -> io::Result<()> {
             std::ptr::null(),
         )
     };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`), in ascending order.
+pub(crate) fn thread_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain bytes; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed; pid 0 is this thread.
+    let ret =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the number of CPUs a cpu_set_t holds.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Lets the calling thread run on `cpu` only (`sched_setaffinity`).
+pub(crate) fn pin_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("CPU {cpu} is beyond what a CPU set holds"),
+        ));
+    }
+    // SAFETY: cpu_set_t is plain bytes; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` was checked to be below CPU_SETSIZE above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if ret == 0 {
         Ok(())
     } else {

@@ -202,7 +202,16 @@ impl KernelSource {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("sandtrail-kernel".into())
-            .spawn(move || Reader::new(probe).run(rx))?;
+            .spawn(move || {
+                // On one CPU, where its tables stay in cache, instead of following its wakeups
+                // onto the workload's CPU (see `pin_reader_thread`).
+                if let Err(why) = sandtrail_bpf::pin_reader_thread() {
+                    eprintln!(
+                        "sandtrail: the kernel reader runs on any CPU (pinning it to one failed: {why}); collection takes a little more of the workload's time"
+                    );
+                }
+                Reader::new(probe).run(rx)
+            })?;
         Ok(KernelSource { cmds: tx })
     }
 
