@@ -45,8 +45,8 @@ pub use record::{
 /// Pins the calling thread, the one that reads a probe's records, to the last CPU it may run
 /// on, when it may run on two or more; returns that CPU (`None`: one CPU, left as it is).
 ///
-/// On the 2-vCPU benchmark host this took 0.4 to 3 points off the collection overhead in four
-/// of five runs, the fifth a draw (docs/benchmarks.md, ninth session). The likely reason:
+/// On the 2-vCPU benchmark host this took 0.4 to 3 points off the collection overhead in five
+/// of six runs, the other a draw (docs/benchmarks.md, ninth session). The likely reason:
 /// unpinned, the reader is woken by the records of the workload it audits and the scheduler
 /// often runs it where that workload just ran, taking the workload's CPU and its cache; pinned,
 /// it keeps its tables warm on one CPU and the workload is balanced onto the others. The reader
