@@ -126,7 +126,6 @@ impl FilePolicy {
         for pat in patterns {
             p.add(pat);
         }
-        p.set_lead();
         p
     }
 
@@ -152,13 +151,15 @@ impl FilePolicy {
                     Some(b) => put(&mut self.starts, b),
                     None => self.starts = [u64::MAX; 4],
                 }
+                self.set_lead();
                 self.runs.push(run);
             }
         }
         self.sensitive.push(pat);
     }
 
-    /// Sets [`FilePolicy::lead`] from the runs' first bytes.
+    /// Sets [`FilePolicy::lead`] from the runs' first bytes (by [`FilePolicy::add`], which
+    /// alone changes them, so the two never disagree).
     fn set_lead(&mut self) {
         let ones: u32 = self.starts.iter().map(|w| w.count_ones()).sum();
         self.lead = (ones == 1)
@@ -177,7 +178,6 @@ impl FilePolicy {
                 p.add(pat.clone());
             }
         }
-        p.set_lead();
         Ok(p)
     }
 
