@@ -380,8 +380,12 @@ enum Mode {
     /// As `Sandtrail` with only the process programs (no file programs).
     Procs,
     /// As `Sandtrail`, every event also appended to a durable store (ledger + index) in a
-    /// temporary directory, as `sandtrail run` does: the whole pipeline (`--sealed`).
+    /// temporary directory, as `sandtrail run` does: the whole pipeline (`--sealed`), the
+    /// store's threads on the reader's CPU as in `sandtrail run` (`sandtrail_bpf::on_reader_cpu`).
     Sealed,
+    /// As `Sealed` with the reader and the store's threads left to run on any CPU (`--sealed
+    /// --unpinned`).
+    SealedAny,
     /// auditd with equivalent rules.
     Auditd,
 }
@@ -397,6 +401,7 @@ impl Mode {
             Mode::Unpinned => "unpinned",
             Mode::Procs => "procs",
             Mode::Sealed => "sealed",
+            Mode::SealedAny => "sealed-any",
             Mode::Auditd => "auditd",
         }
     }
@@ -478,7 +483,7 @@ pub struct Options {
     pub split: bool,
     /// Add the `sealed` mode (the events sealed into a durable store).
     pub sealed: bool,
-    /// Add the `unpinned` mode (the reader on any CPU).
+    /// Add the `unpinned` mode (the reader on any CPU), and with `sealed` the `sealed-any` mode.
     pub unpinned: bool,
     /// Replace the workload by this many read-only opens (0: the workload).
     pub opens: u32,
@@ -550,6 +555,9 @@ pub fn overhead(o: Options) -> Result<()> {
     }
     if sealed {
         modes.push(Mode::Sealed);
+        if unpinned {
+            modes.push(Mode::SealedAny);
+        }
     }
     if !skip_auditd {
         modes.push(Mode::Auditd);
@@ -614,7 +622,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     t.lost += probe.losses()?.total() - before;
                     split_probe = Some(probe);
                 }
-                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed => {
+                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed | Mode::SealedAny => {
                     let others: std::collections::HashSet<u32> = if prog_stats {
                         sandtrail_bpf::stats::programs()
                             .iter()
@@ -629,11 +637,23 @@ pub fn overhead(o: Options) -> Result<()> {
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
-                    let store = (mode == Mode::Sealed)
-                        .then(|| Sealing::open(&dir.path().join("sealed-store")))
-                        .transpose()
-                        .context("opening the sealed mode's store")?;
-                    let reader = Reader::start(probe, id, true, store, mode != Mode::Unpinned);
+                    let store_dir = dir.path().join("sealed-store");
+                    let store = match mode {
+                        Mode::Sealed => {
+                            let (store, pinned) =
+                                sandtrail_bpf::on_reader_cpu(|| Sealing::open(&store_dir));
+                            if let Err(why) = pinned {
+                                eprintln!("the store's threads run on any CPU: pinning them failed: {why}");
+                            }
+                            Some(store)
+                        }
+                        Mode::SealedAny => Some(Sealing::open(&store_dir)),
+                        _ => None,
+                    }
+                    .transpose()
+                    .context("opening the sealed mode's store")?;
+                    let pin = !matches!(mode, Mode::Unpinned | Mode::SealedAny);
+                    let reader = Reader::start(probe, id, true, store, pin);
                     t.push(run_workload(dir.path(), &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
                     t.summaries.0 += sums.0;
@@ -700,6 +720,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     | Mode::Unpinned
                     | Mode::Procs
                     | Mode::Sealed
+                    | Mode::SealedAny
                     | Mode::Kernel
                     | Mode::Decode
             )
@@ -707,7 +728,7 @@ pub fn overhead(o: Options) -> Result<()> {
             line += &format!("  ({} records", t.records / rounds as u64);
             if matches!(
                 m,
-                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed
+                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed | Mode::SealedAny
             ) {
                 line += &format!(", {} events", t.events / rounds as u64);
             }

@@ -55,6 +55,19 @@ pub fn open_writer(layout: &Layout) -> Result<Writer> {
     Ok(w)
 }
 
+/// Open the store for writing as [`open_writer`] does, for `run` and the daemon: the store's
+/// ledger, seal and index threads run on the kernel reader's CPU
+/// ([`sandtrail_bpf::on_reader_cpu`]), where they take less of the audited workload's time.
+pub fn open_session_writer(layout: &Layout) -> Result<Writer> {
+    let (w, pinned) = sandtrail_bpf::on_reader_cpu(|| open_writer(layout));
+    if let Err(why) = pinned {
+        eprintln!(
+            "sandtrail: the store's threads run on any CPU (pinning them beside the kernel reader failed: {why}); sealing takes a little more of the workload's time"
+        );
+    }
+    w
+}
+
 /// Read a file that holds a key or a note, or take the argument itself when it is not a file.
 pub fn file_or_literal(arg: &str) -> Result<String> {
     let p = std::path::Path::new(arg);

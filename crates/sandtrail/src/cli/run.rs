@@ -306,7 +306,7 @@ pub fn run(layout: &Layout, a: RunArgs) -> Result<ExitCode> {
     std::thread::Builder::new()
         .name("sandtrail-signals".into())
         .spawn(move || stop_on_signal(rx, signals))?;
-    let writer = Mutex::new(super::open_writer(layout)?);
+    let writer = Mutex::new(super::open_session_writer(layout)?);
     eprintln!("sandtrail: session {} starting", opts.identity.session_id);
     let outcome = session::run(layout, &writer, opts);
     let commit = writer

@@ -242,7 +242,7 @@ pub fn run(layout: Layout, cfg: Config) -> Result<()> {
         bail!("--listen (TCP) needs --token-file: the API must not be open to every local user and process");
     }
     let signals = crate::signals::block();
-    let writer = crate::cli::open_writer(&layout)?;
+    let writer = crate::cli::open_session_writer(&layout)?;
     let dir = control::run_dir(layout.root());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
