@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -141,14 +141,11 @@ fn auditctl(args: &[&str]) -> Result<String> {
 }
 
 impl Auditd {
-    fn start() -> Result<Self> {
-        let status = auditctl(&["-s"])?;
-        let was_enabled = status
-            .lines()
-            .find_map(|l| l.strip_prefix("enabled "))
-            .unwrap_or("0")
-            .trim()
-            .to_string();
+    /// The audit status (`auditctl -s`), once checked that no audit daemon runs: run before the
+    /// first round too, so that a host without auditd fails at once, not minutes in.
+    fn status() -> Result<String> {
+        let status =
+            auditctl(&["-s"]).context("the auditd mode (leave it out with --no-auditd)")?;
         if status
             .lines()
             .any(|l| l.starts_with("pid ") && l != "pid 0")
@@ -157,6 +154,17 @@ impl Auditd {
                 "an audit daemon is already running; stop it first (the benchmark starts its own)"
             );
         }
+        Ok(status)
+    }
+
+    fn start() -> Result<Self> {
+        let status = Self::status()?;
+        let was_enabled = status
+            .lines()
+            .find_map(|l| l.strip_prefix("enabled "))
+            .unwrap_or("0")
+            .trim()
+            .to_string();
         let st = Command::new("auditd")
             .status()
             .context("starting auditd: install Debian's auditd package (apt-get install auditd)")?;
@@ -214,60 +222,90 @@ fn count_summaries(out: &[(u64, sandtrail_event::Event)], acc: &mut (u64, u64)) 
     }
 }
 
-/// Appends `out` to the store, if there is one (a failure ends the benchmark: its figure would
-/// be wrong).
-fn append(store: &mut Option<Sealing>, out: Vec<(u64, sandtrail_event::Event)>) {
-    if let Some(s) = store {
+/// Sends `out` to the sealed mode's store, if there is one, as `sandtrail run`'s reader sends
+/// a session's events: one by one over a channel.
+fn append(
+    store: &Option<mpsc::Sender<sandtrail_event::Event>>,
+    out: Vec<(u64, sandtrail_event::Event)>,
+) {
+    if let Some(tx) = store {
         for (_, e) in out {
-            s.writer
-                .append(e)
-                .expect("appending to the benchmark's store");
-            s.appended += 1;
+            tx.send(e)
+                .expect("the sealed mode's store thread has stopped");
         }
     }
 }
 
-/// The sealed mode's store: its writer, the records it held when opened, and how many events
-/// the reader appended.
+/// How often the sealed mode's store thread takes the events waiting for it: as often as
+/// `sandtrail run`'s session loop does (`session::monitor::POLL`).
+const FEED_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Opens a fresh store in `dir` (its ledger, seal and index threads start on the CPU of the
+/// calling thread); returns it with the records it held once opened.
+fn open_store(dir: &Path) -> Result<(sandtrail_store::Writer, u64)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut writer = sandtrail_store::Writer::open(
+        &sandtrail_store::Layout::new(dir),
+        sandtrail_store::StoreConfig {
+            host_id: crate::util::HOST.into(),
+            ..Default::default()
+        },
+    )?;
+    let base = writer.flush()?.size;
+    Ok((writer, base))
+}
+
+/// The sealed mode's store, fed as `sandtrail run` feeds its store: a thread of its own (the
+/// session's in `run`) takes the events waiting on the channel every [`FEED_INTERVAL`] and
+/// appends them as one batch; it ends, closing the store, when the channel's sender is dropped.
 struct Sealing {
-    writer: sandtrail_store::Writer,
-    base: u64,
-    appended: u64,
+    tx: mpsc::Sender<sandtrail_event::Event>,
+    thread: std::thread::JoinHandle<Result<()>>,
 }
 
 impl Sealing {
-    fn open(dir: &Path) -> Result<Sealing> {
-        let _ = std::fs::remove_dir_all(dir);
-        let mut writer = sandtrail_store::Writer::open(
-            &sandtrail_store::Layout::new(dir),
-            sandtrail_store::StoreConfig {
-                host_id: crate::util::HOST.into(),
-                ..Default::default()
-            },
-        )?;
-        let base = writer.flush()?.size;
-        Ok(Sealing {
-            writer,
-            base,
-            appended: 0,
-        })
+    /// Starts the feeding thread from the calling thread (which `sandtrail run` does not pin).
+    fn start((mut writer, base): (sandtrail_store::Writer, u64)) -> Sealing {
+        let (tx, rx) = mpsc::channel::<sandtrail_event::Event>();
+        let thread = std::thread::spawn(move || {
+            let mut appended = 0u64;
+            loop {
+                std::thread::sleep(FEED_INTERVAL);
+                let mut batch = Vec::new();
+                let open = loop {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(mpsc::TryRecvError::Empty) => break true,
+                        Err(mpsc::TryRecvError::Disconnected) => break false,
+                    }
+                };
+                appended += batch.len() as u64;
+                writer.append_batch(batch)?;
+                if !open {
+                    break;
+                }
+            }
+            // Everything durable, signed and indexed; the store must hold every event sent.
+            let size = writer.close()?.size;
+            if size - base != appended {
+                bail!(
+                    "the sealed store holds {} records after {appended} appended",
+                    size - base
+                );
+            }
+            Ok(())
+        });
+        Sealing { tx, thread }
     }
 
-    /// Closes the store (everything durable, signed and indexed) and checks that it holds
-    /// every event appended.
-    fn close(self) {
-        let size = self
-            .writer
-            .close()
-            .expect("closing the benchmark's store")
-            .size;
-        assert_eq!(
-            size - self.base,
-            self.appended,
-            "the sealed store holds {} records after {} appended",
-            size - self.base,
-            self.appended
-        );
+    /// Waits for the feeding thread, once the reader has dropped its sender, to have closed the
+    /// store.
+    fn close(self) -> Result<()> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sealed mode's store thread panicked"))?
+            .context("sealing the benchmark's events")
     }
 }
 
@@ -279,14 +317,14 @@ struct Reader {
 }
 
 impl Reader {
-    /// With `store`, every event is also appended to it (sealed by its ledger and indexed,
-    /// durably, as `sandtrail run` does), and the store is closed when the reader stops.
+    /// With `store`, every event is also sent to it (to be sealed by its ledger and indexed,
+    /// durably, as `sandtrail run` does); the reader drops the sender when it stops.
     /// With `pin`, the thread pins itself to one CPU first, as `sandtrail run`'s reader does.
     fn start(
         mut probe: sandtrail_bpf::Probe,
         id: u64,
         collect: bool,
-        mut store: Option<Sealing>,
+        store: Option<mpsc::Sender<sandtrail_event::Event>>,
         pin: bool,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -312,7 +350,7 @@ impl Reader {
                         let out = c.record(r);
                         events += out.len() as u64;
                         count_summaries(&out, &mut summaries);
-                        append(&mut store, out);
+                        append(&store, out);
                     }
                 }
                 if stopping {
@@ -323,12 +361,10 @@ impl Reader {
                 let out = c.unwatch(id);
                 events += out.len() as u64;
                 count_summaries(&out, &mut summaries);
-                append(&mut store, out);
+                append(&store, out);
             }
             let cpu = thread_cpu();
-            if let Some(s) = store {
-                s.close();
-            }
+            drop(store);
             (probe, records, events, cpu, summaries)
         });
         Reader {
@@ -524,6 +560,9 @@ pub fn overhead(o: Options) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the overhead benchmark needs root (cgroups, BPF, auditd)");
     }
+    if !skip_auditd {
+        Auditd::status()?;
+    }
     let cg = BenchCgroup::new()?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("t.c"), C_SOURCE)?;
@@ -641,21 +680,26 @@ pub fn overhead(o: Options) -> Result<()> {
                     let store = match mode {
                         Mode::Sealed => {
                             let (store, pinned) =
-                                sandtrail_bpf::on_reader_cpu(|| Sealing::open(&store_dir));
+                                sandtrail_bpf::on_reader_cpu(|| open_store(&store_dir));
                             if let Err(why) = pinned {
                                 eprintln!("the store's threads run on any CPU: pinning them failed: {why}");
                             }
                             Some(store)
                         }
-                        Mode::SealedAny => Some(Sealing::open(&store_dir)),
+                        Mode::SealedAny => Some(open_store(&store_dir)),
                         _ => None,
                     }
                     .transpose()
-                    .context("opening the sealed mode's store")?;
+                    .context("opening the sealed mode's store")?
+                    .map(Sealing::start);
                     let pin = !matches!(mode, Mode::Unpinned | Mode::SealedAny);
-                    let reader = Reader::start(probe, id, true, store, pin);
+                    let tx = store.as_ref().map(|s| s.tx.clone());
+                    let reader = Reader::start(probe, id, true, tx, pin);
                     t.push(run_workload(dir.path(), &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
+                    if let Some(s) = store {
+                        s.close()?;
+                    }
                     t.summaries.0 += sums.0;
                     t.summaries.1 += sums.1;
                     t.records += rec;

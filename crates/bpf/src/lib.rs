@@ -68,11 +68,10 @@ pub fn pin_reader_thread() -> io::Result<Option<usize>> {
 /// pinned; `Err`: `f` ran, and its threads run, on any CPU). The calling thread's own mask is
 /// never touched: a sandbox it starts later must not inherit a pinning.
 ///
-/// For the store's ledger, seal and index threads in `sandtrail run` and the daemon: on the
-/// 2-vCPU benchmark host the whole pipeline's overhead fell by about 1.4 points with them beside
-/// the reader (docs/benchmarks.md, tenth session). They then share one CPU with the reader,
-/// which caps the whole pipeline at what one CPU does (~230,000 events/s here); a burst above it
-/// waits in memory, not lost.
+/// For the store's ledger, seal and index threads in `sandtrail run` and the daemon, which then
+/// take less of the audited workload's time (docs/benchmarks.md, tenth session). They share
+/// the reader's CPU: one CPU carries the whole pipeline (docs/design.md, "Where the threads
+/// run", for what that caps).
 ///
 /// Minimum kernel: any (`sched_setaffinity`).
 pub fn on_reader_cpu<T: Send>(f: impl FnOnce() -> T + Send) -> (T, io::Result<Option<usize>>) {

@@ -59,6 +59,14 @@ impl EventLog for SharedWriter {
             None => bail!("the store is closed: the daemon is shutting down"),
         }
     }
+
+    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
+        let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match w.as_mut() {
+            Some(w) => Ok(w.append_batch(evs).context("writing to the store")?),
+            None => bail!("the store is closed: the daemon is shutting down"),
+        }
+    }
 }
 
 /// What the daemon knows about one session.

@@ -145,6 +145,12 @@ pub type StartReport = Result<Started, String>;
 pub trait EventLog: Sync {
     /// Append one event (sealed into the ledger in order).
     fn log(&self, ev: Event) -> Result<()>;
+
+    /// Append events in order; a store takes them as one message (one wakeup of its ledger
+    /// thread instead of one per event).
+    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
+        evs.into_iter().try_for_each(|ev| self.log(ev))
+    }
 }
 
 impl EventLog for Mutex<Writer> {
@@ -152,6 +158,14 @@ impl EventLog for Mutex<Writer> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append(ev)
+            .context("writing to the store")?;
+        Ok(())
+    }
+
+    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
+        self.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append_batch(evs)
             .context("writing to the store")?;
         Ok(())
     }
@@ -646,11 +660,9 @@ fn supervise(
             }
         }
         if let Some((_, rx)) = &w.kernel {
-            for e in rx.try_iter() {
-                lost += lost_in(&e);
-                execs += executed(&e);
-                log.log(e)?;
-            }
+            let (l, x) = log_kernel_events(log, rx)?;
+            lost += l;
+            execs += x;
         }
         if let Some(exit) = agent.ended(cg)? {
             break exit;
@@ -769,11 +781,9 @@ fn supervise(
     let mut egress_blocked = None;
     if let Some((k, rx)) = &w.kernel {
         egress_blocked = k.finish(cg.id());
-        for e in rx.try_iter() {
-            lost += lost_in(&e);
-            execs += executed(&e);
-            log.log(e)?;
-        }
+        let (l, x) = log_kernel_events(log, rx)?;
+        lost += l;
+        execs += x;
     }
     // The denial channel ends once the sandbox has been reaped; what is queued still counts.
     if let Some(rx) = &w.denials {
@@ -915,6 +925,16 @@ fn executed(e: &Event) -> u64 {
     let ok = e.kind == sandtrail_event::Kind::ProcessExec
         && e.exec.as_ref().and_then(|x| x.result.as_deref()) == Some("ok");
     u64::from(ok)
+}
+
+/// Logs every kernel event waiting on `rx`, in one batch; returns the records they say were
+/// lost and the images they say were executed.
+fn log_kernel_events(log: &dyn EventLog, rx: &Receiver<Event>) -> Result<(u64, u64)> {
+    let evs: Vec<Event> = rx.try_iter().collect();
+    let lost = evs.iter().map(lost_in).sum();
+    let execs = evs.iter().map(executed).sum();
+    log.log_all(evs)?;
+    Ok((lost, execs))
 }
 
 /// The records an `audit.loss` event says were lost (0 for other events).
