@@ -154,8 +154,8 @@ enum Cmd {
         sealed: bool,
         /// Also run the `unpinned` mode: sandtrail's mode with the reader thread left to run
         /// on any CPU, as before it was pinned to one (`sandtrail_bpf::pin_reader_thread`);
-        /// with --sealed also the `sealed-any` mode, the sealed mode with the reader and the
-        /// store's threads on any CPU (`sandtrail_bpf::on_reader_cpu`)
+        /// with --sealed also the `sealed-any` mode, the sealed mode with the reader, the
+        /// store's threads and the thread feeding the store on any CPU
         #[arg(long)]
         unpinned: bool,
         /// Instead of the workload: a C loop of this many read-only opens (and closes) of

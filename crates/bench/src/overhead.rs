@@ -256,18 +256,25 @@ fn open_store(dir: &Path) -> Result<(sandtrail_store::Writer, u64)> {
 }
 
 /// The sealed mode's store, fed as `sandtrail run` feeds its store: a thread of its own (the
-/// session's in `run`) takes the events waiting on the channel every [`FEED_INTERVAL`] and
-/// appends them as one batch; it ends, closing the store, when the channel's sender is dropped.
+/// session's kernel forwarder in `run`, pinned beside the reader as that one is) takes the
+/// events waiting on the channel every [`FEED_INTERVAL`] and appends them in messages of up to
+/// 1,024 events (`Writer::append_all`, as `run` does); it ends, closing the store, when the
+/// channel's sender is dropped.
 struct Sealing {
     tx: mpsc::Sender<sandtrail_event::Event>,
     thread: std::thread::JoinHandle<Result<()>>,
 }
 
 impl Sealing {
-    /// Starts the feeding thread from the calling thread (which `sandtrail run` does not pin).
-    fn start((mut writer, base): (sandtrail_store::Writer, u64)) -> Sealing {
+    /// Starts the feeding thread; with `pin`, it pins itself beside the reader.
+    fn start((mut writer, base): (sandtrail_store::Writer, u64), pin: bool) -> Sealing {
         let (tx, rx) = mpsc::channel::<sandtrail_event::Event>();
         let thread = std::thread::spawn(move || {
+            if pin {
+                if let Err(why) = sandtrail_bpf::pin_reader_thread() {
+                    eprintln!("the sealed mode's feeding thread runs on any CPU: pinning it failed: {why}");
+                }
+            }
             let mut appended = 0u64;
             loop {
                 std::thread::sleep(FEED_INTERVAL);
@@ -280,7 +287,7 @@ impl Sealing {
                     }
                 };
                 appended += batch.len() as u64;
-                writer.append_batch(batch)?;
+                writer.append_all(batch)?;
                 if !open {
                     break;
                 }
@@ -419,8 +426,8 @@ enum Mode {
     /// temporary directory, as `sandtrail run` does: the whole pipeline (`--sealed`), the
     /// store's threads on the reader's CPU as in `sandtrail run` (`sandtrail_bpf::on_reader_cpu`).
     Sealed,
-    /// As `Sealed` with the reader and the store's threads left to run on any CPU (`--sealed
-    /// --unpinned`).
+    /// As `Sealed` with the reader, the store's threads and the thread feeding the store left
+    /// to run on any CPU (`--sealed --unpinned`).
     SealedAny,
     /// auditd with equivalent rules.
     Auditd,
@@ -691,7 +698,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     }
                     .transpose()
                     .context("opening the sealed mode's store")?
-                    .map(Sealing::start);
+                    .map(|store| Sealing::start(store, mode == Mode::Sealed));
                     let pin = !matches!(mode, Mode::Unpinned | Mode::SealedAny);
                     let tx = store.as_ref().map(|s| s.tx.clone());
                     let reader = Reader::start(probe, id, true, tx, pin);

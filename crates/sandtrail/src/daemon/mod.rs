@@ -63,7 +63,7 @@ impl EventLog for SharedWriter {
     fn log_all(&self, evs: Vec<Event>) -> Result<()> {
         let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match w.as_mut() {
-            Some(w) => Ok(w.append_batch(evs).context("writing to the store")?),
+            Some(w) => Ok(w.append_all(evs).context("writing to the store")?),
             None => bail!("the store is closed: the daemon is shutting down"),
         }
     }

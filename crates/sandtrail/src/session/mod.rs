@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod events;
+mod forward;
 pub mod liveness;
 pub mod monitor;
 pub mod snapshot;
@@ -146,8 +147,8 @@ pub trait EventLog: Sync {
     /// Append one event (sealed into the ledger in order).
     fn log(&self, ev: Event) -> Result<()>;
 
-    /// Append events in order; a store takes them as one message (one wakeup of its ledger
-    /// thread instead of one per event).
+    /// Append events in order; a store takes them in messages of up to 1,024 events
+    /// (`Writer::append_all`: one wakeup of its ledger thread per message, not per event).
     fn log_all(&self, evs: Vec<Event>) -> Result<()> {
         evs.into_iter().try_for_each(|ev| self.log(ev))
     }
@@ -165,7 +166,7 @@ impl EventLog for Mutex<Writer> {
     fn log_all(&self, evs: Vec<Event>) -> Result<()> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .append_batch(evs)
+            .append_all(evs)
             .context("writing to the store")?;
         Ok(())
     }
@@ -590,15 +591,34 @@ struct Watch<'a> {
     kernel: Option<(&'a kernel::KernelSource, Receiver<Event>)>,
 }
 
-/// From session.start to session.terminate: control requests, timeout, limit hits.
+/// From session.start to session.terminate: control requests, timeout, limit hits; the
+/// kernel's events logged by a thread of their own ([`forward::KernelForwarder`]).
 fn supervise(
+    layout: &Layout,
+    log: &dyn EventLog,
+    lc: &Lifecycle,
+    cg: &dyn SessionCgroup,
+    agent: Agent,
+    mut w: Watch<'_>,
+) -> Result<Outcome> {
+    let kernel = w.kernel.take();
+    std::thread::scope(|s| {
+        let kernel = kernel.map(|(k, rx)| (k, forward::KernelForwarder::start(s, log, rx)));
+        supervise_with(layout, log, lc, cg, agent, w, kernel)
+    })
+}
+
+/// [`supervise`] with the kernel's events being forwarded.
+fn supervise_with(
     layout: &Layout,
     log: &dyn EventLog,
     lc: &Lifecycle,
     cg: &dyn SessionCgroup,
     mut agent: Agent,
     w: Watch<'_>,
+    kernel: Option<(&kernel::KernelSource, forward::KernelForwarder<'_>)>,
 ) -> Result<Outcome> {
+    let from_kernel = kernel.is_some();
     let id = &lc.id.session_id;
     let (tx, requests): (Sender<Request>, Receiver<Request>) = mpsc::channel();
     let _control = control::serve(layout.root(), id, tx.clone())?;
@@ -658,11 +678,6 @@ fn supervise(
                 log.log(lc.violation(&v))?;
                 violations += 1;
             }
-        }
-        if let Some((_, rx)) = &w.kernel {
-            let (l, x) = log_kernel_events(log, rx)?;
-            lost += l;
-            execs += x;
         }
         if let Some(exit) = agent.ended(cg)? {
             break exit;
@@ -779,9 +794,9 @@ fn supervise(
     };
     // Every kernel record of the session, up to its last exit, before its end is logged.
     let mut egress_blocked = None;
-    if let Some((k, rx)) = &w.kernel {
+    if let Some((k, forwarder)) = kernel {
         egress_blocked = k.finish(cg.id());
-        let (l, x) = log_kernel_events(log, rx)?;
+        let (l, x) = forwarder.finish()?;
         lost += l;
         execs += x;
     }
@@ -841,7 +856,7 @@ fn supervise(
         cpu_ns: Some(last.cpu_ns),
         peak_memory_bytes: Some(last.memory_peak.max(watcher.last().memory_peak)),
         // Images executed, from the kernel; without it, the most processes alive at once.
-        processes: Some(if w.kernel.is_some() {
+        processes: Some(if from_kernel {
             execs
         } else {
             watcher.peak_pids
@@ -925,16 +940,6 @@ fn executed(e: &Event) -> u64 {
     let ok = e.kind == sandtrail_event::Kind::ProcessExec
         && e.exec.as_ref().and_then(|x| x.result.as_deref()) == Some("ok");
     u64::from(ok)
-}
-
-/// Logs every kernel event waiting on `rx`, in one batch; returns the records they say were
-/// lost and the images they say were executed.
-fn log_kernel_events(log: &dyn EventLog, rx: &Receiver<Event>) -> Result<(u64, u64)> {
-    let evs: Vec<Event> = rx.try_iter().collect();
-    let lost = evs.iter().map(lost_in).sum();
-    let execs = evs.iter().map(executed).sum();
-    log.log_all(evs)?;
-    Ok((lost, execs))
 }
 
 /// The records an `audit.loss` event says were lost (0 for other events).
