@@ -15,7 +15,8 @@ use super::{executed, lost_in, EventLog};
 /// logs them in one batch ([`EventLog::log_all`]). It pins itself beside the kernel reader
 /// (`sandtrail_bpf::pin_reader_thread`), where the store's threads run too: the events are then
 /// made, handed over and sealed on one CPU. On the 2-vCPU benchmark host the whole pipeline cost
-/// 4.4 % with this thread pinned against 8.1 % with it on any CPU, the same as collection alone
+/// +4.4 % with this thread pinned against +8.1 % with it on any CPU in one run; in another
+/// +6.4 % either way by the medians, +4.9 against +6.9 % by the fastest quarter
 /// (docs/benchmarks.md, tenth session). The session's own thread, which starts the sandbox,
 /// stays unpinned.
 /// Dropped without [`KernelForwarder::finish`] (the session ended by an error), the thread
