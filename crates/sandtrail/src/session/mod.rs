@@ -602,6 +602,10 @@ fn supervise(
     mut w: Watch<'_>,
 ) -> Result<Outcome> {
     let kernel = w.kernel.take();
+    // session.start (an attached session's) before the forwarder logs any kernel event.
+    if let Some(res) = w.start.take() {
+        log.log(lc.start(res))?;
+    }
     std::thread::scope(|s| {
         let kernel = kernel.map(|(k, rx)| (k, forward::KernelForwarder::start(s, log, rx)));
         supervise_with(layout, log, lc, cg, agent, w, kernel)
@@ -623,9 +627,6 @@ fn supervise_with(
     let (tx, requests): (Sender<Request>, Receiver<Request>) = mpsc::channel();
     let _control = control::serve(layout.root(), id, tx.clone())?;
     let started = Instant::now();
-    if let Some(res) = &w.start {
-        log.log(lc.start(res.clone()))?;
-    }
     let paused = Arc::new(AtomicBool::new(false));
     if let Some(s) = w.on_start {
         let _ = s.send(Ok(Started {
