@@ -1122,6 +1122,22 @@ impl From<&str> for CgroupRef {
 mod tests {
     use super::*;
 
+    /// What pinning as the reader is pinned must give, for a thread that could run on `before`:
+    /// the last of those CPUs alone when there are several (`pinned`, and `now` the mask the
+    /// pinned thread has), nothing changed when there is one.
+    fn assert_pinned_as_reader(before: &[usize], pinned: Option<usize>, now: &[usize]) {
+        let last = *before.last().expect("a thread runs on some CPU");
+        if before.len() >= 2 {
+            assert_eq!(pinned, Some(last));
+            assert_eq!(now, [last]);
+        } else {
+            eprintln!(
+                "SKIPPED: this machine gives the test one CPU ({before:?}); pinning among several is not exercised"
+            );
+            assert_eq!((pinned, now), (None, before));
+        }
+    }
+
     /// A reader that may run on several CPUs is left with the last of them alone; one limited
     /// to a single CPU is left as it is. (Runs in a thread of its own: affinity is per thread.)
     #[test]
@@ -1129,17 +1145,7 @@ mod tests {
         std::thread::spawn(|| {
             let before = sys::thread_cpus().unwrap();
             let got = pin_reader_thread().unwrap();
-            let after = sys::thread_cpus().unwrap();
-            let last = *before.last().expect("a thread runs on some CPU");
-            if before.len() >= 2 {
-                assert_eq!(got, Some(last));
-                assert_eq!(after, vec![last]);
-            } else {
-                eprintln!(
-                    "SKIPPED: this machine gives the test one CPU ({before:?}); pinning among several is not exercised"
-                );
-                assert_eq!((got, &after), (None, &before));
-            }
+            assert_pinned_as_reader(&before, got, &sys::thread_cpus().unwrap());
             sys::pin_thread(before[0]).unwrap();
             assert_eq!(pin_reader_thread().unwrap(), None);
             assert_eq!(sys::thread_cpus().unwrap(), vec![before[0]]);
@@ -1154,22 +1160,12 @@ mod tests {
     fn threads_started_on_the_reader_cpu_stay_there_and_the_caller_does_not_move() {
         std::thread::spawn(|| {
             let before = sys::thread_cpus().unwrap();
-            let last = *before.last().expect("a thread runs on some CPU");
             let (inner, pinned) = on_reader_cpu(|| {
                 std::thread::spawn(|| sys::thread_cpus().unwrap())
                     .join()
                     .unwrap()
             });
-            let pinned = pinned.unwrap();
-            if before.len() >= 2 {
-                assert_eq!(pinned, Some(last));
-                assert_eq!(inner, vec![last]);
-            } else {
-                eprintln!(
-                    "SKIPPED: this machine gives the test one CPU ({before:?}); pinning among several is not exercised"
-                );
-                assert_eq!((pinned, &inner), (None, &before));
-            }
+            assert_pinned_as_reader(&before, pinned.unwrap(), &inner);
             assert_eq!(sys::thread_cpus().unwrap(), before);
         })
         .join()
