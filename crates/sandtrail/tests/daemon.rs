@@ -375,6 +375,15 @@ fn many_sessions_at_once_attach_mode_and_shutdown() {
     // The provider's process, there before the session began, is taken up from /proc; its
     // end is seen by the kernel programs.
     let all = events_of(&state, "d_attach");
+    // In the order the ledger sealed them (seq): session.create, session.start, then what the
+    // session's processes did (the process taken up from /proc included).
+    let mut by_seq: Vec<&Value> = all.iter().collect();
+    by_seq.sort_by_key(|e| e["seq"].as_u64().unwrap());
+    assert_eq!(
+        [&by_seq[0]["kind"], &by_seq[1]["kind"]],
+        ["session.create", "session.start"],
+        "{by_seq:#?}"
+    );
     let execs: Vec<&Value> = all
         .iter()
         .filter(|e| e["kind"] == "process.exec" && e["source"] == "sandbox")
