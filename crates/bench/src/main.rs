@@ -9,12 +9,14 @@
 //! cargo run --release -p sandtrail-bench -- query --dir D
 //! cargo run --release -p sandtrail-bench -- size --dir D
 //! cargo run --release -p sandtrail-bench -- overhead --rounds 7
+//! cargo run --release -p sandtrail-bench -- pool --mode sealed docs/overhead-rounds/*.txt
 //! ```
 
 mod build;
 mod connect;
 mod ingest;
 mod overhead;
+mod pool;
 mod query;
 mod size;
 mod util;
@@ -180,6 +182,20 @@ enum Cmd {
         #[arg(long)]
         entry_exit_pairs: bool,
     },
+    /// One mode's slowdown against `unaudited` pooled over the rounds of several `overhead`
+    /// runs (their stderr, one `round K/N: ...` line per round), with a 95 % confidence
+    /// interval of the median, judged against a bar.
+    Pool {
+        /// The mode to compare with `unaudited` (as `overhead` names it: sandtrail, sealed, ...).
+        #[arg(long, default_value = "sealed")]
+        mode: String,
+        /// The bar, in % slower than unaudited.
+        #[arg(long, default_value_t = 5.0)]
+        bar: f64,
+        /// Files holding the round lines of one `overhead` run each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Per-connection overhead: TCP connect latency from a cgroup, unaudited and under
     /// sandtrail's egress programs (root; creates and removes a veth pair `stbench0`/`stbench1`).
     Connect {
@@ -313,5 +329,6 @@ fn main() -> Result<()> {
         }
         Cmd::Query { dir, repeat, cold } => query::query(&dir, repeat.max(1), cold),
         Cmd::Size { dir, what_if } => size::size(&dir, what_if),
+        Cmd::Pool { mode, bar, files } => pool::pool(&mode, bar, &files),
     }
 }
