@@ -9,7 +9,7 @@
 //! cargo run --release -p sandtrail-bench -- query --dir D
 //! cargo run --release -p sandtrail-bench -- size --dir D
 //! cargo run --release -p sandtrail-bench -- overhead --rounds 7
-//! cargo run --release -p sandtrail-bench -- pool --mode sealed docs/overhead-rounds/*.txt
+//! cargo run --release -p sandtrail-bench -- pool --mode sandtrail docs/overhead-rounds/*.txt
 //! ```
 
 mod build;

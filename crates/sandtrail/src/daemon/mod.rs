@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sandtrail_event::Event;
-use sandtrail_store::{Layout, Writer};
+use sandtrail_store::{Layout, StoreError, Writer};
 
 use crate::session::control::{self, Command, Request};
 use crate::session::{EventLog, Outcome, StartReport, Started};
@@ -51,21 +51,24 @@ pub fn default_socket(layout: &Layout) -> PathBuf {
 /// The store's writer, shared by every session; `None` once the daemon has closed it.
 struct SharedWriter(Mutex<Option<Writer>>);
 
-impl EventLog for SharedWriter {
-    fn log(&self, ev: Event) -> Result<()> {
+impl SharedWriter {
+    /// Runs `append` on the writer, or fails when the daemon has closed it.
+    fn with(&self, append: impl FnOnce(&mut Writer) -> Result<(), StoreError>) -> Result<()> {
         let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match w.as_mut() {
-            Some(w) => Ok(w.append(ev).context("writing to the store")?),
+            Some(w) => Ok(append(w).context("writing to the store")?),
             None => bail!("the store is closed: the daemon is shutting down"),
         }
     }
+}
+
+impl EventLog for SharedWriter {
+    fn log(&self, ev: Event) -> Result<()> {
+        self.with(|w| w.append(ev))
+    }
 
     fn log_all(&self, evs: Vec<Event>) -> Result<()> {
-        let mut w = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match w.as_mut() {
-            Some(w) => Ok(w.append_all(evs).context("writing to the store")?),
-            None => bail!("the store is closed: the daemon is shutting down"),
-        }
+        self.with(|w| w.append_all(evs))
     }
 }
 

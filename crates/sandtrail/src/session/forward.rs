@@ -49,9 +49,13 @@ impl<'scope> KernelForwarder<'scope> {
                 // Read before draining: once `finish` has set it, every event the reader
                 // delivered for the session is already on the channel.
                 let last = flag.load(Ordering::SeqCst);
-                let evs: Vec<Event> = rx.try_iter().collect();
-                lost += evs.iter().map(lost_in).sum::<u64>();
-                execs += evs.iter().map(executed).sum::<u64>();
+                let evs: Vec<Event> = rx
+                    .try_iter()
+                    .inspect(|e| {
+                        lost += lost_in(e);
+                        execs += executed(e);
+                    })
+                    .collect();
                 log.log_all(evs)?;
                 if last {
                     return Ok((lost, execs));
