@@ -236,11 +236,11 @@ impl NetCollector {
             direction: Some(Direction::Outbound),
             ..Default::default()
         }));
-        e.policy = Some(PolicyInfo {
+        e.policy = Some(Box::new(PolicyInfo {
             decision: dec,
             rule: Some(rule),
             what: None,
-        });
+        }));
         if dec == Decision::Deny {
             e.severity = Severity::Medium;
         }

@@ -387,14 +387,14 @@ impl Collector {
         };
         e.source = Source::Sandbox;
         e.process = Some(process);
-        e.exec = Some(ExecInfo {
+        e.exec = Some(Box::new(ExecInfo {
             path: p.exe,
             argv: p.argv,
             argv_truncated: false,
             cwd: p.cwd,
             result: Some("ok".into()),
-        });
-        e.parent = parent;
+        }));
+        e.parent = parent.map(Box::new);
         e.ancestors = ancestors;
         vec![(cgroup_id, e)]
     }
@@ -579,14 +579,14 @@ impl Collector {
                     return Vec::new();
                 };
                 e.process = Some(process.clone());
-                e.exec = Some(ExecInfo {
+                e.exec = Some(Box::new(ExecInfo {
                     path: process.exe,
                     argv,
                     argv_truncated: truncated,
                     cwd: cwd_s,
                     result: Some("ok".into()),
-                });
-                e.parent = parent;
+                }));
+                e.parent = parent.map(Box::new);
                 e.ancestors = ancestors;
                 vec![(session, e)]
             }
@@ -607,19 +607,19 @@ impl Collector {
                 }
                 e.process = Some(process);
                 e.exec = Some(match args {
-                    Some(a) => ExecInfo {
+                    Some(a) => Box::new(ExecInfo {
                         path: absolute(&a.filename, cwd.as_deref()),
                         argv: a.argv_lossy(),
                         argv_truncated: a.argv_truncated || a.filename_truncated || a.argv_fault,
                         cwd: cwd.map(|c| c.to_string_lossy().into_owned()),
                         result: Some(errno_name(errno)),
-                    },
-                    None => ExecInfo {
+                    }),
+                    None => Box::new(ExecInfo {
                         result: Some(errno_name(errno)),
                         ..Default::default()
-                    },
+                    }),
                 });
-                e.parent = parent;
+                e.parent = parent.map(Box::new);
                 e.ancestors = ancestors;
                 vec![(session, e)]
             }
@@ -697,27 +697,27 @@ impl Collector {
         e.process = Some(process);
         let duration_ns = Some(ktime.saturating_sub(p.start_ktime));
         e.exit = Some(match status {
-            Some(ExitStatus::Code(c)) => ExitInfo {
+            Some(ExitStatus::Code(c)) => Box::new(ExitInfo {
                 code: Some(c),
                 duration_ns,
                 ..Default::default()
-            },
+            }),
             Some(ExitStatus::Signal {
                 signal,
                 core_signal,
             }) => {
                 e.severity = Severity::Low;
-                ExitInfo {
+                Box::new(ExitInfo {
                     signal: Some(signal as i32),
                     core_dumped: core_signal,
                     duration_ns,
                     ..Default::default()
-                }
+                })
             }
-            Some(ExitStatus::Unknown) | None => ExitInfo {
+            Some(ExitStatus::Unknown) | None => Box::new(ExitInfo {
                 duration_ns,
                 ..Default::default()
-            },
+            }),
         });
         vec![(p.session, e)]
     }
@@ -930,11 +930,11 @@ mod tests {
         assert_eq!((p.uid, p.euid, p.exec_id.as_str()), (65534, 0, "12-400"));
         assert_eq!(
             e.exit,
-            Some(ExitInfo {
+            Some(Box::new(ExitInfo {
                 code: Some(3),
                 duration_ns: Some(600),
                 ..Default::default()
-            })
+            }))
         );
     }
 

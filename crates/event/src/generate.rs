@@ -361,14 +361,14 @@ impl Demo<'_> {
         let danger = argv.iter().any(|a| a.contains("| sh") || a.contains("|sh"));
         self.push(Kind::ProcessExec, Source::Kernel, |e| {
             e.process = Some(pr);
-            e.exec = Some(ExecInfo {
+            e.exec = Some(Box::new(ExecInfo {
                 path: p.exe.into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 cwd: Some(cwd.into()),
                 result: Some("ok".into()),
                 ..Default::default()
-            });
-            e.parent = Some(par);
+            }));
+            e.parent = Some(Box::new(par));
             e.ancestors = anc;
             if danger {
                 e.severity = Severity::Medium;
@@ -380,11 +380,11 @@ impl Demo<'_> {
         let pr = p.as_ref();
         let start = p.start_ns;
         self.push(Kind::ProcessExit, Source::Kernel, |e| {
-            e.exit = Some(ExitInfo {
+            e.exit = Some(Box::new(ExitInfo {
                 code: Some(code),
                 duration_ns: Some(e.ts_ns - start),
                 ..Default::default()
-            });
+            }));
             e.process = Some(pr);
         });
     }
@@ -478,7 +478,7 @@ impl Demo<'_> {
                 answers,
                 resolver: Some(RESOLVER.into()),
             }));
-            e.policy = Some(PolicyInfo {
+            e.policy = Some(Box::new(PolicyInfo {
                 decision,
                 rule: Some(
                     if decision == Decision::Deny {
@@ -489,7 +489,7 @@ impl Demo<'_> {
                     .into(),
                 ),
                 what: None,
-            });
+            }));
             if decision == Decision::Deny {
                 e.severity = Severity::Medium;
             }
@@ -518,7 +518,7 @@ impl Demo<'_> {
             e.process = Some(pr);
             e.net = Some(Box::new(net));
             let blocked = result == NetResult::Blocked;
-            e.policy = Some(egress_policy(blocked));
+            e.policy = Some(Box::new(egress_policy(blocked)));
             if blocked {
                 e.severity = Severity::Medium;
             }
@@ -805,7 +805,7 @@ impl Demo<'_> {
         self.open(&py, "/workspace/src/main.py", Access::Read, false);
         self.push(Kind::LimitHit, Source::Sandbox, |e| {
             e.severity = Severity::Low;
-            e.limit = Some(LimitInfo {
+            e.limit = Some(Box::new(LimitInfo {
                 limit_type: LimitType::CpuThrottle,
                 measured: 2_350,
                 limit: 2_000,
@@ -814,7 +814,7 @@ impl Demo<'_> {
                 periods: Some(42),
                 throttled_ns: Some(1_870_000_000),
                 window_ns: Some(5_000_000_000),
-            });
+            }));
         });
         self.exit(&py, 1);
         self.open(&agent, "/workspace/src/main.py.tmp", Access::Write, true);
@@ -897,11 +897,11 @@ impl Demo<'_> {
         self.push(Kind::PolicyViolation, Source::Sandbox, |e| {
             e.severity = Severity::High;
             e.process = Some(pv_proc);
-            e.policy = Some(PolicyInfo {
+            e.policy = Some(Box::new(PolicyInfo {
                 decision: Decision::Log,
                 rule: Some("credential-files".into()),
                 what: Some(format!("read of {cred}")),
-            });
+            }));
         });
         self.push(Kind::Alert, Source::Detect, |e| {
             e.severity = Severity::High;
@@ -994,11 +994,11 @@ impl Demo<'_> {
         });
         self.push(Kind::AuditLoss, Source::Kernel, |e| {
             e.severity = Severity::Medium;
-            e.loss = Some(LossInfo {
+            e.loss = Some(Box::new(LossInfo {
                 source: "kernel.ringbuf".into(),
                 count: 3,
                 window_ns: Some(1_000_000_000),
-            });
+            }));
         });
         self.exit(&srv, -1);
         self.file(
@@ -1274,34 +1274,34 @@ fn step_event(g: &mut Generator, s: &mut Sess, step: Step, ts: u64) -> Event {
         Step::Oom => {
             e.severity = Severity::High;
             e.process = s.procs.last().map(Proc::as_ref);
-            e.limit = Some(LimitInfo {
+            e.limit = Some(Box::new(LimitInfo {
                 limit_type: LimitType::MemoryOom,
                 measured: 2 << 30,
                 limit: 2 << 30,
                 unit: "bytes".into(),
                 action: LimitAction::Kill,
                 ..Default::default()
-            });
+            }));
         }
         Step::Timeout => {
             e.severity = Severity::Medium;
-            e.limit = Some(LimitInfo {
+            e.limit = Some(Box::new(LimitInfo {
                 limit_type: LimitType::Timeout,
                 measured: 1800,
                 limit: 1800,
                 unit: "s".into(),
                 action: LimitAction::Kill,
                 ..Default::default()
-            });
+            }));
         }
         Step::Violation => {
             e.severity = Severity::High;
             e.process = s.procs.last().map(Proc::as_ref);
-            e.policy = Some(PolicyInfo {
+            e.policy = Some(Box::new(PolicyInfo {
                 decision: Decision::Deny,
                 rule: Some("no-exfiltration".into()),
                 what: Some("repeated egress to a denied destination: paste.example".into()),
-            });
+            }));
         }
         Step::ViolationAlert => {
             e.severity = Severity::High;
@@ -1472,18 +1472,18 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 e.severity = Severity::Medium;
             }
             e.process = Some(p.as_ref());
-            e.exec = Some(ExecInfo {
+            e.exec = Some(Box::new(ExecInfo {
                 path: exe.into(),
                 argv: argv.iter().map(|a| a.to_string()).collect(),
                 cwd: Some("/workspace".into()),
                 result: Some(if rng.chance(10) { "ENOENT" } else { "ok" }.into()),
                 ..Default::default()
-            });
-            e.parent = Some(ParentRef {
+            }));
+            e.parent = Some(Box::new(ParentRef {
                 pid: parent.pid,
                 exe: parent.exe.into(),
                 exec_id: parent.exec_id.clone(),
-            });
+            }));
             if parent.pid != s.procs[0].pid {
                 e.ancestors = vec![Ancestor {
                     pid: s.procs[0].pid,
@@ -1497,12 +1497,12 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
             let p = s.procs.swap_remove(idx);
             let killed = rng.chance(20);
             e.process = Some(p.as_ref());
-            e.exit = Some(ExitInfo {
+            e.exit = Some(Box::new(ExitInfo {
                 code: (!killed).then(|| if rng.chance(850) { 0 } else { 1 }),
                 signal: killed.then_some(9),
                 core_dumped: false,
                 duration_ns: Some(ts - p.start_ns),
-            });
+            }));
         }
         Kind::DnsQuery => {
             let d = pick_domain(rng);
@@ -1523,7 +1523,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                 },
                 resolver: Some(RESOLVER.into()),
             }));
-            e.policy = Some(PolicyInfo {
+            e.policy = Some(Box::new(PolicyInfo {
                 decision: if deny {
                     Decision::Deny
                 } else {
@@ -1538,7 +1538,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     .into(),
                 ),
                 what: None,
-            });
+            }));
             if deny {
                 e.severity = Severity::Medium;
             }
@@ -1590,7 +1590,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     s.blocked += 1;
                     e.severity = Severity::Medium;
                 }
-                e.policy = Some(egress_policy(blocked));
+                e.policy = Some(Box::new(egress_policy(blocked)));
             }
             e.process = Some(actor.as_ref());
             e.net = Some(Box::new(net));
@@ -1768,7 +1768,7 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
         Kind::LimitHit => {
             e.severity = Severity::Low;
             e.limit = Some(match rng.below(4) {
-                0 | 1 => LimitInfo {
+                0 | 1 => Box::new(LimitInfo {
                     limit_type: LimitType::CpuThrottle,
                     measured: rng.range(2_001, 4_000),
                     limit: 2_000,
@@ -1777,33 +1777,33 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
                     periods: Some(rng.range(1, 50)),
                     throttled_ns: Some(rng.range(1_000_000, 2_000_000_000)),
                     window_ns: Some(5_000_000_000),
-                },
-                2 => LimitInfo {
+                }),
+                2 => Box::new(LimitInfo {
                     limit_type: LimitType::MemoryHigh,
                     measured: rng.range(1 << 30, 2 << 30),
                     limit: 1 << 30,
                     unit: "bytes".into(),
                     action: LimitAction::Throttle,
                     ..Default::default()
-                },
-                _ => LimitInfo {
+                }),
+                _ => Box::new(LimitInfo {
                     limit_type: LimitType::Pids,
                     measured: 512,
                     limit: 512,
                     unit: "pids".into(),
                     action: LimitAction::Deny,
                     ..Default::default()
-                },
+                }),
             });
         }
         Kind::PolicyViolation => {
             e.severity = Severity::High;
             e.process = Some(actor.as_ref());
-            e.policy = Some(PolicyInfo {
+            e.policy = Some(Box::new(PolicyInfo {
                 decision: Decision::Log,
                 rule: Some("credential-files".into()),
                 what: Some(format!("read of {}", rng.pick(SENSITIVE_FILES))),
-            });
+            }));
         }
         Kind::Alert => {
             e.severity = Severity::High;
@@ -1817,11 +1817,11 @@ fn body_event(g: &mut Generator, s: &mut Sess, ts: u64) -> Event {
         }
         Kind::AuditLoss => {
             e.severity = Severity::Medium;
-            e.loss = Some(LossInfo {
+            e.loss = Some(Box::new(LossInfo {
                 source: "kernel.ringbuf".into(),
                 count: rng.range(1, 100),
                 window_ns: Some(1_000_000_000),
-            });
+            }));
         }
         Kind::SessionPause => {
             e.session = Some(Box::new(SessionInfo {

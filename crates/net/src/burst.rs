@@ -46,11 +46,11 @@ impl Violation {
             self.time_ns,
         );
         e.severity = Severity::High;
-        e.policy = Some(PolicyInfo {
+        e.policy = Some(Box::new(PolicyInfo {
             decision: Decision::Deny,
             rule: Some(BURST_RULE.to_string()),
             what: Some(self.what()),
-        });
+        }));
         e
     }
 }

@@ -123,11 +123,11 @@ impl DnsRecord {
             answers: self.answers.clone(),
             resolver: Some(self.upstream.unwrap_or(self.listen).to_string()),
         }));
-        e.policy = Some(PolicyInfo {
+        e.policy = Some(Box::new(PolicyInfo {
             decision: self.decision,
             rule: Some(self.rule.clone()),
             what: None,
-        });
+        }));
         e
     }
 }

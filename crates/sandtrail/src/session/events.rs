@@ -149,11 +149,11 @@ impl Lifecycle {
             now_ns(),
         );
         e.severity = sandtrail_event::Severity::High;
-        e.loss = Some(sandtrail_event::LossInfo {
+        e.loss = Some(Box::new(sandtrail_event::LossInfo {
             source: source.into(),
             count,
             window_ns: None,
-        });
+        }));
         e
     }
 
@@ -170,7 +170,7 @@ impl Lifecycle {
             LimitAction::Kill => sandtrail_event::Severity::High,
             _ => sandtrail_event::Severity::Low,
         };
-        e.limit = Some(info);
+        e.limit = Some(Box::new(info));
         e
     }
 }

@@ -132,11 +132,11 @@ impl Lifecycle {
         );
         e.severity = Severity::High;
         e.process = process_of(d);
-        e.policy = Some(PolicyInfo {
+        e.policy = Some(Box::new(PolicyInfo {
             decision: Decision::Deny,
             rule: Some(format!("seccomp:{}", d.name.unwrap_or("x32"))),
             what: Some(what),
-        });
+        }));
         e
     }
 }

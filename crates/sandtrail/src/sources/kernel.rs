@@ -560,11 +560,11 @@ fn loss_event(scope: &Scope, source: &str, count: u64) -> Event {
         sandtrail_store::now_ns(),
     );
     e.severity = Severity::High;
-    e.loss = Some(LossInfo {
+    e.loss = Some(Box::new(LossInfo {
         source: source.into(),
         count,
         window_ns: Some(LOSS_PERIOD.as_nanos() as u64),
-    });
+    }));
     e
 }
 
