@@ -67,7 +67,7 @@ impl EventLog for SharedWriter {
         self.with(|w| w.append(ev))
     }
 
-    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
+    fn log_all(&self, evs: &mut dyn Iterator<Item = Event>) -> Result<()> {
         self.with(|w| w.append_all(evs))
     }
 }

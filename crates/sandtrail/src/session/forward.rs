@@ -26,6 +26,9 @@ pub(super) struct KernelForwarder<'scope> {
     thread: Option<ScopedJoinHandle<'scope, Result<Counts>>>,
 }
 
+/// Most events logged in one call ([`EventLog::log_all`] holds the store meanwhile).
+const CHUNK: usize = 8192;
+
 /// What the forwarded events said: records lost, images executed.
 pub(super) type Counts = (u64, u64);
 
@@ -49,14 +52,19 @@ impl<'scope> KernelForwarder<'scope> {
                 // Read before draining: once `finish` has set it, every event the reader
                 // delivered for the session is already on the channel.
                 let last = flag.load(Ordering::SeqCst);
-                let evs: Vec<Event> = rx
-                    .try_iter()
-                    .inspect(|e| {
+                // In chunks, so that a session whose events keep coming does not hold the
+                // store (shared with the other sessions) for the whole pass.
+                loop {
+                    let mut n = 0;
+                    log.log_all(&mut rx.try_iter().take(CHUNK).inspect(|e| {
+                        n += 1;
                         lost += lost_in(e);
                         execs += executed(e);
-                    })
-                    .collect();
-                log.log_all(evs)?;
+                    }))?;
+                    if n < CHUNK {
+                        break;
+                    }
+                }
                 if last {
                     return Ok((lost, execs));
                 }

@@ -147,10 +147,15 @@ pub trait EventLog: Sync {
     /// Append one event (sealed into the ledger in order).
     fn log(&self, ev: Event) -> Result<()>;
 
-    /// Append events in order; a store takes them in messages of up to 1,024 events
-    /// (`Writer::append_all`: one wakeup of its ledger thread per message, not per event).
-    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
-        evs.into_iter().try_for_each(|ev| self.log(ev))
+    /// Append the events `evs` yields, in order; a store takes them in messages of up to
+    /// 1,024 events (`Writer::append_all`: one wakeup of its ledger thread per message, not
+    /// per event), filled straight from the iterator (an event is ~900 bytes: gathering them
+    /// in a growing vector first cost the forwarding thread more than the rest of its work).
+    fn log_all(&self, evs: &mut dyn Iterator<Item = Event>) -> Result<()> {
+        for ev in evs {
+            self.log(ev)?;
+        }
+        Ok(())
     }
 }
 
@@ -163,7 +168,7 @@ impl EventLog for Mutex<Writer> {
         Ok(())
     }
 
-    fn log_all(&self, evs: Vec<Event>) -> Result<()> {
+    fn log_all(&self, evs: &mut dyn Iterator<Item = Event>) -> Result<()> {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .append_all(evs)
