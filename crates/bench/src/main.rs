@@ -160,6 +160,11 @@ enum Cmd {
         /// store's threads and the thread feeding the store on any CPU
         #[arg(long)]
         unpinned: bool,
+        /// Also run the `sealed-dir` mode: the sealed mode with its store in a fresh directory
+        /// inside DIR (for example on another file system than the workload's temporary
+        /// directory, or a tmpfs such as /dev/shm, to see what the store's disk writes cost).
+        #[arg(long, value_name = "DIR")]
+        sealed_in: Option<PathBuf>,
         /// Instead of the workload: a C loop of this many read-only opens (and closes) of
         /// one file, for the cost per open.
         #[arg(long, default_value_t = 0)]
@@ -170,7 +175,9 @@ enum Cmd {
         #[arg(long)]
         prog_stats: bool,
         /// After the rounds: record one run's kernel records and feed them this many times to
-        /// a fresh collector, printing the collector's CPU time per record (0: skip).
+        /// a fresh collector, printing the collector's CPU time per record, then feed the
+        /// events this many times through the sealed mode's path (channel, feeding thread,
+        /// fresh store), printing the CPU time of all threads (0: skip).
         #[arg(long, default_value_t = 0)]
         replay: u32,
         /// LANG of the workload, whose environment is fixed (PATH, HOME, LANG), not inherited.
@@ -246,6 +253,7 @@ fn main() -> Result<()> {
             split,
             sealed,
             unpinned,
+            sealed_in,
             opens,
             prog_stats,
             replay,
@@ -260,6 +268,7 @@ fn main() -> Result<()> {
             split,
             sealed,
             unpinned,
+            sealed_in,
             opens,
             prog_stats,
             replay,

@@ -15,6 +15,16 @@
 //! shared machine. `--opens N` replaces the workload by a C loop of N read-only opens of one
 //! file, for the cost per open.
 //!
+//! `--sealed` adds the whole pipeline (every event sealed into a durable store, fed as
+//! `sandtrail run` feeds it), `--sealed-in DIR` the same with the store in DIR (another file
+//! system, a tmpfs) to tell the store's disk writes from its CPU time. Every mode also reports
+//! how long the workload's cgroup stalled waiting for a CPU and for I/O (its `cpu.pressure` and
+//! `io.pressure` "some" totals, also printed per round on stderr as `stalls K/N: ...` lines),
+//! and the watched modes the CPU time of the benchmark's own threads (reader, feeding thread,
+//! store) per round. `--replay N` ends with two CPU figures free of the machine's noise: the
+//! collector fed one run's records, and the sealed path (channel, feeding thread, store) fed
+//! its events.
+//!
 //! Rounds interleave the modes so that drift of the machine spreads over all of them; the
 //! median wall time per mode is compared. Needs root; auditd from Debian's `auditd` package
 //! (the program starts it, and afterwards deletes its rules, stops it and restores the audit
@@ -63,6 +73,16 @@ fn children_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User + system CPU time of this process (all its threads) so far.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage writes into the rusage we pass; zeroed is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     // SAFETY: zeroed is a valid timespec.
@@ -75,10 +95,40 @@ fn thread_cpu() -> Duration {
 /// `PATH` of the workload (its environment is fixed, not inherited: see [`Options::lang`]).
 const WORKLOAD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Wall time and CPU time (user + system, all its processes) of one run of the workload, in
-/// a fixed environment: `PATH`, `HOME` (the work directory) and `LANG` only.
-fn run_workload(dir: &Path, script: &str, lang: &str) -> Result<(Duration, Duration)> {
+/// One run of the workload, measured.
+struct Sample {
+    wall: Duration,
+    /// User + system CPU time of all its processes.
+    cpu: Duration,
+    /// Time its cgroup stalled (pressure stall information, "some": at least one of its tasks
+    /// waiting) on CPU and on I/O; `None` where the kernel keeps no pressure figures.
+    stalls: Option<(Duration, Duration)>,
+}
+
+/// The "some" total of a cgroup's `cpu.pressure` or `io.pressure` file (µs since boot).
+fn stall_total(cgroup: &Path, file: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(cgroup.join(file)).ok()?;
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let us = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    us.parse().ok().map(Duration::from_micros)
+}
+
+/// The cgroup's CPU and I/O stall totals so far.
+fn stalls(cgroup: &Path) -> Option<(Duration, Duration)> {
+    Some((
+        stall_total(cgroup, "cpu.pressure")?,
+        stall_total(cgroup, "io.pressure")?,
+    ))
+}
+
+/// Wall time, CPU time (user + system, all its processes) and stalls of one run of the
+/// workload (which moves itself into `cgroup`), in a fixed environment: `PATH`, `HOME` (the
+/// work directory) and `LANG` only.
+fn run_workload(dir: &Path, cgroup: &Path, script: &str, lang: &str) -> Result<Sample> {
     let cpu0 = children_cpu();
+    let stalls0 = stalls(cgroup);
     let t = Instant::now();
     let st = Command::new("/bin/sh")
         .arg("-c")
@@ -94,7 +144,15 @@ fn run_workload(dir: &Path, script: &str, lang: &str) -> Result<(Duration, Durat
     if !st.success() {
         bail!("the workload failed: {st}");
     }
-    Ok((took, children_cpu() - cpu0))
+    let stalls = match (stalls0, stalls(cgroup)) {
+        (Some((c0, i0)), Some((c1, i1))) => Some((c1.saturating_sub(c0), i1.saturating_sub(i0))),
+        _ => None,
+    };
+    Ok(Sample {
+        wall: took,
+        cpu: children_cpu() - cpu0,
+        stalls,
+    })
 }
 
 /// A cgroup v2 directory for the workload, removed on drop.
@@ -269,25 +327,24 @@ impl Sealing {
     /// Starts the feeding thread; with `pin`, it pins itself beside the reader.
     fn start((mut writer, base): (sandtrail_store::Writer, u64), pin: bool) -> Sealing {
         let (tx, rx) = mpsc::channel::<sandtrail_event::Event>();
-        let thread = std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().name("bench-feeder".into()).spawn(move || {
             if pin {
                 if let Err(why) = sandtrail_bpf::pin_reader_thread() {
                     eprintln!("the sealed mode's feeding thread runs on any CPU: pinning it failed: {why}");
                 }
             }
+
             let mut appended = 0u64;
             loop {
                 std::thread::sleep(FEED_INTERVAL);
-                let mut batch = Vec::new();
-                let open = loop {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(mpsc::TryRecvError::Empty) => break true,
-                        Err(mpsc::TryRecvError::Disconnected) => break false,
-                    }
-                };
-                appended += batch.len() as u64;
-                writer.append_all(batch)?;
+                // As `sandtrail run`'s forwarder: straight from the channel into the store's
+                // messages. `Disconnected` only once the reader has stopped and every event it
+                // sent has been taken.
+                let first = rx.try_recv();
+                let open = !matches!(first, Err(mpsc::TryRecvError::Disconnected));
+                let mut n = 0u64;
+                writer.append_all(first.ok().into_iter().chain(rx.try_iter()).inspect(|_| n += 1))?;
+                appended += n;
                 if !open {
                     break;
                 }
@@ -302,7 +359,10 @@ impl Sealing {
             }
             Ok(())
         });
-        Sealing { tx, thread }
+        Sealing {
+            tx,
+            thread: thread.expect("starting the sealed mode's feeding thread"),
+        }
     }
 
     /// Waits for the feeding thread, once the reader has dropped its sender, to have closed the
@@ -314,6 +374,21 @@ impl Sealing {
             .map_err(|_| anyhow::anyhow!("the sealed mode's store thread panicked"))?
             .context("sealing the benchmark's events")
     }
+}
+
+/// Bytes in the files under `dir` (its store, once closed).
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 /// A thread reading a watching probe's records (and, with `collect`, building the events),
@@ -336,47 +411,49 @@ impl Reader {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            if pin {
-                if let Err(why) = sandtrail_bpf::pin_reader_thread() {
-                    eprintln!("the reader runs on any CPU: pinning it failed: {why}");
-                }
-            }
-            let mut c = collect.then(|| {
-                let mut c = sandtrail_collector::Collector::new();
-                c.watch(id, scope());
-                c
-            });
-            let (mut records, mut events) = (0u64, 0u64);
-            let mut summaries = (0u64, 0u64);
-            loop {
-                let stopping = flag.load(Ordering::SeqCst);
-                while let Ok(Some(r)) = probe.next_record(Duration::from_millis(20)) {
-                    records += 1;
-                    if let Some(c) = c.as_mut() {
-                        let out = c.record(r);
-                        events += out.len() as u64;
-                        count_summaries(&out, &mut summaries);
-                        append(&store, out);
+        let thread = std::thread::Builder::new()
+            .name("bench-reader".into())
+            .spawn(move || {
+                if pin {
+                    if let Err(why) = sandtrail_bpf::pin_reader_thread() {
+                        eprintln!("the reader runs on any CPU: pinning it failed: {why}");
                     }
                 }
-                if stopping {
-                    break;
+                let mut c = collect.then(|| {
+                    let mut c = sandtrail_collector::Collector::new();
+                    c.watch(id, scope());
+                    c
+                });
+                let (mut records, mut events) = (0u64, 0u64);
+                let mut summaries = (0u64, 0u64);
+                loop {
+                    let stopping = flag.load(Ordering::SeqCst);
+                    while let Ok(Some(r)) = probe.next_record(Duration::from_millis(20)) {
+                        records += 1;
+                        if let Some(c) = c.as_mut() {
+                            let out = c.record(r);
+                            events += out.len() as u64;
+                            count_summaries(&out, &mut summaries);
+                            append(&store, out);
+                        }
+                    }
+                    if stopping {
+                        break;
+                    }
                 }
-            }
-            if let Some(mut c) = c {
-                let out = c.unwatch(id);
-                events += out.len() as u64;
-                count_summaries(&out, &mut summaries);
-                append(&store, out);
-            }
-            let cpu = thread_cpu();
-            drop(store);
-            (probe, records, events, cpu, summaries)
-        });
+                if let Some(mut c) = c {
+                    let out = c.unwatch(id);
+                    events += out.len() as u64;
+                    count_summaries(&out, &mut summaries);
+                    append(&store, out);
+                }
+                let cpu = thread_cpu();
+                drop(store);
+                (probe, records, events, cpu, summaries)
+            });
         Reader {
             stop,
-            thread: Some(thread),
+            thread: Some(thread.expect("starting the reader thread")),
         }
     }
 
@@ -429,6 +506,10 @@ enum Mode {
     /// As `Sealed` with the reader, the store's threads and the thread feeding the store left
     /// to run on any CPU (`--sealed --unpinned`).
     SealedAny,
+    /// As `Sealed` with the store in another directory than the workload's (`--sealed-in DIR`:
+    /// another file system, to see what the store's writes and `fdatasync`s cost the workload's
+    /// own file calls on a shared one).
+    SealedDir,
     /// auditd with equivalent rules.
     Auditd,
 }
@@ -445,15 +526,20 @@ impl Mode {
             Mode::Procs => "procs",
             Mode::Sealed => "sealed",
             Mode::SealedAny => "sealed-any",
+            Mode::SealedDir => "sealed-dir",
             Mode::Auditd => "auditd",
         }
     }
 }
 
 impl Tally {
-    fn push(&mut self, (wall, cpu): (Duration, Duration)) {
-        self.times.push(wall);
-        self.cpu.push(cpu);
+    fn push(&mut self, s: Sample) {
+        self.times.push(s.wall);
+        self.cpu.push(s.cpu);
+        if let Some((cpu, io)) = s.stalls {
+            self.cpu_stall.push(cpu);
+            self.io_stall.push(io);
+        }
     }
 }
 
@@ -463,13 +549,22 @@ struct Tally {
     /// CPU time of the workload's processes (user + system: the programs run in their
     /// system time), per run.
     cpu: Vec<Duration>,
+    /// Its cgroup's CPU and I/O stall time ([`Sample::stalls`]), per run where known.
+    cpu_stall: Vec<Duration>,
+    io_stall: Vec<Duration>,
     /// CPU time of the reader thread, summed over runs.
     reader_cpu: Duration,
+    /// CPU time of the benchmark's own threads (reader; in the sealed modes also the feeding
+    /// thread and the store's threads) from the workload's start to the store's close, summed
+    /// over runs.
+    own_cpu: Duration,
     /// Summarized read events and the reads they count, summed over runs.
     summaries: (u64, u64),
     records: u64,
     events: u64,
     lost: u64,
+    /// Bytes in the sealed modes' store directory once closed, summed over runs.
+    stored: u64,
     /// `--prog-stats`: by program name, (runs, run time) summed over runs.
     programs: std::collections::BTreeMap<String, (u64, Duration)>,
 }
@@ -528,6 +623,8 @@ pub struct Options {
     pub sealed: bool,
     /// Add the `unpinned` mode (the reader on any CPU), and with `sealed` the `sealed-any` mode.
     pub unpinned: bool,
+    /// Add the `sealed-dir` mode: the sealed mode with its store in this directory.
+    pub sealed_in: Option<PathBuf>,
     /// Replace the workload by this many read-only opens (0: the workload).
     pub opens: u32,
     /// Print each BPF program's run count and time (sandtrail mode).
@@ -557,6 +654,7 @@ pub fn overhead(o: Options) -> Result<()> {
         split,
         sealed,
         unpinned,
+        sealed_in,
         opens,
         prog_stats,
         replay,
@@ -605,6 +703,17 @@ pub fn overhead(o: Options) -> Result<()> {
             modes.push(Mode::SealedAny);
         }
     }
+    // A directory of its own inside the given one, removed at the end.
+    let sealed_in = sealed_in
+        .map(|d| {
+            tempfile::tempdir_in(&d).with_context(|| {
+                format!("--sealed-in {}: cannot make a directory there", d.display())
+            })
+        })
+        .transpose()?;
+    if sealed_in.is_some() {
+        modes.push(Mode::SealedDir);
+    }
     if !skip_auditd {
         modes.push(Mode::Auditd);
     }
@@ -626,7 +735,7 @@ pub fn overhead(o: Options) -> Result<()> {
         );
     }
     // Warm the page cache and gcc.
-    run_workload(dir.path(), &script, &lang)?;
+    run_workload(dir.path(), &cg.0, &script, &lang)?;
     let mut tally: Vec<Tally> = modes.iter().map(|_| Tally::default()).collect();
     for r in 0..rounds {
         // One probe (256 MiB ring) serves attached, kernel and decode in turn.
@@ -634,7 +743,7 @@ pub fn overhead(o: Options) -> Result<()> {
         for (i, &mode) in modes.iter().enumerate() {
             let t = &mut tally[i];
             match mode {
-                Mode::Unaudited => t.push(run_workload(dir.path(), &script, &lang)?),
+                Mode::Unaudited => t.push(run_workload(dir.path(), &cg.0, &script, &lang)?),
                 Mode::Attached | Mode::Kernel | Mode::Decode => {
                     let mut probe = match split_probe.take() {
                         Some(p) => p,
@@ -648,16 +757,16 @@ pub fn overhead(o: Options) -> Result<()> {
                     };
                     let before = probe.losses()?.total();
                     if mode == Mode::Attached {
-                        t.push(run_workload(dir.path(), &script, &lang)?);
+                        t.push(run_workload(dir.path(), &cg.0, &script, &lang)?);
                         t.records += drain(&mut probe)?;
                     } else {
                         let id = probe.watch_cgroup(cg.0.clone())?;
                         if mode == Mode::Kernel {
-                            t.push(run_workload(dir.path(), &script, &lang)?);
+                            t.push(run_workload(dir.path(), &cg.0, &script, &lang)?);
                             t.records += drain(&mut probe)?;
                         } else {
                             let reader = Reader::start(probe, id, false, None, true);
-                            t.push(run_workload(dir.path(), &script, &lang)?);
+                            t.push(run_workload(dir.path(), &cg.0, &script, &lang)?);
                             let (p, rec, _, cpu, _) = reader.stop()?;
                             probe = p;
                             t.records += rec;
@@ -668,7 +777,12 @@ pub fn overhead(o: Options) -> Result<()> {
                     t.lost += probe.losses()?.total() - before;
                     split_probe = Some(probe);
                 }
-                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed | Mode::SealedAny => {
+                Mode::Sandtrail
+                | Mode::Unpinned
+                | Mode::Procs
+                | Mode::Sealed
+                | Mode::SealedAny
+                | Mode::SealedDir => {
                     let others: std::collections::HashSet<u32> = if prog_stats {
                         sandtrail_bpf::stats::programs()
                             .iter()
@@ -683,9 +797,12 @@ pub fn overhead(o: Options) -> Result<()> {
                         ..Default::default()
                     })?;
                     let id = probe.watch_cgroup(cg.0.clone())?;
-                    let store_dir = dir.path().join("sealed-store");
+                    let store_dir = match (&sealed_in, mode) {
+                        (Some(d), Mode::SealedDir) => d.path().join("sealed-store"),
+                        _ => dir.path().join("sealed-store"),
+                    };
                     let store = match mode {
-                        Mode::Sealed => {
+                        Mode::Sealed | Mode::SealedDir => {
                             let (store, pinned) =
                                 sandtrail_bpf::on_reader_cpu(|| open_store(&store_dir));
                             if let Err(why) = pinned {
@@ -698,14 +815,19 @@ pub fn overhead(o: Options) -> Result<()> {
                     }
                     .transpose()
                     .context("opening the sealed mode's store")?
-                    .map(|store| Sealing::start(store, mode == Mode::Sealed));
+                    .map(|store| Sealing::start(store, mode != Mode::SealedAny));
                     let pin = !matches!(mode, Mode::Unpinned | Mode::SealedAny);
                     let tx = store.as_ref().map(|s| s.tx.clone());
+                    let cpu0 = own_cpu();
                     let reader = Reader::start(probe, id, true, tx, pin);
-                    t.push(run_workload(dir.path(), &script, &lang)?);
+                    t.push(run_workload(dir.path(), &cg.0, &script, &lang)?);
                     let (probe, rec, ev, cpu, sums) = reader.stop()?;
                     if let Some(s) = store {
                         s.close()?;
+                    }
+                    t.own_cpu += own_cpu() - cpu0;
+                    if matches!(mode, Mode::Sealed | Mode::SealedAny | Mode::SealedDir) {
+                        t.stored += dir_bytes(&store_dir)?;
                     }
                     t.summaries.0 += sums.0;
                     t.summaries.1 += sums.1;
@@ -725,7 +847,7 @@ pub fn overhead(o: Options) -> Result<()> {
                 }
                 Mode::Auditd => {
                     let a = Auditd::start()?;
-                    t.push(run_workload(dir.path(), &script, &lang)?);
+                    t.push(run_workload(dir.path(), &cg.0, &script, &lang)?);
                     drop(a);
                 }
             }
@@ -744,6 +866,23 @@ pub fn overhead(o: Options) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if tally.iter().all(|t| t.cpu_stall.len() == r as usize + 1) {
+            eprintln!(
+                "stalls {}/{rounds} (ms on CPU, on I/O): {}",
+                r + 1,
+                modes
+                    .iter()
+                    .zip(&tally)
+                    .map(|(m, t)| format!(
+                        "{} {:.1} {:.1}",
+                        m.name(),
+                        t.cpu_stall[r as usize].as_secs_f64() * 1e3,
+                        t.io_stall[r as usize].as_secs_f64() * 1e3
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     let pairs: Vec<(f64, f64, f64)> = tally
         .iter()
@@ -772,6 +911,7 @@ pub fn overhead(o: Options) -> Result<()> {
                     | Mode::Procs
                     | Mode::Sealed
                     | Mode::SealedAny
+                    | Mode::SealedDir
                     | Mode::Kernel
                     | Mode::Decode
             )
@@ -779,9 +919,17 @@ pub fn overhead(o: Options) -> Result<()> {
             line += &format!("  ({} records", t.records / rounds as u64);
             if matches!(
                 m,
-                Mode::Sandtrail | Mode::Unpinned | Mode::Procs | Mode::Sealed | Mode::SealedAny
+                Mode::Sandtrail
+                    | Mode::Unpinned
+                    | Mode::Procs
+                    | Mode::Sealed
+                    | Mode::SealedAny
+                    | Mode::SealedDir
             ) {
                 line += &format!(", {} events", t.events / rounds as u64);
+            }
+            if t.stored > 0 {
+                line += &format!(", {} kB stored", t.stored / rounds as u64 / 1000);
             }
             line += &format!(" per round, {} lost in all)", t.lost);
         }
@@ -803,10 +951,26 @@ pub fn overhead(o: Options) -> Result<()> {
             cpus[i].as_secs_f64(),
             (cpus[i].as_secs_f64() / cpus[0].as_secs_f64() - 1.0) * 100.0
         );
+        if !t.cpu_stall.is_empty() {
+            let cpu_stall = median(&mut t.cpu_stall.clone());
+            let io_stall = median(&mut t.io_stall.clone());
+            line += &format!(
+                ", stalled (cgroup pressure, median) on CPU {:.1} ms, on I/O {:.1} ms",
+                cpu_stall.as_secs_f64() * 1e3,
+                io_stall.as_secs_f64() * 1e3
+            );
+        }
         if !t.reader_cpu.is_zero() {
             line += &format!(
                 ", reader thread CPU {:.3} s per round",
                 t.reader_cpu.as_secs_f64() / rounds as f64
+            );
+        }
+        if !t.own_cpu.is_zero() {
+            line += &format!(
+                "\n{:<10} sandtrail's threads (reader; feeder and store when sealed): CPU {:.3} s per round",
+                "",
+                t.own_cpu.as_secs_f64() / rounds as f64
             );
         }
         if t.summaries.0 > 0 {
@@ -915,7 +1079,7 @@ fn collector_replay(dir: &Path, script: &str, lang: &str, cgroup: &Path, times: 
         ..Default::default()
     })?;
     let id = probe.watch_cgroup(cgroup.to_path_buf())?;
-    run_workload(dir, script, lang)?;
+    run_workload(dir, cgroup, script, lang)?;
     let mut recorded = Vec::new();
     let start = thread_cpu();
     while let Some(r) = probe.next_record(Duration::from_millis(50))? {
@@ -925,28 +1089,55 @@ fn collector_replay(dir: &Path, script: &str, lang: &str, cgroup: &Path, times: 
     probe.unwatch(id)?;
     let lost = probe.losses()?.total();
     let mut cpu = Vec::new();
-    let mut events = 0;
+    let mut events = Vec::new();
     for _ in 0..times {
         let copy = recorded.clone();
         let mut c = sandtrail_collector::Collector::new();
         c.set_cwd_lookup(|_| None);
         c.watch(id, scope());
         let start = thread_cpu();
-        events = 0;
+        events.clear();
         for r in copy {
-            events += c.record(r).len();
+            events.extend(c.record(r));
         }
-        events += c.unwatch(id).len();
+        events.extend(c.unwatch(id));
         cpu.push(thread_cpu() - start);
     }
     let m = median(&mut cpu);
     println!(
-        "decoding one run's records: {:.1} ms CPU ({:.0} ns per record)\ncollector replay: {} records ({lost} lost), {events} events; median of {times}: {:.1} ms CPU per round, {:.0} ns per record",
+        "decoding one run's records: {:.1} ms CPU ({:.0} ns per record)\ncollector replay: {} records ({lost} lost), {} events; median of {times}: {:.1} ms CPU per round, {:.0} ns per record",
         decode.as_secs_f64() * 1e3,
         decode.as_nanos() as f64 / recorded.len().max(1) as f64,
         recorded.len(),
+        events.len(),
         m.as_secs_f64() * 1e3,
         m.as_nanos() as f64 / recorded.len().max(1) as f64
+    );
+    // The same events through the sealed mode's path (sent one by one over a channel, taken
+    // by the feeding thread, sealed, indexed, store closed), threads unpinned.
+    let mut cpu = Vec::new();
+    let store_dir = dir.join("replay-store");
+    for _ in 0..times {
+        let copy: Vec<_> = events.iter().map(|(_, e)| e.clone()).collect();
+        let sealing = Sealing::start(open_store(&store_dir)?, false);
+        let start = own_cpu();
+        for e in copy {
+            sealing
+                .tx
+                .send(e)
+                .expect("the sealed mode's store thread has stopped");
+        }
+        sealing.close()?;
+        cpu.push(own_cpu() - start);
+    }
+    let m = median(&mut cpu);
+    let least = cpu[0];
+    println!(
+        "sealing replay: {} events; median of {times}: {:.1} ms CPU per round (all threads), {:.0} ns per event; least {:.1} ms",
+        events.len(),
+        m.as_secs_f64() * 1e3,
+        m.as_nanos() as f64 / events.len().max(1) as f64,
+        least.as_secs_f64() * 1e3
     );
     Ok(())
 }
