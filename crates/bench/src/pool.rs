@@ -74,13 +74,44 @@ fn median_ci(v: &mut [f64]) -> (f64, (f64, usize), (f64, usize)) {
     (median, (v[lo - 1], lo), (v[hi - 1], hi))
 }
 
-/// Prints each run's median and the pooled median with its confidence interval against `bar`.
+/// Two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom (more: the last,
+/// which is then a little wide).
+const T95: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// The mean of `v` (two values at least) and its 95 % t-interval.
+fn mean_ci(v: &[f64]) -> (f64, f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let t = T95[(v.len() - 2).min(T95.len() - 1)];
+    let half = t * (var / n).sqrt();
+    (mean, mean - half, mean + half)
+}
+
+/// What an interval says of `bar`.
+fn verdict(lo: f64, hi: f64, bar: f64) -> &'static str {
+    if hi <= bar {
+        "the whole interval is within it"
+    } else if lo > bar {
+        "the whole interval is over it"
+    } else {
+        "the interval straddles it: more rounds are needed to tell"
+    }
+}
+
+/// Prints each run's median and the pooled median with its confidence interval against `bar`;
+/// with three runs or more, also the mean of the runs' medians with its t-interval (each run one
+/// observation: this one does not assume the rounds independent of each other).
 pub fn pool(mode: &str, bar: f64, files: &[PathBuf]) -> Result<()> {
     if files.is_empty() {
         bail!("name at least one file holding an `overhead` run's round lines (its stderr)");
     }
     let mut all = Vec::new();
-    let mut runs = 0;
+    let mut medians = Vec::new();
     println!("mode {mode} against unaudited, round by round (each round's two times side by side)");
     for f in files {
         let text =
@@ -90,9 +121,9 @@ pub fn pool(mode: &str, bar: f64, files: &[PathBuf]) -> Result<()> {
             println!("  {}: no round of mode {mode}: left out", f.display());
             continue;
         }
-        runs += 1;
         all.extend_from_slice(&r);
         let (med, _, _) = median_ci(&mut r);
+        medians.push(med);
         println!("  {}: {} rounds, median {med:+.1} %", f.display(), r.len());
     }
     if all.is_empty() {
@@ -100,20 +131,21 @@ pub fn pool(mode: &str, bar: f64, files: &[PathBuf]) -> Result<()> {
             "no round of mode `{mode}` in any file (expected lines like `round 1/31: unaudited 1.018s, {mode} 1.049s`, from `overhead`'s stderr)"
         );
     }
+    let runs = medians.len();
     let n = all.len();
     let mean = all.iter().sum::<f64>() / n as f64;
     let (med, (lo, lo_rank), (hi, hi_rank)) = median_ci(&mut all);
     println!(
         "pooled: {runs} runs, {n} rounds: median {med:+.1} %, 95 % confidence interval of the median {lo:+.1} to {hi:+.1} % (rounds ranked {lo_rank} and {hi_rank} of {n}), mean {mean:+.1} %"
     );
-    let verdict = if hi <= bar {
-        "the whole interval is within it"
-    } else if lo > bar {
-        "the whole interval is over it"
-    } else {
-        "the interval straddles it: more rounds are needed to tell"
-    };
-    println!("bar {bar:+.1} %: {verdict}");
+    println!("bar {bar:+.1} %: {}", verdict(lo, hi, bar));
+    if runs >= 3 {
+        let (mean, lo, hi) = mean_ci(&medians);
+        println!(
+            "runs as units: the {runs} runs' medians average {mean:+.1} %, 95 % t-interval {lo:+.1} to {hi:+.1} %\nbar {bar:+.1} %: {}",
+            verdict(lo, hi, bar)
+        );
+    }
     Ok(())
 }
 
@@ -170,5 +202,25 @@ mod tests {
         let mut v: Vec<f64> = (1..=21).map(f64::from).collect();
         let (med, (lo, lo_rank), (hi, hi_rank)) = median_ci(&mut v);
         assert_eq!((med, lo, lo_rank, hi, hi_rank), (11.0, 6.0, 6, 16.0, 16));
+    }
+
+    #[test]
+    fn runs_as_units_give_a_t_interval_of_their_medians() {
+        // 1, 2, 3: mean 2, sd 1, t(2 df) 4.303 → 2 ± 4.303/√3 = 2 ± 2.484.
+        let (mean, lo, hi) = mean_ci(&[1.0, 2.0, 3.0]);
+        assert_eq!(mean, 2.0);
+        assert!(
+            (lo - -0.4844).abs() < 1e-3 && (hi - 4.4844).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        // 40 runs: the 30-df quantile (2.042), sd of 1..=40 = 11.690, se 1.848.
+        let v: Vec<f64> = (1..=40).map(f64::from).collect();
+        let (mean, lo, hi) = mean_ci(&v);
+        assert_eq!(mean, 20.5);
+        assert!((hi - mean - 3.774).abs() < 1e-3, "{hi}");
+        assert!((mean - lo - 3.774).abs() < 1e-3, "{lo}");
+        assert_eq!(verdict(-0.5, 4.5, 5.0), "the whole interval is within it");
+        assert_eq!(verdict(5.1, 6.0, 5.0), "the whole interval is over it");
+        assert!(verdict(4.0, 5.2, 5.0).starts_with("the interval straddles it"));
     }
 }
