@@ -12,7 +12,7 @@ use super::monitor::POLL;
 use super::{executed, lost_in, EventLog};
 
 /// A thread of the session's that takes the kernel events waiting for it every [`POLL`] and
-/// logs them in one batch ([`EventLog::log_all`]). It pins itself beside the kernel reader
+/// logs them straight from the channel ([`EventLog::log_all`], up to [`CHUNK`] a call). It pins itself beside the kernel reader
 /// (`sandtrail_bpf::pin_reader_thread`), where the store's threads run too: the events are then
 /// made, handed over and sealed on one CPU. On the 2-vCPU benchmark host the whole pipeline cost
 /// +4.4 % with this thread pinned against +8.1 % with it on any CPU in one run; in another
