@@ -515,6 +515,19 @@ enum Mode {
 }
 
 impl Mode {
+    /// Whether the collector builds events in this mode.
+    fn collects(self) -> bool {
+        matches!(
+            self,
+            Mode::Sandtrail
+                | Mode::Unpinned
+                | Mode::Procs
+                | Mode::Sealed
+                | Mode::SealedAny
+                | Mode::SealedDir
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             Mode::Unaudited => "unaudited",
@@ -903,29 +916,9 @@ pub fn overhead(o: Options) -> Result<()> {
         if m != Mode::Unaudited {
             line += &format!("  overhead {:+.1} %", slow(medians[i]));
         }
-        if t.records > 0
-            || matches!(
-                m,
-                Mode::Sandtrail
-                    | Mode::Unpinned
-                    | Mode::Procs
-                    | Mode::Sealed
-                    | Mode::SealedAny
-                    | Mode::SealedDir
-                    | Mode::Kernel
-                    | Mode::Decode
-            )
-        {
+        if t.records > 0 || m.collects() || matches!(m, Mode::Kernel | Mode::Decode) {
             line += &format!("  ({} records", t.records / rounds as u64);
-            if matches!(
-                m,
-                Mode::Sandtrail
-                    | Mode::Unpinned
-                    | Mode::Procs
-                    | Mode::Sealed
-                    | Mode::SealedAny
-                    | Mode::SealedDir
-            ) {
+            if m.collects() {
                 line += &format!(", {} events", t.events / rounds as u64);
             }
             if t.stored > 0 {
