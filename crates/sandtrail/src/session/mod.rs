@@ -149,8 +149,9 @@ pub trait EventLog: Sync {
 
     /// Append the events `evs` yields, in order; a store takes them in messages of up to
     /// 1,024 events (`Writer::append_all`: one wakeup of its ledger thread per message, not
-    /// per event), filled straight from the iterator (an event is ~900 bytes: gathering them
-    /// in a growing vector first cost the forwarding thread more than the rest of its work).
+    /// per event), filled straight from the iterator (an event is several hundred bytes:
+    /// gathering them in a growing vector first cost the forwarding thread more than the rest
+    /// of its work).
     fn log_all(&self, evs: &mut dyn Iterator<Item = Event>) -> Result<()> {
         for ev in evs {
             self.log(ev)?;
