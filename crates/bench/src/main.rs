@@ -191,7 +191,8 @@ enum Cmd {
     },
     /// One mode's slowdown against `unaudited` pooled over the rounds of several `overhead`
     /// runs (their stderr, one `round K/N: ...` line per round), with a 95 % confidence
-    /// interval of the median, judged against a bar.
+    /// interval of the median, judged against a bar; with three runs or more also the runs'
+    /// medians as units (their mean and its t-interval), judged the same way.
     Pool {
         /// The mode to compare with `unaudited` (as `overhead` names it: sandtrail, sealed, ...).
         #[arg(long, default_value = "sealed")]

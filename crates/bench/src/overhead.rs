@@ -63,24 +63,25 @@ fn script(cgroup: &Path, spawns: u32, files: u32, builds: u32, opens: u32) -> St
 
 const C_SOURCE: &str = "#include <stdio.h>\n#include <string.h>\nint f(int x) { return x * 3; }\nint main(void) { char b[64]; snprintf(b, sizeof b, \"%d\", f(14)); return (int)strlen(b); }\n";
 
-/// User + system CPU time of the waited-for children so far.
-fn children_cpu() -> Duration {
+/// User + system CPU time from `getrusage(who)`: the waited-for children
+/// (`RUSAGE_CHILDREN`) or this process, all its threads (`RUSAGE_SELF`).
+fn rusage_cpu(who: libc::c_int) -> Duration {
     // SAFETY: getrusage writes into the rusage we pass; zeroed is a valid rusage.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_CHILDREN with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    // SAFETY: a valid `who` and pointer.
+    unsafe { libc::getrusage(who, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User + system CPU time of the waited-for children so far.
+fn children_cpu() -> Duration {
+    rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
 /// User + system CPU time of this process (all its threads) so far.
 fn own_cpu() -> Duration {
-    // SAFETY: getrusage writes into the rusage we pass; zeroed is a valid rusage.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    rusage_cpu(libc::RUSAGE_SELF)
 }
 
 /// CPU time of the calling thread.
@@ -325,44 +326,13 @@ struct Sealing {
 
 impl Sealing {
     /// Starts the feeding thread; with `pin`, it pins itself beside the reader.
-    fn start((mut writer, base): (sandtrail_store::Writer, u64), pin: bool) -> Sealing {
+    fn start((writer, base): (sandtrail_store::Writer, u64), pin: bool) -> Sealing {
         let (tx, rx) = mpsc::channel::<sandtrail_event::Event>();
-        let thread = std::thread::Builder::new().name("bench-feeder".into()).spawn(move || {
-            if pin {
-                if let Err(why) = sandtrail_bpf::pin_reader_thread() {
-                    eprintln!("the sealed mode's feeding thread runs on any CPU: pinning it failed: {why}");
-                }
-            }
-
-            let mut appended = 0u64;
-            loop {
-                std::thread::sleep(FEED_INTERVAL);
-                // As `sandtrail run`'s forwarder: straight from the channel into the store's
-                // messages. `Disconnected` only once the reader has stopped and every event it
-                // sent has been taken.
-                let first = rx.try_recv();
-                let open = !matches!(first, Err(mpsc::TryRecvError::Disconnected));
-                let mut n = 0u64;
-                writer.append_all(first.ok().into_iter().chain(rx.try_iter()).inspect(|_| n += 1))?;
-                appended += n;
-                if !open {
-                    break;
-                }
-            }
-            // Everything durable, signed and indexed; the store must hold every event sent.
-            let size = writer.close()?.size;
-            if size - base != appended {
-                bail!(
-                    "the sealed store holds {} records after {appended} appended",
-                    size - base
-                );
-            }
-            Ok(())
-        });
-        Sealing {
-            tx,
-            thread: thread.expect("starting the sealed mode's feeding thread"),
-        }
+        let thread = std::thread::Builder::new()
+            .name("bench-feeder".into())
+            .spawn(move || feed(writer, base, rx, pin))
+            .expect("starting the sealed mode's feeding thread");
+        Sealing { tx, thread }
     }
 
     /// Waits for the feeding thread, once the reader has dropped its sender, to have closed the
@@ -389,6 +359,51 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// The sealed mode's feeding thread: every [`FEED_INTERVAL`], what waits on `rx` into the
+/// store, until the sender is gone; then closes the store and checks it holds every event.
+fn feed(
+    mut writer: sandtrail_store::Writer,
+    base: u64,
+    rx: mpsc::Receiver<sandtrail_event::Event>,
+    pin: bool,
+) -> Result<()> {
+    if pin {
+        if let Err(why) = sandtrail_bpf::pin_reader_thread() {
+            eprintln!("the sealed mode's feeding thread runs on any CPU: pinning it failed: {why}");
+        }
+    }
+    let mut appended = 0u64;
+    loop {
+        std::thread::sleep(FEED_INTERVAL);
+        // As `sandtrail run`'s forwarder: straight from the channel into the store's
+        // messages. `Disconnected` only once the reader has stopped and every event it
+        // sent has been taken.
+        let first = rx.try_recv();
+        let open = !matches!(first, Err(mpsc::TryRecvError::Disconnected));
+        let mut n = 0u64;
+        writer.append_all(
+            first
+                .ok()
+                .into_iter()
+                .chain(rx.try_iter())
+                .inspect(|_| n += 1),
+        )?;
+        appended += n;
+        if !open {
+            break;
+        }
+    }
+    // Everything durable, signed and indexed; the store must hold every event sent.
+    let size = writer.close()?.size;
+    if size - base != appended {
+        bail!(
+            "the sealed store holds {} records after {appended} appended",
+            size - base
+        );
+    }
+    Ok(())
 }
 
 /// A thread reading a watching probe's records (and, with `collect`, building the events),
@@ -1081,33 +1096,40 @@ fn collector_replay(dir: &Path, script: &str, lang: &str, cgroup: &Path, times: 
     let decode = thread_cpu() - start;
     probe.unwatch(id)?;
     let lost = probe.losses()?.total();
-    let mut cpu = Vec::new();
-    let mut events = Vec::new();
-    for _ in 0..times {
-        let copy = recorded.clone();
+    let collector = || {
         let mut c = sandtrail_collector::Collector::new();
         c.set_cwd_lookup(|_| None);
         c.watch(id, scope());
+        c
+    };
+    let mut cpu = Vec::new();
+    let mut events = 0;
+    for _ in 0..times {
+        let copy = recorded.clone();
+        let mut c = collector();
         let start = thread_cpu();
-        events.clear();
+        events = 0;
         for r in copy {
-            events.extend(c.record(r));
+            events += c.record(r).len();
         }
-        events.extend(c.unwatch(id));
+        events += c.unwatch(id).len();
         cpu.push(thread_cpu() - start);
     }
     let m = median(&mut cpu);
     println!(
-        "decoding one run's records: {:.1} ms CPU ({:.0} ns per record)\ncollector replay: {} records ({lost} lost), {} events; median of {times}: {:.1} ms CPU per round, {:.0} ns per record",
+        "decoding one run's records: {:.1} ms CPU ({:.0} ns per record)\ncollector replay: {} records ({lost} lost), {events} events; median of {times}: {:.1} ms CPU per round, {:.0} ns per record",
         decode.as_secs_f64() * 1e3,
         decode.as_nanos() as f64 / recorded.len().max(1) as f64,
         recorded.len(),
-        events.len(),
         m.as_secs_f64() * 1e3,
         m.as_nanos() as f64 / recorded.len().max(1) as f64
     );
-    // The same events through the sealed mode's path (sent one by one over a channel, taken
-    // by the feeding thread, sealed, indexed, store closed), threads unpinned.
+    // The same events (built once more, untimed) through the sealed mode's path (sent one by
+    // one over a channel, taken by the feeding thread, sealed, indexed, store closed), threads
+    // unpinned.
+    let mut c = collector();
+    let mut events: Vec<_> = recorded.into_iter().flat_map(|r| c.record(r)).collect();
+    events.extend(c.unwatch(id));
     let mut cpu = Vec::new();
     let store_dir = dir.join("replay-store");
     for _ in 0..times {
@@ -1123,8 +1145,8 @@ fn collector_replay(dir: &Path, script: &str, lang: &str, cgroup: &Path, times: 
         sealing.close()?;
         cpu.push(own_cpu() - start);
     }
+    let least = *cpu.iter().min().expect("at least one replay");
     let m = median(&mut cpu);
-    let least = cpu[0];
     println!(
         "sealing replay: {} events; median of {times}: {:.1} ms CPU per round (all threads), {:.0} ns per event; least {:.1} ms",
         events.len(),

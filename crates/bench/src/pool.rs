@@ -92,14 +92,14 @@ fn mean_ci(v: &[f64]) -> (f64, f64, f64) {
     (mean, mean - half, mean + half)
 }
 
-/// What an interval says of `bar`.
-fn verdict(lo: f64, hi: f64, bar: f64) -> &'static str {
+/// What an interval says of `bar`; `more` says what would narrow it ("rounds", "runs").
+fn verdict(lo: f64, hi: f64, bar: f64, more: &str) -> String {
     if hi <= bar {
-        "the whole interval is within it"
+        "the whole interval is within it".into()
     } else if lo > bar {
-        "the whole interval is over it"
+        "the whole interval is over it".into()
     } else {
-        "the interval straddles it: more rounds are needed to tell"
+        format!("the interval straddles it: more {more} are needed to tell")
     }
 }
 
@@ -138,12 +138,12 @@ pub fn pool(mode: &str, bar: f64, files: &[PathBuf]) -> Result<()> {
     println!(
         "pooled: {runs} runs, {n} rounds: median {med:+.1} %, 95 % confidence interval of the median {lo:+.1} to {hi:+.1} % (rounds ranked {lo_rank} and {hi_rank} of {n}), mean {mean:+.1} %"
     );
-    println!("bar {bar:+.1} %: {}", verdict(lo, hi, bar));
+    println!("bar {bar:+.1} %: {}", verdict(lo, hi, bar, "rounds"));
     if runs >= 3 {
         let (mean, lo, hi) = mean_ci(&medians);
         println!(
             "runs as units: the {runs} runs' medians average {mean:+.1} %, 95 % t-interval {lo:+.1} to {hi:+.1} %\nbar {bar:+.1} %: {}",
-            verdict(lo, hi, bar)
+            verdict(lo, hi, bar, "runs")
         );
     }
     Ok(())
@@ -219,8 +219,17 @@ mod tests {
         assert_eq!(mean, 20.5);
         assert!((hi - mean - 3.774).abs() < 1e-3, "{hi}");
         assert!((mean - lo - 3.774).abs() < 1e-3, "{lo}");
-        assert_eq!(verdict(-0.5, 4.5, 5.0), "the whole interval is within it");
-        assert_eq!(verdict(5.1, 6.0, 5.0), "the whole interval is over it");
-        assert!(verdict(4.0, 5.2, 5.0).starts_with("the interval straddles it"));
+        assert_eq!(
+            verdict(-0.5, 4.5, 5.0, "runs"),
+            "the whole interval is within it"
+        );
+        assert_eq!(
+            verdict(5.1, 6.0, 5.0, "runs"),
+            "the whole interval is over it"
+        );
+        assert_eq!(
+            verdict(4.0, 5.2, 5.0, "runs"),
+            "the interval straddles it: more runs are needed to tell"
+        );
     }
 }
